@@ -1,0 +1,173 @@
+// Shared declarations and helpers of the softmax kernels. Each kernel file is appended to
+// this text at build time (src/kernels.rs), so every kernel sees the same bindings, params
+// and row helpers.
+//
+// Bindings (group 0):
+//   0 params  uniform   Params below; one per dispatch chunk
+//   1 src     storage   input as f32
+//   2 src4    storage   the same input as vec4<f32> (a 16-byte dummy when VEC4 is off)
+//   3 dst     storage   output as f32 (may be the input buffer itself, for in-place use)
+//   4 dst4    storage   the same output as vec4<f32> (a 16-byte dummy when VEC4 is off)
+//
+// All storage bindings are read_write so that in-place use can bind one buffer to both
+// sides. Row r of the input starts at element src_offset + r * src_stride of `src`.
+//
+// Numerics: WGSL lets compilers assume values are finite, so NaN and infinities are found
+// by testing bit patterns, never by comparisons. Each invocation keeps a running
+// (max, sum of exp) pair: the max is of the raw inputs, the sum is of
+// exp((x - max) * inv_temperature), so a large common offset cancels exactly before the
+// temperature scales it.
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    src_stride: u32,
+    dst_stride: u32,
+    src_offset: u32,
+    dst_offset: u32,
+    grid_x: u32,
+    inv_temperature: f32,
+}
+
+// Write log-softmax ((x - max) * inv_t - ln(sum)) instead of softmax.
+override LOG_SOFTMAX: bool = false;
+// A row whose entries are all -inf gives 0 (log: -inf) instead of NaN.
+override MASKED_ROWS_ZERO: bool = false;
+// Rows start on 16-byte boundaries: read and write through the vec4 views, tail in scalars.
+override VEC4: bool = false;
+override WORKGROUP_SIZE: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> src4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dst4: array<vec4<f32>>;
+
+// -f32::MAX: the running max before any finite entry was seen.
+const LOWEST: f32 = -3.40282347e38;
+const EXP_MASK: u32 = 0x7f800000u;
+const NEG_INF_BITS: u32 = 0xff800000u;
+const NAN_BITS: u32 = 0x7fc00000u;
+
+// Running statistics of (part of) a row. `bad` is 1 once a NaN or +inf was seen.
+struct Stats {
+    m: f32,
+    s: f32,
+    bad: u32,
+}
+
+fn stats_empty() -> Stats {
+    return Stats(LOWEST, 0.0, 0u);
+}
+
+// s * exp(delta * inv_t) for delta <= 0, exactly 0 when s is 0 (so an empty partial,
+// whose max is LOWEST, never computes exp of an overflowed difference into the sum).
+fn rescale(s: f32, delta: f32) -> f32 {
+    return select(0.0, s * exp(delta * params.inv_temperature), s != 0.0);
+}
+
+fn merge(a: Stats, b: Stats) -> Stats {
+    let m = max(a.m, b.m);
+    return Stats(m, rescale(a.s, a.m - m) + rescale(b.s, b.m - m), a.bad | b.bad);
+}
+
+fn accumulate1(st: Stats, x: f32) -> Stats {
+    let bits = bitcast<u32>(x);
+    let non_finite = (bits & EXP_MASK) == EXP_MASK;
+    if non_finite {
+        // -inf contributes nothing; NaN and +inf poison the row.
+        return Stats(st.m, st.s, st.bad | u32(bits != NEG_INF_BITS));
+    }
+    if x > st.m {
+        return Stats(x, rescale(st.s, st.m - x) + 1.0, st.bad);
+    }
+    return Stats(st.m, st.s + exp((x - st.m) * params.inv_temperature), st.bad);
+}
+
+fn accumulate4(st: Stats, v: vec4<f32>) -> Stats {
+    let bits = bitcast<vec4<u32>>(v);
+    let non_finite = (bits & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
+    let poison = non_finite & (bits != vec4<u32>(NEG_INF_BITS));
+    let vm = select(v, vec4<f32>(LOWEST), non_finite);
+    let mx = max(max(vm.x, vm.y), max(vm.z, vm.w));
+    var out = st;
+    out.bad = st.bad | u32(any(poison));
+    if mx > st.m {
+        out.s = rescale(st.s, st.m - mx);
+        out.m = mx;
+    }
+    let e = exp((vm - vec4<f32>(out.m)) * params.inv_temperature);
+    out.s += dot(select(e, vec4<f32>(0.0), non_finite), vec4<f32>(1.0));
+    return out;
+}
+
+// Statistics of the elements first, first + step, ... of row `row` (vec4s when VEC4).
+fn row_stats(row: u32, first: u32, step: u32) -> Stats {
+    var st = stats_empty();
+    let base = params.src_offset + row * params.src_stride;
+    var tail_start = 0u;
+    if VEC4 {
+        let base4 = base / 4u;
+        let n4 = params.cols / 4u;
+        for (var i = first; i < n4; i += step) {
+            st = accumulate4(st, src4[base4 + i]);
+        }
+        tail_start = n4 * 4u;
+    }
+    for (var j = tail_start + first; j < params.cols; j += step) {
+        st = accumulate1(st, src[base + j]);
+    }
+    return st;
+}
+
+fn softmax1(x: f32, m: f32, inv_s: f32, log_s: f32) -> f32 {
+    let neg_inf = bitcast<u32>(x) == NEG_INF_BITS;
+    if LOG_SOFTMAX {
+        return select((x - m) * params.inv_temperature - log_s, bitcast<f32>(NEG_INF_BITS), neg_inf);
+    }
+    return select(exp((x - m) * params.inv_temperature) * inv_s, 0.0, neg_inf);
+}
+
+fn softmax4(v: vec4<f32>, m: f32, inv_s: f32, log_s: f32) -> vec4<f32> {
+    let neg_inf = bitcast<vec4<u32>>(v) == vec4<u32>(NEG_INF_BITS);
+    let d = (v - vec4<f32>(m)) * params.inv_temperature;
+    if LOG_SOFTMAX {
+        return select(d - vec4<f32>(log_s), vec4<f32>(bitcast<f32>(NEG_INF_BITS)), neg_inf);
+    }
+    return select(exp(d) * inv_s, vec4<f32>(0.0), neg_inf);
+}
+
+// Writes the elements first, first + step, ... of output row `row`, given the whole row's
+// statistics.
+fn write_row(row: u32, first: u32, step: u32, st: Stats) {
+    let src_base = params.src_offset + row * params.src_stride;
+    let dst_base = params.dst_offset + row * params.dst_stride;
+    // A row with NaN or +inf gives NaN everywhere; a row of only -inf (sum 0) gives NaN,
+    // or with MASKED_ROWS_ZERO the value of probability 0.
+    let masked = st.s == 0.0;
+    if st.bad != 0u || masked {
+        var fill = bitcast<f32>(NAN_BITS);
+        if st.bad == 0u && MASKED_ROWS_ZERO {
+            fill = select(0.0, bitcast<f32>(NEG_INF_BITS), LOG_SOFTMAX);
+        }
+        for (var j = first; j < params.cols; j += step) {
+            dst[dst_base + j] = fill;
+        }
+        return;
+    }
+    let inv_s = 1.0 / st.s;
+    let log_s = log(st.s);
+    var tail_start = 0u;
+    if VEC4 {
+        let src4_base = src_base / 4u;
+        let dst4_base = dst_base / 4u;
+        let n4 = params.cols / 4u;
+        for (var i = first; i < n4; i += step) {
+            dst4[dst4_base + i] = softmax4(src4[src4_base + i], st.m, inv_s, log_s);
+        }
+        tail_start = n4 * 4u;
+    }
+    for (var j = tail_start + first; j < params.cols; j += step) {
+        dst[dst_base + j] = softmax1(src[src_base + j], st.m, inv_s, log_s);
+    }
+}

@@ -1,0 +1,375 @@
+//! Recording a plan into a `CommandEncoder`: the GPU-resident API.
+
+use wgpu::util::DeviceExt;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::kernels::{scoped, Params, PipelineKey};
+use crate::plan::{self, Placement, Plan, RowKernel};
+
+/// A `[rows, cols]` matrix shape, row-major.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shape {
+    /// Number of rows (independent softmaxes).
+    pub rows: usize,
+    /// Row length: the axis softmax runs over.
+    pub cols: usize,
+}
+
+impl Shape {
+    /// A `[rows, cols]` shape.
+    pub fn new(rows: usize, cols: usize) -> Self {
+        Shape { rows, cols }
+    }
+
+    /// `rows * cols`, or [`Error::ShapeOverflow`].
+    pub fn len(&self) -> Result<usize> {
+        self.rows
+            .checked_mul(self.cols)
+            .filter(|n| n.checked_mul(4).is_some())
+            .ok_or(Error::ShapeOverflow {
+                rows: self.rows,
+                cols: self.cols,
+            })
+    }
+
+    /// Whether the shape holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0 || self.cols == 0
+    }
+}
+
+/// The function computed along each row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Op {
+    /// `exp(z_i - m) / sum_j exp(z_j - m)`.
+    #[default]
+    Softmax,
+    /// `(z_i - m) - ln(sum_j exp(z_j - m))`, computed directly (not as `ln(softmax)`).
+    LogSoftmax,
+}
+
+/// What a row whose entries are all `-inf` gives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MaskedRows {
+    /// NaN in every entry, as PyTorch does.
+    #[default]
+    Nan,
+    /// The value of probability zero: 0 for softmax, `-inf` for log-softmax (as attention
+    /// kernels want for fully masked rows).
+    Zero,
+}
+
+/// Options of one softmax.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Options {
+    /// Softmax or log-softmax.
+    pub op: Op,
+    /// Inputs are divided by this (finite, > 0). 1 leaves them as they are.
+    pub temperature: f32,
+    /// What fully masked (all `-inf`) rows give.
+    pub masked_rows: MaskedRows,
+    /// Forces a kernel instead of the planner's choice (for tests and benchmarks).
+    pub kernel: Option<RowKernel>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            op: Op::Softmax,
+            temperature: 1.0,
+            masked_rows: MaskedRows::Nan,
+            kernel: None,
+        }
+    }
+}
+
+impl Options {
+    /// Softmax with default settings.
+    pub fn softmax() -> Self {
+        Self::default()
+    }
+
+    /// Log-softmax with default settings.
+    pub fn log_softmax() -> Self {
+        Options {
+            op: Op::LogSoftmax,
+            ..Self::default()
+        }
+    }
+
+    /// These options with another temperature.
+    pub fn with_temperature(mut self, temperature: f32) -> Self {
+        self.temperature = temperature;
+        self
+    }
+
+    /// These options with another masked-row policy.
+    pub fn with_masked_rows(mut self, masked_rows: MaskedRows) -> Self {
+        self.masked_rows = masked_rows;
+        self
+    }
+
+    /// These options with a forced kernel.
+    pub fn with_kernel(mut self, kernel: RowKernel) -> Self {
+        self.kernel = Some(kernel);
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.temperature.is_finite() && self.temperature > 0.0 {
+            Ok(())
+        } else {
+            Err(Error::InvalidTemperature(self.temperature))
+        }
+    }
+}
+
+/// A matrix in a caller's buffer: where element `[0, 0]` is and how far apart rows are.
+#[derive(Clone, Copy, Debug)]
+pub struct MatrixView<'a> {
+    /// The buffer; it needs `BufferUsages::STORAGE`.
+    pub buffer: &'a wgpu::Buffer,
+    /// Byte offset of element `[0, 0]`; a multiple of 4 (16 lets the kernels use vec4).
+    pub offset: u64,
+    /// Elements between row starts; `None` means `cols` (rows packed).
+    pub row_stride: Option<usize>,
+}
+
+impl<'a> MatrixView<'a> {
+    /// A packed matrix at the start of `buffer`.
+    pub fn new(buffer: &'a wgpu::Buffer) -> Self {
+        MatrixView {
+            buffer,
+            offset: 0,
+            row_stride: None,
+        }
+    }
+
+    /// This view, starting `offset` bytes into the buffer.
+    pub fn with_offset(mut self, offset: u64) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// This view, with rows `row_stride` elements apart.
+    pub fn with_row_stride(mut self, row_stride: usize) -> Self {
+        self.row_stride = Some(row_stride);
+        self
+    }
+
+    fn placement(&self, cols: usize) -> Placement {
+        Placement {
+            offset: self.offset,
+            row_stride: self.row_stride.unwrap_or(cols),
+        }
+    }
+
+    /// Checks the view against the shape and returns the byte range it covers.
+    fn check(&self, which: &'static str, shape: Shape) -> Result<std::ops::Range<u64>> {
+        let p = self.placement(shape.cols);
+        if p.row_stride < shape.cols {
+            return Err(Error::InvalidStride {
+                stride: p.row_stride,
+                cols: shape.cols,
+            });
+        }
+        if p.offset % 4 != 0 {
+            return Err(Error::Misaligned {
+                offset: p.offset,
+                required: 4,
+            });
+        }
+        if !self.buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::MissingUsage {
+                which,
+                missing: "STORAGE",
+            });
+        }
+        let overflow = Error::ShapeOverflow {
+            rows: shape.rows,
+            cols: shape.cols,
+        };
+        let elements = (shape.rows - 1)
+            .checked_mul(p.row_stride)
+            .and_then(|n| n.checked_add(shape.cols))
+            .ok_or(overflow.clone())?;
+        let end = (elements as u64)
+            .checked_mul(4)
+            .and_then(|b| b.checked_add(p.offset))
+            .ok_or(overflow)?;
+        if end > self.buffer.size() {
+            return Err(Error::BufferTooSmall {
+                which,
+                needed: end,
+                size: self.buffer.size(),
+            });
+        }
+        Ok(p.offset..end)
+    }
+}
+
+fn binding(buffer: &wgpu::Buffer, range: plan::BindingRange) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer,
+        offset: range.offset,
+        size: wgpu::BufferSize::new(range.size),
+    })
+}
+
+impl Context {
+    /// Records a softmax (or log-softmax) of the `shape` matrix at `input` into `output`
+    /// on the caller's `encoder`. Nothing is submitted: the caller submits the encoder
+    /// when it likes, on this context's device.
+    ///
+    /// `output` may be `input` itself (same buffer, offset and stride) for in-place use;
+    /// any other overlap is refused. Only the named rows (and in them only the first
+    /// `cols` elements) of `output` are written. An empty shape records nothing.
+    ///
+    /// Argument errors are returned before anything is recorded; wgpu validation and
+    /// out-of-memory errors while recording are caught and returned.
+    pub fn encode(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: MatrixView<'_>,
+        output: MatrixView<'_>,
+        shape: Shape,
+        options: &Options,
+    ) -> Result<()> {
+        options.validate()?;
+        shape.len()?;
+        if shape.is_empty() {
+            return Ok(());
+        }
+        let src_range = input.check("input", shape)?;
+        let dst_range = output.check("output", shape)?;
+        if input.buffer == output.buffer {
+            let same = input.placement(shape.cols) == output.placement(shape.cols);
+            let disjoint = src_range.end <= dst_range.start || dst_range.end <= src_range.start;
+            if !same && !disjoint {
+                return Err(Error::PartialOverlap);
+            }
+        }
+        let plan = plan::plan(
+            shape.rows,
+            shape.cols,
+            input.placement(shape.cols),
+            output.placement(shape.cols),
+            options.kernel,
+            &self.caps,
+        )?;
+        self.record(encoder, &plan, input, output, shape, options)
+    }
+
+    /// Records `plan`: one uniform buffer holding every chunk's params, one bind group
+    /// and dispatch per chunk, all in one compute pass.
+    pub(crate) fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        plan: &Plan,
+        input: MatrixView<'_>,
+        output: MatrixView<'_>,
+        shape: Shape,
+        options: &Options,
+    ) -> Result<()> {
+        let pipeline = self.kernels.pipeline(PipelineKey {
+            kernel: plan.kernel,
+            workgroup_size: plan.workgroup_size,
+            vec4: plan.vec4,
+            log: options.op == Op::LogSoftmax,
+            masked_rows_zero: options.masked_rows == MaskedRows::Zero,
+        })?;
+        let src = input.placement(shape.cols);
+        let dst = output.placement(shape.cols);
+        let slot = u64::from(
+            self.device
+                .limits()
+                .min_uniform_buffer_offset_alignment
+                .max(std::mem::size_of::<Params>() as u32),
+        );
+        let mut bytes = vec![0u8; slot as usize * plan.chunks.len()];
+        for (i, chunk) in plan.chunks.iter().enumerate() {
+            let params = Params {
+                rows: chunk.rows,
+                cols: shape.cols as u32,
+                src_stride: src.row_stride as u32,
+                dst_stride: dst.row_stride as u32,
+                src_offset: chunk.src.first_element,
+                dst_offset: chunk.dst.first_element,
+                grid_x: chunk.grid[0],
+                inv_temperature: 1.0 / options.temperature,
+            };
+            let at = i * slot as usize;
+            bytes[at..at + std::mem::size_of::<Params>()]
+                .copy_from_slice(bytemuck::bytes_of(&params));
+        }
+        scoped(&self.device, || {
+            let uniforms = self
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("wgpu-softmax params"),
+                    contents: &bytes,
+                    usage: wgpu::BufferUsages::UNIFORM,
+                });
+            let bind_groups: Vec<wgpu::BindGroup> = plan
+                .chunks
+                .iter()
+                .enumerate()
+                .map(|(i, chunk)| {
+                    let src_view = binding(input.buffer, chunk.src);
+                    let dst_view = binding(output.buffer, chunk.dst);
+                    let unused = self.kernels.dummy.as_entire_binding();
+                    let (src4_view, dst4_view) = if plan.vec4 {
+                        (src_view.clone(), dst_view.clone())
+                    } else {
+                        (unused.clone(), unused)
+                    };
+                    self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some("wgpu-softmax chunk"),
+                        layout: &self.kernels.layout,
+                        entries: &[
+                            wgpu::BindGroupEntry {
+                                binding: 0,
+                                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                    buffer: &uniforms,
+                                    offset: i as u64 * slot,
+                                    size: wgpu::BufferSize::new(
+                                        std::mem::size_of::<Params>() as u64,
+                                    ),
+                                }),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 1,
+                                resource: src_view,
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 2,
+                                resource: src4_view,
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 3,
+                                resource: dst_view,
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 4,
+                                resource: dst4_view,
+                            },
+                        ],
+                    })
+                })
+                .collect();
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("wgpu-softmax"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            for (chunk, bind_group) in plan.chunks.iter().zip(&bind_groups) {
+                pass.set_bind_group(0, bind_group, &[]);
+                pass.dispatch_workgroups(chunk.grid[0], chunk.grid[1], 1);
+            }
+        })
+    }
+}

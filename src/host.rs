@@ -1,0 +1,304 @@
+//! The host API: upload, compute, readback, with staging buffers reused across calls and
+//! matrices streamed through the GPU in chunks.
+
+use std::sync::{Arc, Mutex};
+
+use crate::context::Context;
+use crate::encode::{MatrixView, Options, Shape};
+use crate::error::{Error, Result};
+use crate::kernels::scoped;
+use crate::plan::{self, Placement};
+
+/// One slot of the streaming ring: a device buffer the chunk is uploaded to and
+/// computed in place in, and a mappable buffer it is read back through.
+pub(crate) struct Scratch {
+    data: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    capacity: u64,
+}
+
+/// Scratch slots not in use by any call. A call takes what it needs and gives it back,
+/// so the number of buffers stays bounded by the number of concurrent calls.
+#[derive(Default)]
+pub(crate) struct ScratchPool {
+    free: Mutex<Vec<Scratch>>,
+}
+
+impl ScratchPool {
+    fn take(&self, capacity: u64) -> Option<Scratch> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let i = free.iter().position(|s| s.capacity >= capacity)?;
+        Some(free.swap_remove(i))
+    }
+
+    fn give_back(&self, scratch: Scratch) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        // Keep a few; a slot too small for later calls is dropped when replaced.
+        if free.len() >= 8 {
+            free.sort_by_key(|s| s.capacity);
+            free.remove(0);
+        }
+        free.push(scratch);
+    }
+
+    /// Buffers held by the pool (two per slot), for tests of leak-freedom.
+    pub(crate) fn buffer_count(&self) -> usize {
+        2 * self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+type MapResult = Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>;
+
+/// A chunk submitted and waiting to be read back.
+struct InFlight {
+    slot: usize,
+    submission: wgpu::SubmissionIndex,
+    elements: std::ops::Range<usize>,
+    mapped: MapResult,
+}
+
+impl Context {
+    /// Softmax (or log-softmax, per `options`) of the row-major `shape` matrix in
+    /// `input`, returned as a new vector.
+    pub async fn run(&self, input: &[f32], shape: Shape, options: &Options) -> Result<Vec<f32>> {
+        let mut output = vec![0.0f32; input.len()];
+        self.run_into(input, &mut output, shape, options).await?;
+        Ok(output)
+    }
+
+    /// Blocking [`Context::run`] (native targets).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn run_blocking(&self, input: &[f32], shape: Shape, options: &Options) -> Result<Vec<f32>> {
+        pollster::block_on(self.run(input, shape, options))
+    }
+
+    /// Blocking [`Context::run_into`] (native targets).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn run_into_blocking(
+        &self,
+        input: &[f32],
+        output: &mut [f32],
+        shape: Shape,
+        options: &Options,
+    ) -> Result<()> {
+        pollster::block_on(self.run_into(input, output, shape, options))
+    }
+
+    /// Like [`Context::run`], writing into `output` (same length as `input`).
+    ///
+    /// The matrix goes through the GPU in chunks of whole rows of about
+    /// [`ContextOptions::host_chunk_bytes`](crate::ContextOptions::host_chunk_bytes), two
+    /// in flight: while one chunk computes, the previous one is read back.
+    pub async fn run_into(
+        &self,
+        input: &[f32],
+        output: &mut [f32],
+        shape: Shape,
+        options: &Options,
+    ) -> Result<()> {
+        options.validate()?;
+        let expected = shape.len()?;
+        for actual in [input.len(), output.len()] {
+            if actual != expected {
+                return Err(Error::ShapeMismatch {
+                    rows: shape.rows,
+                    cols: shape.cols,
+                    expected,
+                    actual,
+                });
+            }
+        }
+        if shape.is_empty() {
+            return Ok(());
+        }
+        let row_bytes = shape.cols as u64 * 4;
+        let max_rows_by_buffer = (self.caps.max_buffer_size / row_bytes) as usize;
+        let chunk_rows = ((self.options.host_chunk_bytes / row_bytes) as usize)
+            .clamp(1, shape.rows)
+            .min(max_rows_by_buffer);
+        if chunk_rows == 0 {
+            return Err(Error::RowTooLong {
+                cols: shape.cols,
+                bytes: row_bytes,
+                limit: self.caps.max_buffer_size,
+            });
+        }
+        // Plan once for a full chunk: this checks the row fits a binding before any
+        // buffer is made.
+        let packed = Placement {
+            offset: 0,
+            row_stride: shape.cols,
+        };
+        plan::plan(
+            chunk_rows,
+            shape.cols,
+            packed,
+            packed,
+            options.kernel,
+            &self.caps,
+        )?;
+        let chunk_bytes = chunk_rows as u64 * row_bytes;
+        let chunks = shape.rows.div_ceil(chunk_rows);
+        let mut slots = Vec::new();
+        for _ in 0..chunks.min(2) {
+            slots.push(self.take_scratch(chunk_bytes)?);
+        }
+        let result = self
+            .stream(input, output, shape, options, chunk_rows, &slots)
+            .await;
+        if result.is_ok() {
+            for s in slots {
+                self.scratch.give_back(s);
+            }
+        }
+        // On error the slots are dropped (their buffers freed): one may still be mapped
+        // or in use by work that failed.
+        result
+    }
+
+    fn take_scratch(&self, bytes: u64) -> Result<Scratch> {
+        if let Some(s) = self.scratch.take(bytes) {
+            return Ok(s);
+        }
+        // Round up so slightly larger later calls reuse the slot.
+        let capacity = bytes
+            .next_power_of_two()
+            .min(self.caps.max_buffer_size)
+            .max(bytes);
+        scoped(&self.device, || Scratch {
+            data: self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-softmax host data"),
+                size: capacity,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            readback: self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-softmax host readback"),
+                size: capacity,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            capacity,
+        })
+    }
+
+    async fn stream(
+        &self,
+        input: &[f32],
+        output: &mut [f32],
+        shape: Shape,
+        options: &Options,
+        chunk_rows: usize,
+        slots: &[Scratch],
+    ) -> Result<()> {
+        let mut in_flight: Vec<InFlight> = Vec::new();
+        let mut first_row = 0;
+        let mut chunk_index = 0;
+        while first_row < shape.rows {
+            let rows = chunk_rows.min(shape.rows - first_row);
+            let slot = chunk_index % slots.len();
+            // The slot's previous chunk must be read back before it is reused.
+            if let Some(i) = in_flight.iter().position(|f| f.slot == slot) {
+                let done = in_flight.remove(i);
+                self.finish(done, slots, output).await?;
+            }
+            let elements = first_row * shape.cols..(first_row + rows) * shape.cols;
+            let bytes = (elements.len() * 4) as u64;
+            let scratch = &slots[slot];
+            let chunk_shape = Shape::new(rows, shape.cols);
+            let submission = scoped(&self.device, || -> Result<wgpu::SubmissionIndex> {
+                self.queue.write_buffer(
+                    &scratch.data,
+                    0,
+                    bytemuck::cast_slice(&input[elements.clone()]),
+                );
+                let mut encoder = self
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("wgpu-softmax host"),
+                    });
+                let view = MatrixView::new(&scratch.data);
+                self.encode(&mut encoder, view, view, chunk_shape, options)?;
+                encoder.copy_buffer_to_buffer(&scratch.data, 0, &scratch.readback, 0, bytes);
+                Ok(self.queue.submit([encoder.finish()]))
+            })??;
+            let mapped: MapResult = Arc::new(Mutex::new(None));
+            let flag = mapped.clone();
+            scratch
+                .readback
+                .map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+                    *flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                });
+            in_flight.push(InFlight {
+                slot,
+                submission,
+                elements,
+                mapped,
+            });
+            first_row += rows;
+            chunk_index += 1;
+        }
+        for done in in_flight {
+            self.finish(done, slots, output).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for a chunk (bounded by the context's time-out) and copies it out.
+    async fn finish(&self, done: InFlight, slots: &[Scratch], output: &mut [f32]) -> Result<()> {
+        let readback = &slots[done.slot].readback;
+        let bytes = (done.elements.len() * 4) as u64;
+        self.wait_for(done.submission, &done.mapped)?;
+        let outcome = done.mapped.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match outcome {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                return Err(match self.lost_reason() {
+                    Some(reason) => Error::DeviceLost(reason),
+                    None => Error::Map(e.to_string()),
+                })
+            }
+            None => return Err(Error::Map("the map callback never ran".into())),
+        }
+        {
+            let view = readback
+                .get_mapped_range(0..bytes)
+                .map_err(|e| Error::Map(e.to_string()))?;
+            bytemuck::cast_slice_mut::<f32, u8>(&mut output[done.elements]).copy_from_slice(&view);
+        }
+        readback.unmap();
+        Ok(())
+    }
+
+    /// Blocks until the chunk's submission is done and its map callback has run, for at
+    /// most the context's time-out. Another thread's poll may be the one that runs the
+    /// callback, so the map result itself is what ends the wait.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn wait_for(&self, submission: wgpu::SubmissionIndex, mapped: &MapResult) -> Result<()> {
+        let deadline = std::time::Instant::now() + self.options.timeout;
+        let timed_out = || match self.lost_reason() {
+            Some(reason) => Error::DeviceLost(reason),
+            None => Error::Timeout(self.options.timeout),
+        };
+        match self.device.poll(wgpu::PollType::Wait {
+            submission_index: Some(submission),
+            timeout: Some(self.options.timeout),
+        }) {
+            Ok(_) => {}
+            Err(wgpu::PollError::Timeout) => return Err(timed_out()),
+            Err(e) => return Err(Error::Internal(e.to_string())),
+        }
+        while mapped.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+            if std::time::Instant::now() >= deadline {
+                return Err(timed_out());
+            }
+            self.device
+                .poll(wgpu::PollType::Poll)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            std::thread::yield_now();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,80 @@
+//! Batched softmax and log-softmax over the last axis of row-major `[rows, cols]` f32
+//! matrices, computed by WGSL compute shaders on any adapter wgpu reaches.
+//!
+//! Two ways in:
+//!
+//! - **Host API** ([`Context::run`], [`Context::run_blocking`], [`Context::run_into`]):
+//!   from a `&[f32]` and a [`Shape`] to the result; the library uploads, computes and
+//!   reads back, reusing its pipelines and staging buffers, and streams large matrices
+//!   through the GPU in chunks.
+//! - **GPU-resident API** ([`Context::encode`]): records the work into the app's own
+//!   `CommandEncoder`, on the app's own `Device` ([`Context::from_device`]), reading and
+//!   writing the app's buffers ([`MatrixView`]: byte offset, row stride; in-place allowed).
+//!
+//! ```no_run
+//! use wgpu_softmax::{Context, Options, Shape};
+//! # fn main() -> Result<(), wgpu_softmax::Error> {
+//! let ctx = Context::new_blocking()?;
+//! let y = ctx.run_blocking(&[7.0, 4.0, 0.0], Shape::new(1, 3), &Options::softmax())?;
+//! // [0.95174, 0.04739, 0.00087]: the largest score squeezes out the others.
+//! assert!((y[0] - 0.95174).abs() < 1e-5);
+//! # Ok(()) }
+//! ```
+//!
+//! # Method
+//!
+//! Per row, one sweep keeps a running `(max, sum of exp(x - max))` pair per invocation;
+//! the pairs are merged across the workgroup (subgroup operations where the device has
+//! `Features::SUBGROUP`, workgroup memory otherwise); a second sweep writes
+//! `exp(x - max) / sum` (one reciprocal per row) or `(x - max) - ln(sum)`. Short rows run
+//! one invocation per row. See [`plan`] for how the kernel and dispatch are chosen.
+//!
+//! # Numerics contract
+//!
+//! Accumulation is in f32. Against an f64 reference that subtracts the row max
+//! ([`reference::softmax_f64`]):
+//!
+//! | output | tolerance |
+//! | --- | --- |
+//! | softmax | `abs(y - r) <= 1e-6 + 1e-5 * abs(r)`; rows sum to 1 within 1e-5 |
+//! | log-softmax | `abs(y - r) <= 1e-5 + 1e-5 * abs(r)` |
+//!
+//! With a temperature `T`, the result is that of `x / T`; the kernels compute
+//! `(x - max) / T`, so large common offsets (integers plus 1e7) cancel exactly first.
+//!
+//! Non-finite inputs, as PyTorch treats them: a `-inf` entry gives 0 (log-softmax:
+//! `-inf`); a row of only `-inf` gives NaN, or with [`MaskedRows::Zero`] 0 (log-softmax:
+//! `-inf`); a `+inf` or NaN anywhere in a row makes the whole row NaN. Values near
+//! `f32::MAX` (and rows mixing `-f32::MAX` with `f32::MAX`) come out right. The kernels
+//! find NaN and infinities by their bit patterns, since WGSL lets compilers assume
+//! floats are finite.
+//!
+//! # Errors
+//!
+//! Every call returns [`Result`]. Argument errors come back before any GPU work; wgpu
+//! validation and out-of-memory errors are caught with error scopes; waiting for the GPU
+//! is bounded by [`ContextOptions::timeout`].
+
+#![warn(missing_docs)]
+
+mod context;
+mod encode;
+mod error;
+mod host;
+mod kernels;
+pub mod plan;
+pub mod reference;
+
+pub use context::{Context, ContextOptions};
+pub use encode::{MaskedRows, MatrixView, Op, Options, Shape};
+pub use error::{Error, Result};
+pub use kernels::{entry_point, kernel_source, COPY_VEC4_SOURCE};
+pub use plan::RowKernel;
+pub use wgpu;
+
+impl Context {
+    /// Buffers held by the host API's staging pool (for leak checks).
+    pub fn staging_buffer_count(&self) -> usize {
+        self.scratch.buffer_count()
+    }
+}

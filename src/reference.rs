@@ -1,0 +1,151 @@
+//! The f64 CPU reference, shared by tests, benchmarks and the CLI, and the tolerances of
+//! the numerics contract.
+
+use crate::encode::{MaskedRows, Op, Options};
+
+/// A tolerance `|y - r| <= abs + rel * |r|`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    /// Absolute part.
+    pub abs: f64,
+    /// Relative part.
+    pub rel: f64,
+}
+
+/// f32 softmax: `1e-6 + 1e-5 * |r|`.
+pub const SOFTMAX_F32: Tolerance = Tolerance {
+    abs: 1e-6,
+    rel: 1e-5,
+};
+/// f32 log-softmax: `1e-5 + 1e-5 * |r|`.
+pub const LOG_SOFTMAX_F32: Tolerance = Tolerance {
+    abs: 1e-5,
+    rel: 1e-5,
+};
+/// A softmax row sums to 1 within this.
+pub const ROW_SUM_F32: f64 = 1e-5;
+
+impl Tolerance {
+    /// The contract's tolerance for an op on f32 data.
+    pub fn for_op(op: Op) -> Self {
+        match op {
+            Op::Softmax => SOFTMAX_F32,
+            Op::LogSoftmax => LOG_SOFTMAX_F32,
+        }
+    }
+
+    /// Whether `y` matches `r`. NaN matches NaN only; where `r` is out of f32's range
+    /// (or infinite) `y` must be the same infinity.
+    pub fn accepts(&self, y: f32, r: f64) -> bool {
+        if r.is_nan() {
+            return y.is_nan();
+        }
+        if (r as f32).is_infinite() {
+            return y == r as f32;
+        }
+        y.is_finite() && (f64::from(y) - r).abs() <= self.abs + self.rel * r.abs()
+    }
+}
+
+/// Softmax or log-softmax of each row of a `[rows, cols]` matrix, in f64, by the rules of
+/// the numerics contract: the row max is subtracted first; `-inf` entries give 0
+/// (log: `-inf`); a row with NaN or `+inf` gives NaN; a row of only `-inf` gives NaN, or
+/// with [`MaskedRows::Zero`] 0 (log: `-inf`).
+pub fn softmax_f64(input: &[f32], cols: usize, options: &Options) -> Vec<f64> {
+    let t = f64::from(options.temperature);
+    let mut out = Vec::with_capacity(input.len());
+    for row in input.chunks(cols.max(1)) {
+        let poisoned = row.iter().any(|x| x.is_nan() || *x == f32::INFINITY);
+        let m = row
+            .iter()
+            .filter(|x| x.is_finite())
+            .fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+        if poisoned || m == f64::NEG_INFINITY {
+            let fill = match (poisoned, options.masked_rows, options.op) {
+                (false, MaskedRows::Zero, Op::Softmax) => 0.0,
+                (false, MaskedRows::Zero, Op::LogSoftmax) => f64::NEG_INFINITY,
+                _ => f64::NAN,
+            };
+            out.extend(std::iter::repeat_n(fill, row.len()));
+            continue;
+        }
+        let scaled = |x: f32| (f64::from(x) - m) / t;
+        let sum: f64 = row
+            .iter()
+            .filter(|x| x.is_finite())
+            .map(|&x| scaled(x).exp())
+            .sum();
+        let log_sum = sum.ln();
+        out.extend(row.iter().map(|&x| match (options.op, x.is_finite()) {
+            (Op::Softmax, true) => scaled(x).exp() / sum,
+            (Op::Softmax, false) => 0.0,
+            (Op::LogSoftmax, true) => scaled(x) - log_sum,
+            (Op::LogSoftmax, false) => f64::NEG_INFINITY,
+        }));
+    }
+    out
+}
+
+/// The first element outside the tolerance, as `(index, got, expected)`.
+pub fn first_mismatch(got: &[f32], expected: &[f64], tol: Tolerance) -> Option<(usize, f32, f64)> {
+    got.iter()
+        .zip(expected)
+        .enumerate()
+        .find(|(_, (y, r))| !tol.accepts(**y, **r))
+        .map(|(i, (y, r))| (i, *y, *r))
+}
+
+/// The largest `|y - r|` over elements where both are finite.
+pub fn max_abs_error(got: &[f32], expected: &[f64]) -> f64 {
+    got.iter()
+        .zip(expected)
+        .filter(|(y, r)| y.is_finite() && r.is_finite())
+        .map(|(y, r)| (f64::from(*y) - r).abs())
+        .fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worked_example_row() {
+        let y = softmax_f64(&[7.0, 4.0, 0.0], 3, &Options::default());
+        let want = [0.95174, 0.04739, 0.00087];
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "{y:?}");
+        }
+    }
+
+    #[test]
+    fn non_finite_rules() {
+        let inf = f32::INFINITY;
+        let y = softmax_f64(&[0.0, -inf, 0.0, -inf, -inf, -inf, 1.0, inf, 0.0, 1.0, f32::NAN, 2.0], 3, &Options::default());
+        assert_eq!(&y[0..3], &[0.5, 0.0, 0.5]);
+        assert!(y[3..12].iter().all(|v| v.is_nan()));
+        let zero = Options::default().with_masked_rows(MaskedRows::Zero);
+        assert_eq!(softmax_f64(&[-inf, -inf], 2, &zero), vec![0.0, 0.0]);
+        let log_zero = Options::log_softmax().with_masked_rows(MaskedRows::Zero);
+        assert_eq!(softmax_f64(&[-inf], 1, &log_zero), vec![f64::NEG_INFINITY]);
+    }
+
+    #[test]
+    fn tolerance_treats_nan_and_infinities_exactly() {
+        let t = SOFTMAX_F32;
+        assert!(t.accepts(f32::NAN, f64::NAN));
+        assert!(!t.accepts(0.5, f64::NAN));
+        assert!(!t.accepts(f32::NAN, 0.5));
+        assert!(t.accepts(f32::NEG_INFINITY, -1e300));
+        assert!(!t.accepts(-3e38, -1e300));
+        assert!(t.accepts(0.5 + 5e-6, 0.5));
+        assert!(!t.accepts(0.5 + 1e-5, 0.5));
+    }
+
+    #[test]
+    fn log_softmax_is_shift_minus_log_sum() {
+        let y = softmax_f64(&[1.0, 2.0], 2, &Options::log_softmax());
+        let lse = (1f64.exp() + 2f64.exp()).ln();
+        assert!((y[0] - (1.0 - lse)).abs() < 1e-15);
+        assert!((y[1] - (2.0 - lse)).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,255 @@
+//! Softmax and log-softmax against the f64 reference, with the tolerances of the
+//! numerics contract, on awkward shapes and values, with every kernel.
+
+mod common;
+
+use common::{check_host, ctx, normal_matrix, Rng};
+use wgpu_softmax::{MaskedRows, Options, RowKernel, Shape};
+
+const COLS: [usize; 27] = [
+    1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 1023, 1024, 1025,
+    2047, 2049, 4097, 30576, 200001,
+];
+
+/// The kernels the current device can run.
+fn kernels() -> Vec<RowKernel> {
+    let Some(ctx) = ctx() else { return vec![] };
+    RowKernel::ALL
+        .into_iter()
+        .filter(|k| !k.needs_subgroups() || ctx.caps().subgroups)
+        .collect()
+}
+
+/// Rows for a column count: a few, fewer for long rows so each case stays small.
+fn rows_for(cols: usize) -> usize {
+    match cols {
+        0..=64 => 33,
+        65..=4097 => 5,
+        _ => 2,
+    }
+}
+
+#[test]
+fn every_listed_row_length_matches_the_reference() {
+    let Some(ctx) = ctx() else { return };
+    for (i, &cols) in COLS.iter().enumerate() {
+        let rows = rows_for(cols);
+        let x = normal_matrix(i as u64, rows * cols, 3.0);
+        check_host(ctx, &x, Shape::new(rows, cols), &Options::softmax());
+    }
+}
+
+#[test]
+fn every_listed_row_length_matches_the_reference_in_log_space() {
+    let Some(ctx) = ctx() else { return };
+    for (i, &cols) in COLS.iter().enumerate() {
+        let rows = rows_for(cols);
+        let x = normal_matrix(100 + i as u64, rows * cols, 3.0);
+        check_host(ctx, &x, Shape::new(rows, cols), &Options::log_softmax());
+    }
+}
+
+#[test]
+fn every_kernel_handles_every_short_and_medium_row_length() {
+    let Some(ctx) = ctx() else { return };
+    for kernel in kernels() {
+        // One invocation sums a whole row in sequence: meant for short rows only.
+        let longest = if kernel == RowKernel::ThreadPerRow { 257 } else { 4097 };
+        for &cols in COLS.iter().filter(|&&c| c <= longest) {
+            let x = normal_matrix(cols as u64, 3 * cols, 2.0);
+            for options in [Options::softmax(), Options::log_softmax()] {
+                check_host(ctx, &x, Shape::new(3, cols), &options.with_kernel(kernel));
+            }
+        }
+    }
+}
+
+#[test]
+fn one_row() {
+    let Some(ctx) = ctx() else { return };
+    for cols in [1, 3, 1025, 200001] {
+        let x = normal_matrix(7, cols, 5.0);
+        check_host(ctx, &x, Shape::new(1, cols), &Options::softmax());
+    }
+}
+
+#[test]
+fn a_row_of_one_million_elements() {
+    let Some(ctx) = ctx() else { return };
+    let x = normal_matrix(8, 1_000_000, 4.0);
+    check_host(ctx, &x, Shape::new(1, 1_000_000), &Options::softmax());
+}
+
+#[test]
+fn more_rows_than_one_grid_dimension_holds() {
+    let Some(ctx) = ctx() else { return };
+    for cols in [1, 2, 5, 33] {
+        let x = normal_matrix(9, 65537 * cols, 3.0);
+        check_host(ctx, &x, Shape::new(65537, cols), &Options::softmax());
+    }
+}
+
+#[test]
+fn more_rows_than_one_grid_dimension_holds_with_each_kernel() {
+    let Some(ctx) = ctx() else { return };
+    let cols = 3;
+    let x = normal_matrix(10, 65537 * cols, 3.0);
+    for kernel in kernels() {
+        check_host(
+            ctx,
+            &x,
+            Shape::new(65537, cols),
+            &Options::softmax().with_kernel(kernel),
+        );
+    }
+}
+
+#[test]
+fn the_worked_example() {
+    let Some(ctx) = ctx() else { return };
+    let y = check_host(ctx, &[7.0, 4.0, 0.0], Shape::new(1, 3), &Options::softmax());
+    for (a, b) in y.iter().zip([0.95174, 0.04739, 0.00087]) {
+        assert!((a - b).abs() < 1e-5, "{y:?}");
+    }
+}
+
+/// Runs softmax and log-softmax of a matrix made by `make` with every kernel.
+fn check_values(cols: usize, rows: usize, make: impl Fn(&mut Rng, usize, usize) -> f32) {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = Rng::new(cols as u64 * 31 + rows as u64);
+    let mut x = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        for c in 0..cols {
+            x.push(make(&mut rng, r, c));
+        }
+    }
+    for kernel in kernels() {
+        if kernel == RowKernel::ThreadPerRow && cols > 257 {
+            continue; // one invocation sums a whole row in sequence: short rows only
+        }
+        for options in [Options::softmax(), Options::log_softmax()] {
+            check_host(ctx, &x, Shape::new(rows, cols), &options.with_kernel(kernel));
+        }
+    }
+}
+
+#[test]
+fn uniform_values() {
+    for cols in [7, 257, 4097] {
+        check_values(cols, 4, |rng, _, _| rng.uniform(-10.0, 10.0));
+    }
+}
+
+#[test]
+fn large_offsets_cancel_exactly() {
+    // Integers plus 1e7: adjacent f32 values are 1 apart there, so any error in the
+    // max subtraction would show.
+    for cols in [5, 100, 3000] {
+        check_values(cols, 4, |rng, r, _| 1e7 + (r as f32) * 1000.0 + rng.below(20) as f32);
+    }
+}
+
+#[test]
+fn values_of_plus_minus_1e30() {
+    for cols in [3, 64, 1025] {
+        check_values(cols, 4, |rng, _, _| if rng.below(2) == 0 { 1e30 } else { -1e30 });
+    }
+}
+
+#[test]
+fn values_near_f32_max() {
+    for cols in [2, 33, 513] {
+        check_values(cols, 4, |rng, _, c| match (c + rng.below(3)) % 3 {
+            0 => f32::MAX,
+            1 => -f32::MAX,
+            _ => f32::MAX * 0.999,
+        });
+    }
+}
+
+#[test]
+fn constant_rows_are_uniform() {
+    for cols in [1, 6, 1000, 30576] {
+        check_values(cols, 2, |_, r, _| r as f32 * 3.5 - 2.0);
+    }
+}
+
+#[test]
+fn one_hot_rows() {
+    for cols in [2, 40, 2049] {
+        check_values(cols, 3, |_, r, c| if c == (r * 7) % cols { 1.0 } else { 0.0 });
+    }
+}
+
+#[test]
+fn partial_minus_infinity_entries_give_zero() {
+    for cols in [4, 37, 1030] {
+        check_values(cols, 5, |rng, _, _| {
+            if rng.below(3) == 0 {
+                f32::NEG_INFINITY
+            } else {
+                rng.normal(0.0, 2.0)
+            }
+        });
+    }
+}
+
+#[test]
+fn rows_of_only_minus_infinity_give_nan_or_zero() {
+    let Some(ctx) = ctx() else { return };
+    for cols in [1, 5, 64, 1000] {
+        // Row 0 masked, row 1 normal, row 2 masked.
+        let mut x = normal_matrix(3, 3 * cols, 1.0);
+        x[..cols].fill(f32::NEG_INFINITY);
+        x[2 * cols..].fill(f32::NEG_INFINITY);
+        for kernel in kernels() {
+            for base in [Options::softmax(), Options::log_softmax()] {
+                for masked in [MaskedRows::Nan, MaskedRows::Zero] {
+                    let o = base.with_kernel(kernel).with_masked_rows(masked);
+                    check_host(ctx, &x, Shape::new(3, cols), &o);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn plus_infinity_or_nan_poisons_only_its_row() {
+    let Some(ctx) = ctx() else { return };
+    for cols in [1, 6, 100, 2000] {
+        let mut x = normal_matrix(4, 4 * cols, 1.0);
+        x[cols / 2] = f32::INFINITY;
+        x[cols + cols / 3] = f32::NAN;
+        x[2 * cols] = -f32::NAN;
+        for kernel in kernels() {
+            for o in [Options::softmax(), Options::log_softmax()] {
+                let y = check_host(ctx, &x, Shape::new(4, cols), &o.with_kernel(kernel));
+                assert!(y[..3 * cols].iter().all(|v| v.is_nan()));
+                assert!(y[3 * cols..].iter().all(|v| !v.is_nan()));
+            }
+        }
+    }
+}
+
+#[test]
+fn temperatures_half_and_three() {
+    let Some(ctx) = ctx() else { return };
+    for cols in [3, 100, 5000] {
+        let x = normal_matrix(5, 3 * cols, 4.0);
+        for t in [0.5, 3.0] {
+            for o in [Options::softmax(), Options::log_softmax()] {
+                check_host(ctx, &x, Shape::new(3, cols), &o.with_temperature(t));
+            }
+        }
+    }
+}
+
+#[test]
+fn temperature_with_large_offsets() {
+    for t in [0.5f32, 3.0] {
+        let Some(ctx) = ctx() else { return };
+        let mut rng = Rng::new(77);
+        let x: Vec<f32> = (0..2 * 300).map(|_| 1e7 + rng.below(30) as f32).collect();
+        check_host(ctx, &x, Shape::new(2, 300), &Options::softmax().with_temperature(t));
+    }
+}
