@@ -337,7 +337,7 @@ impl Context {
                                     buffer: &uniforms,
                                     offset: i as u64 * slot,
                                     size: wgpu::BufferSize::new(
-                                        std::mem::size_of::<Params>() as u64,
+                                        std::mem::size_of::<Params>() as u64
                                     ),
                                 }),
                             },

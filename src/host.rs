@@ -214,11 +214,11 @@ impl Context {
                     0,
                     bytemuck::cast_slice(&input[elements.clone()]),
                 );
-                let mut encoder = self
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("wgpu-softmax host"),
-                    });
+                let mut encoder =
+                    self.device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("wgpu-softmax host"),
+                        });
                 let view = MatrixView::new(&scratch.data);
                 self.encode(&mut encoder, view, view, chunk_shape, options)?;
                 encoder.copy_buffer_to_buffer(&scratch.data, 0, &scratch.readback, 0, bytes);

@@ -112,7 +112,7 @@ impl Kernels {
                             ty: wgpu::BufferBindingType::Uniform,
                             has_dynamic_offset: false,
                             min_binding_size: wgpu::BufferSize::new(
-                                std::mem::size_of::<Params>() as u64,
+                                std::mem::size_of::<Params>() as u64
                             ),
                         },
                         count: None,

@@ -172,7 +172,9 @@ fn overflow(rows: usize, cols: usize) -> Error {
 
 /// Bytes from the first element of row 0 to the end of row `rows - 1`.
 fn span_bytes(rows: usize, cols: usize, stride: usize) -> Option<u64> {
-    let elements = (rows.checked_sub(1)?).checked_mul(stride)?.checked_add(cols)?;
+    let elements = (rows.checked_sub(1)?)
+        .checked_mul(stride)?
+        .checked_add(cols)?;
     (elements as u64).checked_mul(4)
 }
 
@@ -207,13 +209,17 @@ pub fn plan(
     // Rows per chunk, from the binding limit: the span of r rows plus up to `align - 4`
     // bytes of leading slack (the binding offset is rounded down) must fit one binding.
     let limit = caps.max_storage_binding_size;
-    let row_bytes = (cols as u64).checked_mul(4).ok_or_else(|| overflow(rows, cols))?;
+    let row_bytes = (cols as u64)
+        .checked_mul(4)
+        .ok_or_else(|| overflow(rows, cols))?;
     let fits = |stride: usize| -> Result<u64> {
-        let room = limit.checked_sub(row_bytes + (align - 4)).ok_or(Error::RowTooLong {
-            cols,
-            bytes: row_bytes + (align - 4),
-            limit,
-        })?;
+        let room = limit
+            .checked_sub(row_bytes + (align - 4))
+            .ok_or(Error::RowTooLong {
+                cols,
+                bytes: row_bytes + (align - 4),
+                limit,
+            })?;
         Ok(room / (stride as u64 * 4).max(4) + 1)
     };
     let by_binding = fits(src.row_stride)?.min(fits(dst.row_stride)?);

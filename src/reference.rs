@@ -120,7 +120,24 @@ mod tests {
     #[test]
     fn non_finite_rules() {
         let inf = f32::INFINITY;
-        let y = softmax_f64(&[0.0, -inf, 0.0, -inf, -inf, -inf, 1.0, inf, 0.0, 1.0, f32::NAN, 2.0], 3, &Options::default());
+        let y = softmax_f64(
+            &[
+                0.0,
+                -inf,
+                0.0,
+                -inf,
+                -inf,
+                -inf,
+                1.0,
+                inf,
+                0.0,
+                1.0,
+                f32::NAN,
+                2.0,
+            ],
+            3,
+            &Options::default(),
+        );
         assert_eq!(&y[0..3], &[0.5, 0.0, 0.5]);
         assert!(y[3..12].iter().all(|v| v.is_nan()));
         let zero = Options::default().with_masked_rows(MaskedRows::Zero);

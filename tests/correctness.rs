@@ -7,8 +7,8 @@ use common::{check_host, ctx, normal_matrix, Rng};
 use wgpu_softmax::{MaskedRows, Options, RowKernel, Shape};
 
 const COLS: [usize; 27] = [
-    1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 1023, 1024, 1025,
-    2047, 2049, 4097, 30576, 200001,
+    1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 1023, 1024, 1025, 2047,
+    2049, 4097, 30576, 200001,
 ];
 
 /// The kernels the current device can run.
@@ -54,7 +54,11 @@ fn every_kernel_handles_every_short_and_medium_row_length() {
     let Some(ctx) = ctx() else { return };
     for kernel in kernels() {
         // One invocation sums a whole row in sequence: meant for short rows only.
-        let longest = if kernel == RowKernel::ThreadPerRow { 257 } else { 4097 };
+        let longest = if kernel == RowKernel::ThreadPerRow {
+            257
+        } else {
+            4097
+        };
         for &cols in COLS.iter().filter(|&&c| c <= longest) {
             let x = normal_matrix(cols as u64, 3 * cols, 2.0);
             for options in [Options::softmax(), Options::log_softmax()] {
@@ -128,7 +132,12 @@ fn check_values(cols: usize, rows: usize, make: impl Fn(&mut Rng, usize, usize) 
             continue; // one invocation sums a whole row in sequence: short rows only
         }
         for options in [Options::softmax(), Options::log_softmax()] {
-            check_host(ctx, &x, Shape::new(rows, cols), &options.with_kernel(kernel));
+            check_host(
+                ctx,
+                &x,
+                Shape::new(rows, cols),
+                &options.with_kernel(kernel),
+            );
         }
     }
 }
@@ -145,14 +154,20 @@ fn large_offsets_cancel_exactly() {
     // Integers plus 1e7: adjacent f32 values are 1 apart there, so any error in the
     // max subtraction would show.
     for cols in [5, 100, 3000] {
-        check_values(cols, 4, |rng, r, _| 1e7 + (r as f32) * 1000.0 + rng.below(20) as f32);
+        check_values(cols, 4, |rng, r, _| {
+            1e7 + (r as f32) * 1000.0 + rng.below(20) as f32
+        });
     }
 }
 
 #[test]
 fn values_of_plus_minus_1e30() {
     for cols in [3, 64, 1025] {
-        check_values(cols, 4, |rng, _, _| if rng.below(2) == 0 { 1e30 } else { -1e30 });
+        check_values(
+            cols,
+            4,
+            |rng, _, _| if rng.below(2) == 0 { 1e30 } else { -1e30 },
+        );
     }
 }
 
@@ -177,7 +192,11 @@ fn constant_rows_are_uniform() {
 #[test]
 fn one_hot_rows() {
     for cols in [2, 40, 2049] {
-        check_values(cols, 3, |_, r, c| if c == (r * 7) % cols { 1.0 } else { 0.0 });
+        check_values(
+            cols,
+            3,
+            |_, r, c| if c == (r * 7) % cols { 1.0 } else { 0.0 },
+        );
     }
 }
 
@@ -250,6 +269,11 @@ fn temperature_with_large_offsets() {
         let Some(ctx) = ctx() else { return };
         let mut rng = Rng::new(77);
         let x: Vec<f32> = (0..2 * 300).map(|_| 1e7 + rng.below(30) as f32).collect();
-        check_host(ctx, &x, Shape::new(2, 300), &Options::softmax().with_temperature(t));
+        check_host(
+            ctx,
+            &x,
+            Shape::new(2, 300),
+            &Options::softmax().with_temperature(t),
+        );
     }
 }

@@ -1,0 +1,262 @@
+//! Bad input through the public API: each gives a clear `Err` before any GPU work.
+
+mod common;
+
+use common::ctx;
+use wgpu_softmax::wgpu;
+use wgpu_softmax::{Error, MatrixView, Options, Shape};
+
+fn buffer(usage: wgpu::BufferUsages, size: u64) -> Option<wgpu::Buffer> {
+    let ctx = ctx()?;
+    Some(ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size,
+        usage,
+        mapped_at_creation: false,
+    }))
+}
+
+fn encode(
+    input: MatrixView,
+    output: MatrixView,
+    shape: Shape,
+    options: &Options,
+) -> Result<(), Error> {
+    let ctx = ctx().expect("GPU");
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    ctx.encode(&mut encoder, input, output, shape, options)
+}
+
+#[test]
+fn a_length_not_matching_the_shape() {
+    let Some(ctx) = ctx() else { return };
+    let e = ctx
+        .run_blocking(&[1.0; 5], Shape::new(2, 3), &Options::softmax())
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::ShapeMismatch {
+            rows: 2,
+            cols: 3,
+            expected: 6,
+            actual: 5
+        }
+    );
+    let mut out = vec![0.0; 5];
+    let e = ctx
+        .run_into_blocking(&[1.0; 6], &mut out, Shape::new(2, 3), &Options::softmax())
+        .unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { actual: 5, .. }));
+}
+
+#[test]
+fn a_shape_whose_size_overflows() {
+    let Some(ctx) = ctx() else { return };
+    let e = ctx
+        .run_blocking(&[1.0], Shape::new(usize::MAX, 2), &Options::softmax())
+        .unwrap_err();
+    assert!(matches!(e, Error::ShapeOverflow { .. }));
+}
+
+#[test]
+fn bad_temperatures() {
+    let Some(ctx) = ctx() else { return };
+    for t in [0.0, -1.0, f32::NAN, f32::INFINITY, -0.0] {
+        let e = ctx
+            .run_blocking(
+                &[1.0, 2.0],
+                Shape::new(1, 2),
+                &Options::softmax().with_temperature(t),
+            )
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidTemperature(_)), "{t}: {e}");
+    }
+}
+
+#[test]
+fn empty_shapes_give_empty_results() {
+    let Some(ctx) = ctx() else { return };
+    assert_eq!(
+        ctx.run_blocking(&[], Shape::new(0, 5), &Options::softmax())
+            .unwrap(),
+        Vec::<f32>::new()
+    );
+    assert_eq!(
+        ctx.run_blocking(&[], Shape::new(3, 0), &Options::softmax())
+            .unwrap(),
+        Vec::<f32>::new()
+    );
+}
+
+#[test]
+fn a_stride_smaller_than_the_row() {
+    let Some(b) = buffer(wgpu::BufferUsages::STORAGE, 256) else {
+        return;
+    };
+    let e = encode(
+        MatrixView::new(&b).with_row_stride(3),
+        MatrixView::new(&b),
+        Shape::new(2, 4),
+        &Options::softmax(),
+    )
+    .unwrap_err();
+    assert_eq!(e, Error::InvalidStride { stride: 3, cols: 4 });
+}
+
+#[test]
+fn an_offset_that_is_not_a_multiple_of_four() {
+    let Some(b) = buffer(wgpu::BufferUsages::STORAGE, 256) else {
+        return;
+    };
+    let c = buffer(wgpu::BufferUsages::STORAGE, 256).unwrap();
+    let e = encode(
+        MatrixView::new(&b).with_offset(6),
+        MatrixView::new(&c),
+        Shape::new(2, 4),
+        &Options::softmax(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        Error::Misaligned {
+            offset: 6,
+            required: 4
+        }
+    );
+}
+
+#[test]
+fn a_buffer_too_small() {
+    let Some(small) = buffer(wgpu::BufferUsages::STORAGE, 28) else {
+        return;
+    };
+    let big = buffer(wgpu::BufferUsages::STORAGE, 256).unwrap();
+    let e = encode(
+        MatrixView::new(&big),
+        MatrixView::new(&small),
+        Shape::new(2, 4),
+        &Options::softmax(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        Error::BufferTooSmall {
+            which: "output",
+            needed: 32,
+            size: 28
+        }
+    );
+    let e = encode(
+        MatrixView::new(&big).with_offset(240),
+        MatrixView::new(&big),
+        Shape::new(2, 4),
+        &Options::softmax(),
+    )
+    .unwrap_err();
+    assert!(matches!(
+        e,
+        Error::BufferTooSmall {
+            which: "input",
+            needed: 272,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_buffer_without_storage_usage() {
+    let Some(plain) = buffer(wgpu::BufferUsages::COPY_DST, 256) else {
+        return;
+    };
+    let good = buffer(wgpu::BufferUsages::STORAGE, 256).unwrap();
+    let e = encode(
+        MatrixView::new(&plain),
+        MatrixView::new(&good),
+        Shape::new(2, 4),
+        &Options::softmax(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        Error::MissingUsage {
+            which: "input",
+            missing: "STORAGE"
+        }
+    );
+}
+
+#[test]
+fn an_output_partially_overlapping_the_input() {
+    let Some(b) = buffer(wgpu::BufferUsages::STORAGE, 1024) else {
+        return;
+    };
+    let e = encode(
+        MatrixView::new(&b),
+        MatrixView::new(&b).with_offset(16),
+        Shape::new(2, 8),
+        &Options::softmax(),
+    )
+    .unwrap_err();
+    assert_eq!(e, Error::PartialOverlap);
+    let e = encode(
+        MatrixView::new(&b),
+        MatrixView::new(&b).with_row_stride(9),
+        Shape::new(2, 8),
+        &Options::softmax(),
+    )
+    .unwrap_err();
+    assert_eq!(e, Error::PartialOverlap);
+    // Disjoint regions of one buffer are fine.
+    encode(
+        MatrixView::new(&b),
+        MatrixView::new(&b).with_offset(512),
+        Shape::new(2, 8),
+        &Options::softmax(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_buffer_from_another_device_is_a_validation_error_not_a_panic() {
+    let Some(ctx) = ctx() else { return };
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let (other, _q) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
+    let foreign = other.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 256,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let mine = buffer(wgpu::BufferUsages::STORAGE, 256).unwrap();
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    let e = ctx
+        .encode(
+            &mut encoder,
+            MatrixView::new(&foreign),
+            MatrixView::new(&mine),
+            Shape::new(2, 4),
+            &Options::softmax(),
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::Validation(_)), "{e}");
+}
+
+#[test]
+fn errors_say_what_is_wrong() {
+    let e = Error::ShapeMismatch {
+        rows: 2,
+        cols: 3,
+        expected: 6,
+        actual: 5,
+    };
+    assert_eq!(
+        e.to_string(),
+        "shape [2, 3] needs 6 elements but 5 were given"
+    );
+    assert_eq!(
+        Error::InvalidTemperature(0.0).to_string(),
+        "temperature must be finite and > 0, got 0"
+    );
+}
