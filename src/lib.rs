@@ -57,6 +57,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bandwidth;
 mod context;
 mod encode;
 mod error;

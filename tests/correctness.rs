@@ -277,3 +277,16 @@ fn temperature_with_large_offsets() {
         );
     }
 }
+
+#[test]
+fn the_adapter_is_on_the_backend_wgpu_backend_names() {
+    let Some(ctx) = ctx() else { return };
+    let Ok(wanted) = std::env::var("WGPU_BACKEND") else { return };
+    let backend = ctx.adapter_info().backend;
+    let ok = match wanted.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => backend == wgpu_softmax::wgpu::Backend::Vulkan,
+        "gl" | "gles" | "opengl" => backend == wgpu_softmax::wgpu::Backend::Gl,
+        _ => true,
+    };
+    assert!(ok, "WGPU_BACKEND={wanted} but the adapter is on {backend:?}");
+}

@@ -1,0 +1,391 @@
+//! The benchmark report: in one run on one adapter, per shape, the GPU-resident softmax
+//! against a plain vec4 WGSL copy kernel moving the same bytes (the limit) and against
+//! the copy engine (`copy_buffer_to_buffer`); the host path against upload plus readback
+//! alone; batch-1 latency against an empty submission's round trip. Prints a markdown
+//! table and writes `report.md`, `report.csv` and `report.png` (softmax as a fraction of
+//! the copy kernel, against cols) to `--out` (default `target/report`).
+//!
+//! `cargo run --release --example report -- [--size-mib N] [--iters N] [--repeats N]
+//!  [--cols 32,128,...] [--out DIR] [--log]`
+//!
+//! GPU time is wall time over `--iters` dispatches recorded in one submission (map and
+//! poll outside the timed region), the median of `--repeats` runs. The default matrix is
+//! 16 MiB per shape on a software adapter and 256 MiB on a hardware one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use wgpu_softmax::bandwidth::CopyKernel;
+use wgpu_softmax::wgpu;
+use wgpu_softmax::{Context, MatrixView, Options, Shape};
+
+const DEFAULT_COLS: [usize; 9] = [32, 128, 512, 1024, 4096, 16384, 32000, 131072, 262144];
+const LATENCY_COLS: [usize; 2] = [32000, 262144];
+
+struct Args {
+    size_mib: Option<u64>,
+    iters: u32,
+    repeats: usize,
+    cols: Vec<usize>,
+    out: PathBuf,
+    options: Options,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        size_mib: None,
+        iters: 5,
+        repeats: 3,
+        cols: DEFAULT_COLS.to_vec(),
+        out: PathBuf::from("target/report"),
+        options: Options::softmax(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        let number = |v: String| -> Result<u64, String> {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(format!("{flag}: expected a positive integer, got {v:?}"))
+        };
+        match flag.as_str() {
+            "--size-mib" => args.size_mib = Some(number(value()?)?),
+            "--iters" => args.iters = number(value()?)? as u32,
+            "--repeats" => args.repeats = number(value()?)? as usize,
+            "--out" => args.out = PathBuf::from(value()?),
+            "--log" => args.options = Options::log_softmax(),
+            "--cols" => {
+                args.cols = value()?
+                    .split(',')
+                    .map(|c| number(c.to_string()).map(|n| n as usize))
+                    .collect::<Result<_, _>>()?
+            }
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    Ok(args)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Seconds per iteration: `iters` recordings in one submission, median of `repeats`,
+/// after one warm-up submission.
+fn time_gpu(
+    ctx: &Context,
+    iters: u32,
+    repeats: usize,
+    record: &dyn Fn(&mut wgpu::CommandEncoder) -> wgpu_softmax::Result<()>,
+) -> Result<f64, String> {
+    let mut times = Vec::new();
+    for round in 0..=repeats {
+        let n = if round == 0 { 1 } else { iters };
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        for _ in 0..n {
+            record(&mut encoder).map_err(|e| e.to_string())?;
+        }
+        let start = Instant::now();
+        let index = ctx.queue().submit([encoder.finish()]);
+        wait(ctx, index)?;
+        if round > 0 {
+            times.push(start.elapsed().as_secs_f64() / f64::from(n));
+        }
+    }
+    Ok(median(times))
+}
+
+fn wait(ctx: &Context, index: wgpu::SubmissionIndex) -> Result<(), String> {
+    ctx.device()
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: Some(Duration::from_secs(600)),
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn buffer(ctx: &Context, bytes: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+    ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("report"),
+        size: bytes,
+        usage,
+        mapped_at_creation: false,
+    })
+}
+
+fn logits(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            // SplitMix64, mapped to roughly N(0, 3) by summing uniforms.
+            let mut acc = 0.0f32;
+            for _ in 0..4 {
+                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                acc += ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32;
+            }
+            (acc - 2.0) * 5.2
+        })
+        .collect()
+}
+
+struct Row {
+    rows: usize,
+    cols: usize,
+    softmax_s: f64,
+    copy_kernel_s: f64,
+    copy_engine_s: f64,
+    host_s: f64,
+    transfer_s: f64,
+}
+
+impl Row {
+    fn elements(&self) -> f64 {
+        (self.rows * self.cols) as f64
+    }
+    /// G elements/s for a time.
+    fn gelem(&self, s: f64) -> f64 {
+        self.elements() / s / 1e9
+    }
+    /// GB/s of read plus write.
+    fn gbs(&self, s: f64) -> f64 {
+        self.elements() * 8.0 / s / 1e9
+    }
+}
+
+fn measure_shape(ctx: &Context, copy: &CopyKernel, args: &Args, rows: usize, cols: usize) -> Result<Row, String> {
+    let shape = Shape::new(rows, cols);
+    let bytes = (rows * cols * 4) as u64;
+    let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+    let input = buffer(ctx, bytes.next_multiple_of(16), storage);
+    let output = buffer(ctx, bytes.next_multiple_of(16), storage);
+    let data = logits(rows * cols, cols as u64);
+    ctx.queue().write_buffer(&input, 0, bytemuck::cast_slice(&data));
+
+    let softmax_s = time_gpu(ctx, args.iters, args.repeats, &|enc| {
+        ctx.encode(enc, MatrixView::new(&input), MatrixView::new(&output), shape, &args.options)
+    })?;
+    let copy_kernel_s = time_gpu(ctx, args.iters, args.repeats, &|enc| copy.encode(enc, &input, &output, bytes))?;
+    let copy_engine_s = time_gpu(ctx, args.iters, args.repeats, &|enc| {
+        enc.copy_buffer_to_buffer(&input, 0, &output, 0, bytes.next_multiple_of(4));
+        Ok(())
+    })?;
+
+    // Host path, and the same bytes uploaded and read back with no compute.
+    let mut out = vec![0.0f32; data.len()];
+    let mut host = Vec::new();
+    let mut transfer = Vec::new();
+    for _ in 0..args.repeats {
+        let t = Instant::now();
+        ctx.run_into_blocking(&data, &mut out, shape, &args.options).map_err(|e| e.to_string())?;
+        host.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        upload_and_read_back(ctx, &data, &mut out)?;
+        transfer.push(t.elapsed().as_secs_f64());
+    }
+    Ok(Row {
+        rows,
+        cols,
+        softmax_s,
+        copy_kernel_s,
+        copy_engine_s,
+        host_s: median(host),
+        transfer_s: median(transfer),
+    })
+}
+
+/// The transfer floor of the host path: the same chunks written to the GPU, copied to
+/// a mappable buffer and read back, with no compute, two chunks in flight.
+fn upload_and_read_back(ctx: &Context, data: &[f32], out: &mut [f32]) -> Result<(), String> {
+    let chunk = (ctx.options().host_chunk_bytes / 4) as usize;
+    let chunk = chunk.min(data.len()).max(1);
+    let slots: Vec<(wgpu::Buffer, wgpu::Buffer)> = (0..2)
+        .map(|_| {
+            (
+                buffer(ctx, (chunk * 4) as u64, wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC),
+                buffer(ctx, (chunk * 4) as u64, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST),
+            )
+        })
+        .collect();
+    let mut pending: Vec<Option<(usize, wgpu::SubmissionIndex)>> = vec![None, None];
+    let finish = |slot: &(wgpu::Buffer, wgpu::Buffer), start: usize, index, out: &mut [f32]| -> Result<(), String> {
+        let len = chunk.min(data.len() - start);
+        slot.1.map_async(wgpu::MapMode::Read, 0..(len * 4) as u64, |_| {});
+        wait(ctx, index)?;
+        let view = slot.1.get_mapped_range(0..(len * 4) as u64).map_err(|e| e.to_string())?;
+        bytemuck::cast_slice_mut::<f32, u8>(&mut out[start..start + len]).copy_from_slice(&view);
+        drop(view);
+        slot.1.unmap();
+        Ok(())
+    };
+    for (i, start) in (0..data.len()).step_by(chunk).enumerate() {
+        let s = i % 2;
+        if let Some((prev, index)) = pending[s].take() {
+            finish(&slots[s], prev, index, out)?;
+        }
+        let len = chunk.min(data.len() - start);
+        ctx.queue().write_buffer(&slots[s].0, 0, bytemuck::cast_slice(&data[start..start + len]));
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&slots[s].0, 0, &slots[s].1, 0, (len * 4) as u64);
+        pending[s] = Some((start, ctx.queue().submit([enc.finish()])));
+    }
+    for s in 0..2 {
+        if let Some((prev, index)) = pending[s].take() {
+            finish(&slots[s], prev, index, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Microseconds per batch-1 call (record, submit, wait) and per empty submission.
+fn latency(ctx: &Context, cols: usize, options: &Options) -> Result<(f64, f64), String> {
+    let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+    let input = buffer(ctx, (cols * 4) as u64, storage);
+    let output = buffer(ctx, (cols * 4) as u64, storage);
+    ctx.queue().write_buffer(&input, 0, bytemuck::cast_slice(&logits(cols, 7)));
+    let calls = 20;
+    let call = |work: bool| -> Result<f64, String> {
+        let mut times = Vec::new();
+        for i in 0..=calls {
+            let t = Instant::now();
+            let mut enc = ctx.device().create_command_encoder(&Default::default());
+            if work {
+                ctx.encode(&mut enc, MatrixView::new(&input), MatrixView::new(&output), Shape::new(1, cols), options)
+                    .map_err(|e| e.to_string())?;
+            }
+            wait(ctx, ctx.queue().submit([enc.finish()]))?;
+            if i > 0 {
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        Ok(median(times))
+    };
+    Ok((call(true)?, call(false)?))
+}
+
+fn markdown(ctx: &Context, args: &Args, rows: &[Row], lat: &[(usize, f64, f64)]) -> String {
+    let info = ctx.adapter_info();
+    let mut s = format!(
+        "Adapter: {} ({:?}, {:?}, driver {} {}), subgroups: {}\n\n",
+        info.name, info.backend, info.device_type, info.driver, info.driver_info, ctx.caps().subgroups
+    );
+    s += &format!(
+        "Op: {:?}; {} dispatches per submission, median of {} submissions.\n\n",
+        args.options.op, args.iters, args.repeats
+    );
+    s += "| rows x cols | softmax G el/s | softmax GB/s | copy kernel GB/s | copy engine GB/s | softmax / copy kernel | host GB/s | upload+readback GB/s | host / transfer |\n";
+    s += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    for r in rows {
+        s += &format!(
+            "| {} x {} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            r.rows,
+            r.cols,
+            r.gelem(r.softmax_s),
+            r.gbs(r.softmax_s),
+            r.gbs(r.copy_kernel_s),
+            r.gbs(r.copy_engine_s),
+            r.copy_kernel_s / r.softmax_s,
+            r.gbs(r.host_s),
+            r.gbs(r.transfer_s),
+            r.transfer_s / r.host_s,
+        );
+    }
+    s += "\n| batch-1 cols | softmax call (us) | empty submission round trip (us) |\n| --- | --- | --- |\n";
+    for (cols, call, empty) in lat {
+        s += &format!("| {cols} | {call:.0} | {empty:.0} |\n");
+    }
+    s
+}
+
+fn csv(rows: &[Row]) -> String {
+    let mut s = String::from("rows,cols,softmax_s,copy_kernel_s,copy_engine_s,host_s,transfer_s,softmax_over_copy,host_over_transfer\n");
+    for r in rows {
+        s += &format!(
+            "{},{},{:e},{:e},{:e},{:e},{:e},{:.4},{:.4}\n",
+            r.rows, r.cols, r.softmax_s, r.copy_kernel_s, r.copy_engine_s, r.host_s, r.transfer_s,
+            r.copy_kernel_s / r.softmax_s, r.transfer_s / r.host_s
+        );
+    }
+    s
+}
+
+/// Draws softmax / copy kernel against cols (log scale). Needs a TrueType font: DejaVu
+/// Sans from the system's fonts.
+fn chart(path: &std::path::Path, title: &str, rows: &[Row]) -> Result<(), String> {
+    use plotters::prelude::*;
+    let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+        .map_err(|e| format!("no font for the chart (install fonts-dejavu-core): {e}"))?;
+    let font: &'static [u8] = Box::leak(font.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, font)
+        .map_err(|_| "font not usable".to_string())?;
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let max_cols = rows.iter().map(|r| r.cols).max().unwrap_or(2) as f64 * 1.5;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d((16f64..max_cols).log_scale(), 0f64..1.2f64)?;
+        chart
+            .configure_mesh()
+            .x_desc("cols (log scale)")
+            .y_desc("softmax / vec4 copy kernel")
+            .draw()?;
+        let points: Vec<(f64, f64)> = rows.iter().map(|r| (r.cols as f64, r.copy_kernel_s / r.softmax_s)).collect();
+        chart.draw_series(LineSeries::new(points.clone(), &BLUE))?;
+        chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;
+        chart.draw_series(LineSeries::new(vec![(16.0, 1.0), (max_cols, 1.0)], &BLACK.mix(0.4)))?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| e.to_string())
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let ctx = Context::new_blocking().map_err(|e| e.to_string())?;
+    let copy = CopyKernel::new(ctx.device()).map_err(|e| e.to_string())?;
+    let software = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let size = args.size_mib.unwrap_or(if software { 16 } else { 256 }) << 20;
+    // One binding holds the whole matrix of the copy kernel; stay inside it.
+    let size = size.min(ctx.caps().max_storage_binding_size / 16 * 16);
+    let mut rows = Vec::new();
+    for &cols in &args.cols {
+        let r = ((size / 4) as usize / cols).max(1);
+        eprintln!("measuring {r} x {cols} ...");
+        rows.push(measure_shape(&ctx, &copy, &args, r, cols)?);
+    }
+    let mut lat = Vec::new();
+    for cols in LATENCY_COLS {
+        let (call, empty) = latency(&ctx, cols, &args.options)?;
+        lat.push((cols, call, empty));
+    }
+    let table = markdown(&ctx, &args, &rows, &lat);
+    println!("{table}");
+    std::fs::create_dir_all(&args.out).map_err(|e| e.to_string())?;
+    std::fs::write(args.out.join("report.md"), &table).map_err(|e| e.to_string())?;
+    std::fs::write(args.out.join("report.csv"), csv(&rows)).map_err(|e| e.to_string())?;
+    let title = format!("softmax / copy kernel: {}", ctx.adapter_info().name);
+    match chart(&args.out.join("report.png"), &title, &rows) {
+        Ok(()) => eprintln!("wrote {}", args.out.join("report.{md,csv,png}").display()),
+        Err(e) => eprintln!("chart skipped: {e}"),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match parse_args().and_then(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The bandwidth baseline: a plain `vec4` WGSL copy kernel (`shaders/copy_vec4.wgsl`),
+//! the limit a memory-bound softmax is measured against, shared by the CLI, the
+//! benchmarks and the report.
+
+use wgpu::util::DeviceExt;
+
+use crate::error::Result;
+use crate::kernels::{scoped, COPY_VEC4_SOURCE};
+
+/// Invocations per workgroup of the copy kernel.
+const WORKGROUP: u32 = 256;
+
+/// The uniform block of `copy_vec4.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct CopyParams {
+    count: u32,
+    grid_x: u32,
+    total_invocations: u32,
+    _pad: u32,
+}
+
+/// A compiled copy kernel for one device.
+pub struct CopyKernel {
+    device: wgpu::Device,
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl CopyKernel {
+    /// Builds the pipeline (errors caught and returned).
+    pub fn new(device: &wgpu::Device) -> Result<Self> {
+        let pipeline = scoped(device, || {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("copy_vec4"),
+                source: wgpu::ShaderSource::Wgsl(COPY_VEC4_SOURCE.into()),
+            });
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("copy_vec4"),
+                layout: None,
+                module: &module,
+                entry_point: Some("copy_vec4"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[("WORKGROUP_SIZE", f64::from(WORKGROUP))],
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+        })?;
+        Ok(CopyKernel {
+            device: device.clone(),
+            pipeline,
+        })
+    }
+
+    /// Records a copy of the first `bytes` bytes (rounded down to 16) of `src` to `dst`.
+    /// Both need `STORAGE`; the copy must fit one storage binding.
+    pub fn encode(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        bytes: u64,
+    ) -> Result<()> {
+        let count = (bytes / 16) as u32;
+        let max_dim = self.device.limits().max_compute_workgroups_per_dimension;
+        // Enough invocations to cover the data in one step where the grid allows.
+        let groups = count.div_ceil(WORKGROUP).max(1);
+        let grid_x = groups.min(max_dim);
+        let grid_y = groups.div_ceil(grid_x).min(max_dim);
+        let params = CopyParams {
+            count,
+            grid_x,
+            total_invocations: grid_x * grid_y * WORKGROUP,
+            _pad: 0,
+        };
+        scoped(&self.device, || {
+            let uniforms = self
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("copy_vec4 params"),
+                    contents: bytemuck::bytes_of(&params),
+                    usage: wgpu::BufferUsages::UNIFORM,
+                });
+            let size = wgpu::BufferSize::new(u64::from(count.max(1)) * 16);
+            let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("copy_vec4"),
+                layout: &self.pipeline.get_bind_group_layout(0),
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: uniforms.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: src,
+                            offset: 0,
+                            size,
+                        }),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: dst,
+                            offset: 0,
+                            size,
+                        }),
+                    },
+                ],
+            });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("copy_vec4"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(grid_x, grid_y, 1);
+        })
+    }
+}
