@@ -10,10 +10,18 @@ use wgpu_softmax::wgpu;
 use wgpu_softmax::{Context, MatrixView, Options, Shape};
 
 /// Shapes of about 4 MiB, small enough for a software adapter.
-const SHAPES: [(usize, usize); 5] = [(32768, 32), (2048, 512), (256, 4096), (32, 32000), (4, 262144)];
+const SHAPES: [(usize, usize); 5] = [
+    (32768, 32),
+    (2048, 512),
+    (256, 4096),
+    (32, 32000),
+    (4, 262144),
+];
 
 fn data(len: usize) -> Vec<f32> {
-    (0..len).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0).collect()
+    (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0)
+        .collect()
 }
 
 fn benches(c: &mut Criterion) {
@@ -42,13 +50,20 @@ fn benches(c: &mut Criterion) {
             })
         };
         let (input, output) = (make(), make());
-        ctx.queue().write_buffer(&input, 0, bytemuck::cast_slice(&x));
+        ctx.queue()
+            .write_buffer(&input, 0, bytemuck::cast_slice(&x));
         let id = format!("{rows}x{cols}");
         group.bench_function(BenchmarkId::new("resident", &id), |b| {
             b.iter(|| {
                 let mut enc = ctx.device().create_command_encoder(&Default::default());
-                ctx.encode(&mut enc, MatrixView::new(&input), MatrixView::new(&output), shape, &options)
-                    .expect("encode");
+                ctx.encode(
+                    &mut enc,
+                    MatrixView::new(&input),
+                    MatrixView::new(&output),
+                    shape,
+                    &options,
+                )
+                .expect("encode");
                 let index = ctx.queue().submit([enc.finish()]);
                 ctx.device()
                     .poll(wgpu::PollType::Wait {
@@ -60,7 +75,10 @@ fn benches(c: &mut Criterion) {
         });
         let mut out = vec![0.0f32; x.len()];
         group.bench_function(BenchmarkId::new("host", &id), |b| {
-            b.iter(|| ctx.run_into_blocking(&x, &mut out, shape, &options).expect("run"))
+            b.iter(|| {
+                ctx.run_into_blocking(&x, &mut out, shape, &options)
+                    .expect("run")
+            })
         });
     }
     group.finish();

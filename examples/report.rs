@@ -6,7 +6,10 @@
 //! the copy kernel, against cols) to `--out` (default `target/report`).
 //!
 //! `cargo run --release --example report -- [--size-mib N] [--iters N] [--repeats N]
-//!  [--cols 32,128,...] [--out DIR] [--log]`
+//!  [--cols 32,128,...] [--out DIR] [--log] [--kernel thread-row|subgroup-row|
+//!  workgroup-subgroup|workgroup-shared] [--wg N]`
+//!
+//! `--kernel` and `--wg` force the kernel and workgroup size (for tuning the planner).
 //!
 //! GPU time is wall time over `--iters` dispatches recorded in one submission (map and
 //! poll outside the timed region), the median of `--repeats` runs. The default matrix is
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use wgpu_softmax::bandwidth::CopyKernel;
 use wgpu_softmax::wgpu;
-use wgpu_softmax::{Context, MatrixView, Options, Shape};
+use wgpu_softmax::{Context, MatrixView, Options, RowKernel, Shape};
 
 const DEFAULT_COLS: [usize; 9] = [32, 128, 512, 1024, 4096, 16384, 32000, 131072, 262144];
 const LATENCY_COLS: [usize; 2] = [32000, 262144];
@@ -35,8 +38,8 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         size_mib: None,
-        iters: 5,
-        repeats: 3,
+        iters: 10,
+        repeats: 5,
         cols: DEFAULT_COLS.to_vec(),
         out: PathBuf::from("target/report"),
         options: Options::softmax(),
@@ -55,7 +58,17 @@ fn parse_args() -> Result<Args, String> {
             "--iters" => args.iters = number(value()?)? as u32,
             "--repeats" => args.repeats = number(value()?)? as usize,
             "--out" => args.out = PathBuf::from(value()?),
-            "--log" => args.options = Options::log_softmax(),
+            "--log" => args.options.op = wgpu_softmax::Op::LogSoftmax,
+            "--wg" => args.options.workgroup_size = Some(number(value()?)? as u32),
+            "--kernel" => {
+                args.options.kernel = Some(match value()?.as_str() {
+                    "thread-row" => RowKernel::ThreadPerRow,
+                    "subgroup-row" => RowKernel::SubgroupPerRow,
+                    "workgroup-subgroup" => RowKernel::WorkgroupSubgroup,
+                    "workgroup-shared" => RowKernel::WorkgroupShared,
+                    other => return Err(format!("--kernel: unknown kernel {other:?}")),
+                })
+            }
             "--cols" => {
                 args.cols = value()?
                     .split(',')
@@ -159,19 +172,39 @@ impl Row {
     }
 }
 
-fn measure_shape(ctx: &Context, copy: &CopyKernel, args: &Args, rows: usize, cols: usize) -> Result<Row, String> {
+fn measure_shape(
+    ctx: &Context,
+    copy: &CopyKernel,
+    args: &Args,
+    rows: usize,
+    cols: usize,
+) -> Result<Row, String> {
     let shape = Shape::new(rows, cols);
     let bytes = (rows * cols * 4) as u64;
-    let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+    let storage =
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
     let input = buffer(ctx, bytes.next_multiple_of(16), storage);
     let output = buffer(ctx, bytes.next_multiple_of(16), storage);
     let data = logits(rows * cols, cols as u64);
-    ctx.queue().write_buffer(&input, 0, bytemuck::cast_slice(&data));
+    ctx.queue()
+        .write_buffer(&input, 0, bytemuck::cast_slice(&data));
 
     let softmax_s = time_gpu(ctx, args.iters, args.repeats, &|enc| {
-        ctx.encode(enc, MatrixView::new(&input), MatrixView::new(&output), shape, &args.options)
+        ctx.encode(
+            enc,
+            MatrixView::new(&input),
+            MatrixView::new(&output),
+            shape,
+            &args.options,
+        )
     })?;
-    let copy_kernel_s = time_gpu(ctx, args.iters, args.repeats, &|enc| copy.encode(enc, &input, &output, bytes))?;
+    let bound = copy
+        .bind(&input, &output, bytes.next_multiple_of(16))
+        .map_err(|e| e.to_string())?;
+    let copy_kernel_s = time_gpu(ctx, args.iters, args.repeats, &|enc| {
+        bound.record(enc);
+        Ok(())
+    })?;
     let copy_engine_s = time_gpu(ctx, args.iters, args.repeats, &|enc| {
         enc.copy_buffer_to_buffer(&input, 0, &output, 0, bytes.next_multiple_of(4));
         Ok(())
@@ -183,7 +216,8 @@ fn measure_shape(ctx: &Context, copy: &CopyKernel, args: &Args, rows: usize, col
     let mut transfer = Vec::new();
     for _ in 0..args.repeats {
         let t = Instant::now();
-        ctx.run_into_blocking(&data, &mut out, shape, &args.options).map_err(|e| e.to_string())?;
+        ctx.run_into_blocking(&data, &mut out, shape, &args.options)
+            .map_err(|e| e.to_string())?;
         host.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         upload_and_read_back(ctx, &data, &mut out)?;
@@ -208,17 +242,33 @@ fn upload_and_read_back(ctx: &Context, data: &[f32], out: &mut [f32]) -> Result<
     let slots: Vec<(wgpu::Buffer, wgpu::Buffer)> = (0..2)
         .map(|_| {
             (
-                buffer(ctx, (chunk * 4) as u64, wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC),
-                buffer(ctx, (chunk * 4) as u64, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST),
+                buffer(
+                    ctx,
+                    (chunk * 4) as u64,
+                    wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                ),
+                buffer(
+                    ctx,
+                    (chunk * 4) as u64,
+                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                ),
             )
         })
         .collect();
     let mut pending: Vec<Option<(usize, wgpu::SubmissionIndex)>> = vec![None, None];
-    let finish = |slot: &(wgpu::Buffer, wgpu::Buffer), start: usize, index, out: &mut [f32]| -> Result<(), String> {
+    let finish = |slot: &(wgpu::Buffer, wgpu::Buffer),
+                  start: usize,
+                  index,
+                  out: &mut [f32]|
+     -> Result<(), String> {
         let len = chunk.min(data.len() - start);
-        slot.1.map_async(wgpu::MapMode::Read, 0..(len * 4) as u64, |_| {});
+        slot.1
+            .map_async(wgpu::MapMode::Read, 0..(len * 4) as u64, |_| {});
         wait(ctx, index)?;
-        let view = slot.1.get_mapped_range(0..(len * 4) as u64).map_err(|e| e.to_string())?;
+        let view = slot
+            .1
+            .get_mapped_range(0..(len * 4) as u64)
+            .map_err(|e| e.to_string())?;
         bytemuck::cast_slice_mut::<f32, u8>(&mut out[start..start + len]).copy_from_slice(&view);
         drop(view);
         slot.1.unmap();
@@ -230,7 +280,11 @@ fn upload_and_read_back(ctx: &Context, data: &[f32], out: &mut [f32]) -> Result<
             finish(&slots[s], prev, index, out)?;
         }
         let len = chunk.min(data.len() - start);
-        ctx.queue().write_buffer(&slots[s].0, 0, bytemuck::cast_slice(&data[start..start + len]));
+        ctx.queue().write_buffer(
+            &slots[s].0,
+            0,
+            bytemuck::cast_slice(&data[start..start + len]),
+        );
         let mut enc = ctx.device().create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(&slots[s].0, 0, &slots[s].1, 0, (len * 4) as u64);
         pending[s] = Some((start, ctx.queue().submit([enc.finish()])));
@@ -248,7 +302,8 @@ fn latency(ctx: &Context, cols: usize, options: &Options) -> Result<(f64, f64), 
     let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
     let input = buffer(ctx, (cols * 4) as u64, storage);
     let output = buffer(ctx, (cols * 4) as u64, storage);
-    ctx.queue().write_buffer(&input, 0, bytemuck::cast_slice(&logits(cols, 7)));
+    ctx.queue()
+        .write_buffer(&input, 0, bytemuck::cast_slice(&logits(cols, 7)));
     let calls = 20;
     let call = |work: bool| -> Result<f64, String> {
         let mut times = Vec::new();
@@ -256,8 +311,14 @@ fn latency(ctx: &Context, cols: usize, options: &Options) -> Result<(f64, f64), 
             let t = Instant::now();
             let mut enc = ctx.device().create_command_encoder(&Default::default());
             if work {
-                ctx.encode(&mut enc, MatrixView::new(&input), MatrixView::new(&output), Shape::new(1, cols), options)
-                    .map_err(|e| e.to_string())?;
+                ctx.encode(
+                    &mut enc,
+                    MatrixView::new(&input),
+                    MatrixView::new(&output),
+                    Shape::new(1, cols),
+                    options,
+                )
+                .map_err(|e| e.to_string())?;
             }
             wait(ctx, ctx.queue().submit([enc.finish()]))?;
             if i > 0 {
@@ -273,7 +334,12 @@ fn markdown(ctx: &Context, args: &Args, rows: &[Row], lat: &[(usize, f64, f64)])
     let info = ctx.adapter_info();
     let mut s = format!(
         "Adapter: {} ({:?}, {:?}, driver {} {}), subgroups: {}\n\n",
-        info.name, info.backend, info.device_type, info.driver, info.driver_info, ctx.caps().subgroups
+        info.name,
+        info.backend,
+        info.device_type,
+        info.driver,
+        info.driver_info,
+        ctx.caps().subgroups
     );
     s += &format!(
         "Op: {:?}; {} dispatches per submission, median of {} submissions.\n\n",
@@ -308,8 +374,15 @@ fn csv(rows: &[Row]) -> String {
     for r in rows {
         s += &format!(
             "{},{},{:e},{:e},{:e},{:e},{:e},{:.4},{:.4}\n",
-            r.rows, r.cols, r.softmax_s, r.copy_kernel_s, r.copy_engine_s, r.host_s, r.transfer_s,
-            r.copy_kernel_s / r.softmax_s, r.transfer_s / r.host_s
+            r.rows,
+            r.cols,
+            r.softmax_s,
+            r.copy_kernel_s,
+            r.copy_engine_s,
+            r.host_s,
+            r.transfer_s,
+            r.copy_kernel_s / r.softmax_s,
+            r.transfer_s / r.host_s
         );
     }
     s
@@ -339,10 +412,16 @@ fn chart(path: &std::path::Path, title: &str, rows: &[Row]) -> Result<(), String
             .x_desc("cols (log scale)")
             .y_desc("softmax / vec4 copy kernel")
             .draw()?;
-        let points: Vec<(f64, f64)> = rows.iter().map(|r| (r.cols as f64, r.copy_kernel_s / r.softmax_s)).collect();
+        let points: Vec<(f64, f64)> = rows
+            .iter()
+            .map(|r| (r.cols as f64, r.copy_kernel_s / r.softmax_s))
+            .collect();
         chart.draw_series(LineSeries::new(points.clone(), &BLUE))?;
         chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;
-        chart.draw_series(LineSeries::new(vec![(16.0, 1.0), (max_cols, 1.0)], &BLACK.mix(0.4)))?;
+        chart.draw_series(LineSeries::new(
+            vec![(16.0, 1.0), (max_cols, 1.0)],
+            &BLACK.mix(0.4),
+        ))?;
         root.present()?;
         Ok(())
     };

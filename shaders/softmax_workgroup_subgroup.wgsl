@@ -4,16 +4,49 @@
 // Dispatch: a 2-D grid of workgroups, row = workgroup_id.y * params.grid_x + workgroup_id.x;
 // workgroups past params.rows return at once (the whole workgroup, so barriers stay
 // uniform).
-// Each invocation sweeps its strided share of the row once, keeping a running
-// (max, sum of exp) pair; subgroupMax/subgroupAdd merge the pairs of a subgroup, one
-// barrier publishes one pair per subgroup, and every invocation folds those few pairs.
-// A second sweep writes the normalised row.
+// Rows that fit the register cache (VEC4, cols / 4 <= WORKGROUP_SIZE * CACHE): each
+// invocation loads its share once; the max, then the sum of exponentials, are reduced
+// with subgroup operations plus one barrier each; the cached values are written.
+// Longer rows: each invocation sweeps its share once for a running (max, sum of exp)
+// pair, the pairs are merged the same way, and a second sweep writes.
 
+// Entries for one value per subgroup (WORKGROUP_SIZE / subgroup size <= this).
 const MAX_SUBGROUPS: u32 = 256u;
 
 var<workgroup> partial_m: array<f32, MAX_SUBGROUPS>;
 var<workgroup> partial_s: array<f32, MAX_SUBGROUPS>;
 var<workgroup> partial_bad: array<u32, MAX_SUBGROUPS>;
+
+// The workgroup's max and poison flag. Every invocation gets the result.
+fn workgroup_max_bad(own: MaxBad, sg_id: u32, sg_count: u32, sg_lane: u32) -> MaxBad {
+    let m = subgroupMax(own.m);
+    let bad = subgroupOr(own.bad);
+    if sg_lane == 0u {
+        partial_m[sg_id] = m;
+        partial_bad[sg_id] = bad;
+    }
+    workgroupBarrier();
+    var acc = MaxBad(LOWEST, 0u);
+    for (var i = 0u; i < sg_count; i++) {
+        acc = max_bad_merge(acc, MaxBad(partial_m[i], partial_bad[i]));
+    }
+    return acc;
+}
+
+// The workgroup's sum. Uses partial_s only, so it may follow workgroup_max_bad
+// without another barrier.
+fn workgroup_sum(own: f32, sg_id: u32, sg_count: u32, sg_lane: u32) -> f32 {
+    let s = subgroupAdd(own);
+    if sg_lane == 0u {
+        partial_s[sg_id] = s;
+    }
+    workgroupBarrier();
+    var total = 0.0;
+    for (var i = 0u; i < sg_count; i++) {
+        total += partial_s[i];
+    }
+    return total;
+}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn softmax_workgroup_subgroup(
@@ -27,7 +60,15 @@ fn softmax_workgroup_subgroup(
     if row >= params.rows {
         return;
     }
+    if row_fits_cache(WORKGROUP_SIZE) {
+        var cache: array<vec4<f32>, CACHE>;
+        let mb = workgroup_max_bad(cache_load(row, lid, WORKGROUP_SIZE, &cache), sg_id, sg_count, sg_lane);
+        let s = workgroup_sum(cache_exp_sum(row, lid, WORKGROUP_SIZE, &cache, mb.m), sg_id, sg_count, sg_lane);
+        cache_write(row, lid, WORKGROUP_SIZE, &cache, mb.m, s, mb.bad);
+        return;
+    }
     let own = row_stats(row, lid, WORKGROUP_SIZE);
+    // One exchange for the (max, sum) pair: rescale each sum to the subgroup max.
     let m_sg = subgroupMax(own.m);
     let s_sg = subgroupAdd(rescale(own.s, own.m - m_sg));
     let bad_sg = subgroupOr(own.bad);
@@ -37,16 +78,13 @@ fn softmax_workgroup_subgroup(
         partial_bad[sg_id] = bad_sg;
     }
     workgroupBarrier();
-    // Fold the per-subgroup pairs: the max first, then one exp per pair.
-    var m = LOWEST;
-    var bad = 0u;
+    var acc = MaxBad(LOWEST, 0u);
     for (var i = 0u; i < sg_count; i++) {
-        m = max(m, partial_m[i]);
-        bad |= partial_bad[i];
+        acc = max_bad_merge(acc, MaxBad(partial_m[i], partial_bad[i]));
     }
     var s = 0.0;
     for (var i = 0u; i < sg_count; i++) {
-        s += rescale(partial_s[i], partial_m[i] - m);
+        s += rescale(partial_s[i], partial_m[i] - acc.m);
     }
-    write_row(row, lid, WORKGROUP_SIZE, Stats(m, s, bad));
+    write_row(row, lid, WORKGROUP_SIZE, Stats(acc.m, s, acc.bad));
 }

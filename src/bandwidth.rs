@@ -4,7 +4,7 @@
 
 use wgpu::util::DeviceExt;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::{scoped, COPY_VEC4_SOURCE};
 
 /// Invocations per workgroup of the copy kernel.
@@ -24,11 +24,20 @@ struct CopyParams {
 pub struct CopyKernel {
     device: wgpu::Device,
     pipeline: wgpu::ComputePipeline,
+    workgroup: u32,
+}
+
+/// A copy kernel bound to one source and destination, ready to record.
+pub struct BoundCopy {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    grid: [u32; 2],
 }
 
 impl CopyKernel {
     /// Builds the pipeline (errors caught and returned).
     pub fn new(device: &wgpu::Device) -> Result<Self> {
+        let workgroup = WORKGROUP.min(device.limits().max_compute_invocations_per_workgroup);
         let pipeline = scoped(device, || {
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some("copy_vec4"),
@@ -40,7 +49,7 @@ impl CopyKernel {
                 module: &module,
                 entry_point: Some("copy_vec4"),
                 compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &[("WORKGROUP_SIZE", f64::from(WORKGROUP))],
+                    constants: &[("WORKGROUP_SIZE", f64::from(workgroup))],
                     zero_initialize_workgroup_memory: false,
                 },
                 cache: None,
@@ -49,31 +58,41 @@ impl CopyKernel {
         Ok(CopyKernel {
             device: device.clone(),
             pipeline,
+            workgroup,
         })
     }
 
-    /// Records a copy of the first `bytes` bytes (rounded down to 16) of `src` to `dst`.
+    /// Binds a copy of the first `bytes` bytes (rounded down to 16) of `src` to `dst`.
     /// Both need `STORAGE`; the copy must fit one storage binding.
-    pub fn encode(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        src: &wgpu::Buffer,
-        dst: &wgpu::Buffer,
-        bytes: u64,
-    ) -> Result<()> {
-        let count = (bytes / 16) as u32;
-        let max_dim = self.device.limits().max_compute_workgroups_per_dimension;
-        // Enough invocations to cover the data in one step where the grid allows.
-        let groups = count.div_ceil(WORKGROUP).max(1);
+    pub fn bind(&self, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) -> Result<BoundCopy> {
+        let count = u32::try_from(bytes / 16).map_err(|_| {
+            Error::Unsupported(format!("a copy of {bytes} bytes exceeds u32 vec4 indices"))
+        })?;
+        let max_dim = self
+            .device
+            .limits()
+            .max_compute_workgroups_per_dimension
+            .max(1);
+        // A 2-D grid, as one dimension stops at 65535 workgroups; the kernel's grid-stride
+        // loop covers any remainder.
+        let groups = count.div_ceil(self.workgroup).max(1);
         let grid_x = groups.min(max_dim);
         let grid_y = groups.div_ceil(grid_x).min(max_dim);
         let params = CopyParams {
             count,
             grid_x,
-            total_invocations: grid_x * grid_y * WORKGROUP,
+            total_invocations: grid_x * grid_y * self.workgroup,
             _pad: 0,
         };
-        scoped(&self.device, || {
+        let size = wgpu::BufferSize::new(u64::from(count.max(1)) * 16);
+        let view = |buffer| {
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer,
+                offset: 0,
+                size,
+            })
+        };
+        let bind_group = scoped(&self.device, || {
             let uniforms = self
                 .device
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -81,8 +100,7 @@ impl CopyKernel {
                     contents: bytemuck::bytes_of(&params),
                     usage: wgpu::BufferUsages::UNIFORM,
                 });
-            let size = wgpu::BufferSize::new(u64::from(count.max(1)) * 16);
-            let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("copy_vec4"),
                 layout: &self.pipeline.get_bind_group_layout(0),
                 entries: &[
@@ -92,29 +110,32 @@ impl CopyKernel {
                     },
                     wgpu::BindGroupEntry {
                         binding: 1,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: src,
-                            offset: 0,
-                            size,
-                        }),
+                        resource: view(src),
                     },
                     wgpu::BindGroupEntry {
                         binding: 2,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: dst,
-                            offset: 0,
-                            size,
-                        }),
+                        resource: view(dst),
                     },
                 ],
-            });
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("copy_vec4"),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&self.pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(grid_x, grid_y, 1);
+            })
+        })?;
+        Ok(BoundCopy {
+            pipeline: self.pipeline.clone(),
+            bind_group,
+            grid: [grid_x, grid_y],
         })
+    }
+}
+
+impl BoundCopy {
+    /// Records the copy as one compute pass.
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("copy_vec4"),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.grid[0], self.grid[1], 1);
     }
 }

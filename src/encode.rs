@@ -74,6 +74,9 @@ pub struct Options {
     pub masked_rows: MaskedRows,
     /// Forces a kernel instead of the planner's choice (for tests and benchmarks).
     pub kernel: Option<RowKernel>,
+    /// Forces the invocations per workgroup (a power of two within the kernel's and the
+    /// device's bounds) instead of the planner's choice (for tuning).
+    pub workgroup_size: Option<u32>,
 }
 
 impl Default for Options {
@@ -83,6 +86,7 @@ impl Default for Options {
             temperature: 1.0,
             masked_rows: MaskedRows::Nan,
             kernel: None,
+            workgroup_size: None,
         }
     }
 }
@@ -117,6 +121,19 @@ impl Options {
     pub fn with_kernel(mut self, kernel: RowKernel) -> Self {
         self.kernel = Some(kernel);
         self
+    }
+
+    /// These options with a forced workgroup size.
+    pub fn with_workgroup_size(mut self, workgroup_size: u32) -> Self {
+        self.workgroup_size = Some(workgroup_size);
+        self
+    }
+
+    pub(crate) fn tuning(&self) -> plan::Tuning {
+        plan::Tuning {
+            kernel: self.kernel,
+            workgroup_size: self.workgroup_size,
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -177,7 +194,7 @@ impl<'a> MatrixView<'a> {
                 cols: shape.cols,
             });
         }
-        if p.offset % 4 != 0 {
+        if !p.offset.is_multiple_of(4) {
             return Err(Error::Misaligned {
                 offset: p.offset,
                 required: 4,
@@ -258,7 +275,7 @@ impl Context {
             shape.cols,
             input.placement(shape.cols),
             output.placement(shape.cols),
-            options.kernel,
+            options.tuning(),
             &self.caps,
         )?;
         self.record(encoder, &plan, input, output, shape, options)

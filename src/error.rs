@@ -88,6 +88,10 @@ pub enum Error {
         /// `max_storage_buffer_binding_size`.
         limit: u64,
     },
+    /// The options ask for something this device or kernel cannot do (a subgroup kernel
+    /// without `Features::SUBGROUP`, a workgroup size out of bounds).
+    #[error("unsupported option: {0}")]
+    Unsupported(String),
     /// wgpu reported a validation error.
     #[error("wgpu validation error: {0}")]
     Validation(String),

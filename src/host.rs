@@ -134,7 +134,7 @@ impl Context {
             shape.cols,
             packed,
             packed,
-            options.kernel,
+            options.tuning(),
             &self.caps,
         )?;
         let chunk_bytes = chunk_rows as u64 * row_bytes;

@@ -17,6 +17,7 @@ const COMMON: &str = include_str!("../shaders/common/softmax_common.wgsl");
 pub fn kernel_source(kernel: RowKernel) -> String {
     let own = match kernel {
         RowKernel::ThreadPerRow => include_str!("../shaders/softmax_thread_row.wgsl"),
+        RowKernel::SubgroupPerRow => include_str!("../shaders/softmax_subgroup_row.wgsl"),
         RowKernel::WorkgroupShared => include_str!("../shaders/softmax_workgroup_shared.wgsl"),
         RowKernel::WorkgroupSubgroup => {
             include_str!("../shaders/softmax_workgroup_subgroup.wgsl")
@@ -29,6 +30,7 @@ pub fn kernel_source(kernel: RowKernel) -> String {
 pub fn entry_point(kernel: RowKernel) -> &'static str {
     match kernel {
         RowKernel::ThreadPerRow => "softmax_thread_row",
+        RowKernel::SubgroupPerRow => "softmax_subgroup_row",
         RowKernel::WorkgroupShared => "softmax_workgroup_shared",
         RowKernel::WorkgroupSubgroup => "softmax_workgroup_subgroup",
     }

@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 pub enum RowKernel {
     /// One invocation per row (`softmax_thread_row.wgsl`): short rows, no barriers.
     ThreadPerRow,
+    /// One subgroup per row, several rows per workgroup (`softmax_subgroup_row.wgsl`):
+    /// medium rows, no barriers. Needs `Features::SUBGROUP`.
+    SubgroupPerRow,
     /// One workgroup per row, reductions in workgroup memory
     /// (`softmax_workgroup_shared.wgsl`): the portable kernel.
     WorkgroupShared,
@@ -20,24 +23,33 @@ pub enum RowKernel {
 
 impl RowKernel {
     /// Every kernel, for tests that run each one.
-    pub const ALL: [RowKernel; 3] = [
+    pub const ALL: [RowKernel; 4] = [
         RowKernel::ThreadPerRow,
+        RowKernel::SubgroupPerRow,
         RowKernel::WorkgroupShared,
         RowKernel::WorkgroupSubgroup,
     ];
 
     /// Whether the kernel needs `Features::SUBGROUP`.
     pub fn needs_subgroups(self) -> bool {
-        matches!(self, RowKernel::WorkgroupSubgroup)
+        matches!(
+            self,
+            RowKernel::SubgroupPerRow | RowKernel::WorkgroupSubgroup
+        )
     }
 }
 
-/// Rows up to this many columns run one invocation per row.
-pub const THREAD_PER_ROW_MAX_COLS: usize = 32;
+/// vec4s each invocation holds in registers (`CACHE` in `softmax_common.wgsl`): rows whose
+/// body fits `CACHE` vec4s per invocation are read once.
+pub const CACHE_VEC4: usize = 8;
+/// Rows up to this many columns run one invocation per row (and fit its cache).
+pub const THREAD_PER_ROW_MAX_COLS: usize = 4 * CACHE_VEC4;
 /// Invocations per workgroup of the thread-per-row kernel.
 pub const THREAD_PER_ROW_WORKGROUP: u32 = 64;
-/// Upper bound of the workgroup kernels' size (their workgroup arrays are this long).
-pub const MAX_WORKGROUP: u32 = 256;
+/// Upper bound of `softmax_workgroup_shared`'s size (its tree arrays are this long).
+pub const MAX_SHARED_WORKGROUP: u32 = 256;
+/// Upper bound of `softmax_workgroup_subgroup`'s size.
+pub const MAX_SUBGROUP_WORKGROUP: u32 = 1024;
 /// Lower bound of the workgroup kernels' size.
 pub const MIN_WORKGROUP: u32 = 32;
 
@@ -46,6 +58,19 @@ pub const MIN_WORKGROUP: u32 = 32;
 pub struct DeviceCaps {
     /// `Features::SUBGROUP` is enabled on the device.
     pub subgroups: bool,
+    /// The smallest subgroup size the adapter may use.
+    pub subgroup_min_size: u32,
+    /// The largest subgroup size the adapter may use.
+    pub subgroup_max_size: u32,
+    /// A software adapter (`DeviceType::Cpu`, e.g. lavapipe or llvmpipe): a workgroup
+    /// runs as one task and every barrier is a coroutine switch, so kernels without
+    /// barriers win at every row length.
+    pub software: bool,
+    /// Loop iterations one invocation may run, where the driver caps them. Mesa's
+    /// llvmpipe and lavapipe stop every loop of an invocation after 65535 iterations in
+    /// all (a guard against hangs), silently leaving the rest of the work undone; the
+    /// planner spreads rows over enough invocations to stay below this.
+    pub max_loop_iterations: Option<u64>,
     /// `Limits::max_compute_workgroups_per_dimension`.
     pub max_workgroups_per_dimension: u32,
     /// `Limits::max_storage_buffer_binding_size`.
@@ -62,8 +87,14 @@ impl DeviceCaps {
     /// Reads the caps of a device.
     pub fn of_device(device: &wgpu::Device) -> Self {
         let limits = device.limits();
+        let info = device.adapter_info();
         DeviceCaps {
             subgroups: device.features().contains(wgpu::Features::SUBGROUP),
+            subgroup_min_size: info.subgroup_min_size.max(1),
+            subgroup_max_size: info.subgroup_max_size.max(info.subgroup_min_size).max(1),
+            software: info.device_type == wgpu::DeviceType::Cpu,
+            max_loop_iterations: (info.device_type == wgpu::DeviceType::Cpu)
+                .then_some(SOFTWARE_LOOP_ITERATIONS),
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             max_storage_binding_size: limits.max_storage_buffer_binding_size,
             storage_offset_alignment: limits.min_storage_buffer_offset_alignment,
@@ -79,6 +110,10 @@ impl Default for DeviceCaps {
         let limits = wgpu::Limits::default();
         DeviceCaps {
             subgroups: false,
+            subgroup_min_size: wgpu::MINIMUM_SUBGROUP_MIN_SIZE,
+            subgroup_max_size: wgpu::MAXIMUM_SUBGROUP_MAX_SIZE,
+            software: false,
+            max_loop_iterations: None,
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             max_storage_binding_size: limits.max_storage_buffer_binding_size,
             storage_offset_alignment: limits.min_storage_buffer_offset_alignment,
@@ -137,33 +172,142 @@ pub struct Plan {
     pub chunks: Vec<Chunk>,
 }
 
-/// Picks the kernel for a row length on a device.
+/// Overrides of the planner's choices, for tests, benchmarks and tuning.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tuning {
+    /// Use this kernel.
+    pub kernel: Option<RowKernel>,
+    /// Use this many invocations per workgroup.
+    pub workgroup_size: Option<u32>,
+}
+
+/// The loop-iteration cap of Mesa's software rasterisers (65535), less a margin for the
+/// kernels' short fixed loops (register cache, subgroup folds).
+pub const SOFTWARE_LOOP_ITERATIONS: u64 = 65535 - 512;
+
+/// Invocations per workgroup of the workgroup kernels on software adapters, where every
+/// barrier costs a switch through all of a workgroup's invocations.
+pub const SOFTWARE_WORKGROUP: u32 = 32;
+/// On software adapters without subgroups, rows up to this long run one invocation per
+/// row (no barriers; the sequential f32 sum of so short a row stays well within the
+/// numerics contract).
+pub const SOFTWARE_THREAD_PER_ROW_MAX_COLS: usize = 256;
+
+/// Picks the kernel for a row length on a device: one invocation per row for rows that
+/// fit one invocation's cache; with subgroups, one subgroup per row while the row fits the
+/// subgroup's cache (on software adapters, at every length: no barriers); one workgroup
+/// per row beyond.
 pub fn choose_kernel(cols: usize, caps: &DeviceCaps) -> RowKernel {
-    if cols <= THREAD_PER_ROW_MAX_COLS {
+    if cols <= THREAD_PER_ROW_MAX_COLS
+        || (caps.software && !caps.subgroups && cols <= SOFTWARE_THREAD_PER_ROW_MAX_COLS)
+    {
         RowKernel::ThreadPerRow
-    } else if caps.subgroups {
-        RowKernel::WorkgroupSubgroup
-    } else {
+    } else if !caps.subgroups {
         RowKernel::WorkgroupShared
+    } else if caps.software || cols <= 4 * CACHE_VEC4 * caps.subgroup_min_size as usize {
+        RowKernel::SubgroupPerRow
+    } else {
+        RowKernel::WorkgroupSubgroup
     }
 }
 
-/// Invocations per workgroup for a kernel and row length: for the workgroup kernels, a
-/// power of two giving each invocation about eight loads (vec4 or scalar) per sweep,
-/// between [`MIN_WORKGROUP`] and [`MAX_WORKGROUP`] and within the device's limit.
+/// Largest power of two at most `n` (n >= 1).
+fn floor_pow2(n: u32) -> u32 {
+    1 << (31 - n.max(1).leading_zeros())
+}
+
+/// Invocations per workgroup for a kernel and row length. For the workgroup kernels: the
+/// power of two that lets the row fit the invocations' register caches (or the largest
+/// allowed, for rows too long to cache), within the kernel's bounds and the device's
+/// limit. For the subgroup kernel: four of the largest subgroups, at least 64.
 pub fn workgroup_size(kernel: RowKernel, cols: usize, vec4: bool, caps: &DeviceCaps) -> u32 {
-    let limit = caps.max_invocations_per_workgroup.max(1);
+    let limit = floor_pow2(caps.max_invocations_per_workgroup);
     match kernel {
         RowKernel::ThreadPerRow => THREAD_PER_ROW_WORKGROUP.min(limit),
+        RowKernel::SubgroupPerRow => (4 * caps.subgroup_max_size)
+            .clamp(64, 256)
+            .min(limit)
+            .max(caps.subgroup_max_size.min(limit)),
+        RowKernel::WorkgroupShared | RowKernel::WorkgroupSubgroup if caps.software => {
+            SOFTWARE_WORKGROUP.min(limit)
+        }
         RowKernel::WorkgroupShared | RowKernel::WorkgroupSubgroup => {
+            let max = if kernel == RowKernel::WorkgroupShared {
+                MAX_SHARED_WORKGROUP
+            } else {
+                MAX_SUBGROUP_WORKGROUP
+            };
             let loads = if vec4 { cols.div_ceil(4) } else { cols };
-            let wanted = loads.div_ceil(8).next_power_of_two();
-            let wanted = wanted.clamp(MIN_WORKGROUP as usize, MAX_WORKGROUP as usize) as u32;
-            // Largest power of two within the device limit.
-            let cap = 1u32 << (31 - limit.min(MAX_WORKGROUP).leading_zeros());
-            wanted.min(cap)
+            let wanted = loads.div_ceil(CACHE_VEC4).next_power_of_two();
+            let wanted = wanted.clamp(MIN_WORKGROUP as usize, max as usize) as u32;
+            wanted.min(limit)
         }
     }
+}
+
+/// Invocations that share one row.
+fn lanes_per_row(kernel: RowKernel, workgroup_size: u32, caps: &DeviceCaps) -> u64 {
+    match kernel {
+        RowKernel::ThreadPerRow => 1,
+        // The smallest subgroup gives each lane the most work.
+        RowKernel::SubgroupPerRow => u64::from(caps.subgroup_min_size.min(workgroup_size)),
+        RowKernel::WorkgroupShared | RowKernel::WorkgroupSubgroup => u64::from(workgroup_size),
+    }
+}
+
+/// Loop iterations one invocation runs on a row: two sweeps over its share of the loads
+/// (vec4s plus the scalar tail).
+pub fn loop_iterations(cols: usize, vec4: bool, lanes: u64) -> u64 {
+    let loads = if vec4 { cols / 4 + cols % 4 } else { cols } as u64;
+    2 * loads.div_ceil(lanes.max(1))
+}
+
+/// Keeps a plan within the device's loop-iteration cap: a kernel the planner chose moves
+/// to one workgroup per row with enough invocations; a forced kernel that does not fit
+/// is refused, as is a row too long for any workgroup.
+fn fit_loop_limit(
+    kernel: RowKernel,
+    workgroup_size: u32,
+    cols: usize,
+    vec4: bool,
+    tuning: Tuning,
+    caps: &DeviceCaps,
+) -> Result<(RowKernel, u32)> {
+    let Some(limit) = caps.max_loop_iterations else {
+        return Ok((kernel, workgroup_size));
+    };
+    let fits = |k, wg| loop_iterations(cols, vec4, lanes_per_row(k, wg, caps)) <= limit;
+    if fits(kernel, workgroup_size) {
+        return Ok((kernel, workgroup_size));
+    }
+    let refuse = || {
+        Error::Unsupported(format!(
+            "a row of {cols} columns needs more than {limit} loop iterations per invocation \
+             with {kernel:?}, above this software adapter's cap"
+        ))
+    };
+    if tuning.kernel.is_some() || tuning.workgroup_size.is_some() {
+        return Err(refuse());
+    }
+    let wide = if caps.subgroups {
+        RowKernel::WorkgroupSubgroup
+    } else {
+        RowKernel::WorkgroupShared
+    };
+    let max = if wide == RowKernel::WorkgroupShared {
+        MAX_SHARED_WORKGROUP
+    } else {
+        MAX_SUBGROUP_WORKGROUP
+    }
+    .min(floor_pow2(caps.max_invocations_per_workgroup));
+    let mut wg = workgroup_size.max(MIN_WORKGROUP).min(max);
+    while !fits(wide, wg) {
+        if wg >= max {
+            return Err(refuse());
+        }
+        wg *= 2;
+    }
+    Ok((wide, wg))
 }
 
 fn overflow(rows: usize, cols: usize) -> Error {
@@ -180,7 +324,8 @@ fn span_bytes(rows: usize, cols: usize, stride: usize) -> Option<u64> {
 
 /// Plans a softmax of a `[rows, cols]` matrix read at `src` and written at `dst`.
 ///
-/// `kernel` forces a kernel (tests, benchmarks); `None` lets [`choose_kernel`] decide.
+/// `tuning` may force a kernel or workgroup size; by default [`choose_kernel`] and
+/// [`workgroup_size`] decide.
 /// Expects `rows >= 1`, `cols >= 1` and placements already validated (offsets multiples
 /// of 4, strides at least `cols`).
 pub fn plan(
@@ -188,23 +333,45 @@ pub fn plan(
     cols: usize,
     src: Placement,
     dst: Placement,
-    kernel: Option<RowKernel>,
+    tuning: Tuning,
     caps: &DeviceCaps,
 ) -> Result<Plan> {
-    let kernel = kernel.unwrap_or_else(|| choose_kernel(cols, caps));
+    let kernel = tuning.kernel.unwrap_or_else(|| choose_kernel(cols, caps));
     if kernel.needs_subgroups() && !caps.subgroups {
-        return Err(Error::Validation(
-            "the subgroup kernel was asked for but the device lacks Features::SUBGROUP".into(),
-        ));
+        return Err(Error::Unsupported(format!(
+            "{kernel:?} needs Features::SUBGROUP, which the device lacks"
+        )));
     }
     let align = u64::from(caps.storage_offset_alignment.max(4));
     let vec4 = cols >= 4
-        && align % 16 == 0
-        && src.offset % 16 == 0
-        && dst.offset % 16 == 0
-        && src.row_stride % 4 == 0
-        && dst.row_stride % 4 == 0;
-    let workgroup_size = workgroup_size(kernel, cols, vec4, caps);
+        && align.is_multiple_of(16)
+        && src.offset.is_multiple_of(16)
+        && dst.offset.is_multiple_of(16)
+        && src.row_stride.is_multiple_of(4)
+        && dst.row_stride.is_multiple_of(4);
+    let workgroup_size = match tuning.workgroup_size {
+        None => workgroup_size(kernel, cols, vec4, caps),
+        Some(wg) => {
+            let max = match kernel {
+                RowKernel::WorkgroupShared => MAX_SHARED_WORKGROUP,
+                _ => MAX_SUBGROUP_WORKGROUP,
+            }
+            .min(caps.max_invocations_per_workgroup);
+            let min = match kernel {
+                RowKernel::SubgroupPerRow => caps.subgroup_max_size,
+                _ => 1,
+            };
+            if !wg.is_power_of_two() || wg < min || wg > max {
+                return Err(Error::Unsupported(format!(
+                    "workgroup size {wg} for {kernel:?}: needs a power of two in {min}..={max}"
+                )));
+            }
+            wg
+        }
+    };
+
+    let (kernel, workgroup_size) =
+        fit_loop_limit(kernel, workgroup_size, cols, vec4, tuning, caps)?;
 
     // Rows per chunk, from the binding limit: the span of r rows plus up to `align - 4`
     // bytes of leading slack (the binding offset is rounded down) must fit one binding.
@@ -225,9 +392,13 @@ pub fn plan(
     let by_binding = fits(src.row_stride)?.min(fits(dst.row_stride)?);
     // ... and from the grid: at most max_dim x max_dim workgroups per dispatch.
     let max_dim = u64::from(caps.max_workgroups_per_dimension.max(1));
+    // Rows one workgroup covers; for the subgroup kernel, as if every subgroup were as
+    // large as the adapter allows (smaller subgroups cover more rows, and the extra
+    // workgroups return).
     let rows_per_group = match kernel {
         RowKernel::ThreadPerRow => u64::from(workgroup_size),
-        _ => 1,
+        RowKernel::SubgroupPerRow => u64::from((workgroup_size / caps.subgroup_max_size).max(1)),
+        RowKernel::WorkgroupShared | RowKernel::WorkgroupSubgroup => 1,
     };
     let by_grid = max_dim * max_dim * rows_per_group;
     // Row indices and element offsets inside a binding are u32 in WGSL.
@@ -293,7 +464,103 @@ mod tests {
         let caps = caps_with_subgroups();
         assert_eq!(choose_kernel(1, &caps), RowKernel::ThreadPerRow);
         assert_eq!(choose_kernel(32, &caps), RowKernel::ThreadPerRow);
-        assert_eq!(choose_kernel(33, &caps), RowKernel::WorkgroupSubgroup);
+        assert_eq!(choose_kernel(33, &caps), RowKernel::SubgroupPerRow);
+    }
+
+    #[test]
+    fn software_adapters_avoid_barriers() {
+        let caps = DeviceCaps {
+            software: true,
+            subgroup_min_size: 8,
+            subgroup_max_size: 8,
+            ..caps_with_subgroups()
+        };
+        assert_eq!(choose_kernel(262_144, &caps), RowKernel::SubgroupPerRow);
+        let no_subgroups = DeviceCaps {
+            subgroups: false,
+            ..caps
+        };
+        assert_eq!(choose_kernel(256, &no_subgroups), RowKernel::ThreadPerRow);
+        assert_eq!(
+            choose_kernel(4096, &no_subgroups),
+            RowKernel::WorkgroupShared
+        );
+        assert_eq!(
+            workgroup_size(RowKernel::WorkgroupShared, 100_000, true, &no_subgroups),
+            SOFTWARE_WORKGROUP
+        );
+    }
+
+    #[test]
+    fn software_plans_stay_under_the_loop_iteration_cap() {
+        let caps = DeviceCaps {
+            software: true,
+            subgroup_min_size: 8,
+            subgroup_max_size: 8,
+            max_loop_iterations: Some(SOFTWARE_LOOP_ITERATIONS),
+            max_invocations_per_workgroup: 1024,
+            ..caps_with_subgroups()
+        };
+        for cols in [1_000_000usize, 1_000_001, 4_000_003, 8_000_003] {
+            let p = plan(
+                1,
+                cols,
+                contiguous(cols),
+                contiguous(cols),
+                Tuning::default(),
+                &caps,
+            )
+            .unwrap();
+            let lanes = lanes_per_row(p.kernel, p.workgroup_size, &caps);
+            assert!(
+                loop_iterations(cols, p.vec4, lanes) <= SOFTWARE_LOOP_ITERATIONS,
+                "{cols}"
+            );
+        }
+        // Short enough rows keep the barrier-free kernel.
+        let p = plan(
+            1,
+            200_001,
+            contiguous(200_001),
+            contiguous(200_001),
+            Tuning::default(),
+            &caps,
+        )
+        .unwrap();
+        assert_eq!(p.kernel, RowKernel::SubgroupPerRow);
+        // A forced kernel that cannot fit is refused rather than run short.
+        let forced = Tuning {
+            kernel: Some(RowKernel::ThreadPerRow),
+            workgroup_size: None,
+        };
+        let e = plan(
+            1,
+            65_535,
+            contiguous(65_535),
+            contiguous(65_535),
+            forced,
+            &caps,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Unsupported(_)));
+    }
+
+    #[test]
+    fn medium_rows_take_a_subgroup_while_they_fit_its_cache() {
+        let caps = DeviceCaps {
+            subgroup_min_size: 8,
+            subgroup_max_size: 8,
+            ..caps_with_subgroups()
+        };
+        assert_eq!(choose_kernel(256, &caps), RowKernel::SubgroupPerRow);
+        assert_eq!(choose_kernel(257, &caps), RowKernel::WorkgroupSubgroup);
+        let wide = DeviceCaps {
+            subgroup_min_size: 32,
+            subgroup_max_size: 32,
+            ..caps
+        };
+        assert_eq!(choose_kernel(1024, &wide), RowKernel::SubgroupPerRow);
+        assert_eq!(choose_kernel(1025, &wide), RowKernel::WorkgroupSubgroup);
     }
 
     #[test]
@@ -310,10 +577,13 @@ mod tests {
             64,
             contiguous(64),
             contiguous(64),
-            Some(RowKernel::WorkgroupSubgroup),
+            Tuning {
+                kernel: Some(RowKernel::WorkgroupSubgroup),
+                workgroup_size: None,
+            },
             &DeviceCaps::default(),
         );
-        assert!(matches!(p, Err(Error::Validation(_))));
+        assert!(matches!(p, Err(Error::Unsupported(_))));
     }
 
     #[test]
@@ -323,7 +593,10 @@ mod tests {
             for vec4 in [false, true] {
                 let wg = workgroup_size(RowKernel::WorkgroupShared, cols, vec4, &caps);
                 assert!(wg.is_power_of_two(), "{cols} {vec4} -> {wg}");
-                assert!((MIN_WORKGROUP..=MAX_WORKGROUP).contains(&wg));
+                assert!((MIN_WORKGROUP..=MAX_SHARED_WORKGROUP).contains(&wg));
+                let wg = workgroup_size(RowKernel::WorkgroupSubgroup, cols, vec4, &caps);
+                assert!(wg.is_power_of_two(), "{cols} {vec4} -> {wg}");
+                assert!(wg <= caps.max_invocations_per_workgroup);
             }
         }
         let small = DeviceCaps {
@@ -337,10 +610,66 @@ mod tests {
     }
 
     #[test]
+    fn a_forced_workgroup_size_must_be_a_power_of_two_within_bounds() {
+        let caps = DeviceCaps::default();
+        let with = |kernel, wg| Tuning {
+            kernel: Some(kernel),
+            workgroup_size: Some(wg),
+        };
+        let p = |t| plan(2, 100, contiguous(100), contiguous(100), t, &caps);
+        assert_eq!(
+            p(with(RowKernel::WorkgroupShared, 64))
+                .unwrap()
+                .workgroup_size,
+            64
+        );
+        for wg in [0, 48, 512] {
+            let e = p(with(RowKernel::WorkgroupShared, wg)).unwrap_err();
+            assert!(matches!(e, Error::Unsupported(_)), "{wg}");
+        }
+    }
+
+    #[test]
+    fn cached_rows_get_enough_invocations() {
+        let caps = DeviceCaps {
+            max_invocations_per_workgroup: 1024,
+            ..caps_with_subgroups()
+        };
+        for cols in [300, 1024, 4096, 8192, 32000] {
+            let wg = workgroup_size(RowKernel::WorkgroupSubgroup, cols, true, &caps) as usize;
+            assert!(cols.div_ceil(4) <= wg * CACHE_VEC4, "{cols} -> {wg}");
+        }
+    }
+
+    #[test]
+    fn the_subgroup_kernel_grid_covers_rows_for_the_largest_subgroups() {
+        let caps = DeviceCaps {
+            subgroup_min_size: 8,
+            subgroup_max_size: 64,
+            ..caps_with_subgroups()
+        };
+        let p = plan(
+            1000,
+            100,
+            contiguous(100),
+            contiguous(100),
+            Tuning::default(),
+            &caps,
+        )
+        .unwrap();
+        assert_eq!(p.kernel, RowKernel::SubgroupPerRow);
+        let rows_per_group = (p.workgroup_size / 64) as usize;
+        let groups = p.chunks[0].grid[0] as usize * p.chunks[0].grid[1] as usize;
+        assert!(groups * rows_per_group >= 1000);
+    }
+
+    #[test]
     fn vec4_needs_16_byte_rows_and_offsets() {
         let caps = DeviceCaps::default();
         let p = |cols, src: Placement, dst: Placement| {
-            plan(2, cols, src, dst, None, &caps).unwrap().vec4
+            plan(2, cols, src, dst, Tuning::default(), &caps)
+                .unwrap()
+                .vec4
         };
         assert!(p(64, contiguous(64), contiguous(64)));
         assert!(p(66, contiguous(68), contiguous(68)));
@@ -357,10 +686,22 @@ mod tests {
     #[test]
     fn rows_beyond_one_grid_dimension_use_a_second_dimension() {
         let caps = caps_with_subgroups();
-        let p = plan(65_537, 64, contiguous(64), contiguous(64), None, &caps).unwrap();
+        let wg = Tuning {
+            kernel: Some(RowKernel::WorkgroupSubgroup),
+            workgroup_size: None,
+        };
+        let p = plan(65_537, 64, contiguous(64), contiguous(64), wg, &caps).unwrap();
         assert_eq!(p.chunks.len(), 1);
         assert_eq!(p.chunks[0].grid, [65_535, 2]);
-        let t = plan(65_537 * 64, 2, contiguous(2), contiguous(2), None, &caps).unwrap();
+        let t = plan(
+            65_537 * 64,
+            2,
+            contiguous(2),
+            contiguous(2),
+            Tuning::default(),
+            &caps,
+        )
+        .unwrap();
         assert_eq!(t.kernel, RowKernel::ThreadPerRow);
         assert_eq!(t.chunks[0].grid, [65_535, 2]);
     }
@@ -378,7 +719,7 @@ mod tests {
         };
         let dst = contiguous(cols);
         let rows = 5000;
-        let p = plan(rows, cols, src, dst, None, &caps).unwrap();
+        let p = plan(rows, cols, src, dst, Tuning::default(), &caps).unwrap();
         assert!(p.chunks.len() > 1);
         let mut next = 0;
         for c in &p.chunks {
@@ -403,7 +744,15 @@ mod tests {
             max_storage_binding_size: 4096,
             ..DeviceCaps::default()
         };
-        let e = plan(1, 2000, contiguous(2000), contiguous(2000), None, &caps).unwrap_err();
+        let e = plan(
+            1,
+            2000,
+            contiguous(2000),
+            contiguous(2000),
+            Tuning::default(),
+            &caps,
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::RowTooLong { cols: 2000, .. }));
     }
 
@@ -413,7 +762,15 @@ mod tests {
             max_workgroups_per_dimension: 7,
             ..DeviceCaps::default()
         };
-        let p = plan(1000, 100, contiguous(100), contiguous(100), None, &caps).unwrap();
+        let p = plan(
+            1000,
+            100,
+            contiguous(100),
+            contiguous(100),
+            Tuning::default(),
+            &caps,
+        )
+        .unwrap();
         let mut rows = 0;
         for c in &p.chunks {
             assert!(c.grid[0] <= 7 && c.grid[1] <= 7);

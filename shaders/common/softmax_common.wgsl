@@ -101,23 +101,42 @@ fn accumulate4(st: Stats, v: vec4<f32>) -> Stats {
     return out;
 }
 
+// Loads summed into one partial before it is merged into the running total: a long
+// sweep sums blocks, then block sums, so f32 rounding grows with the block length plus
+// the number of blocks rather than with the sweep length.
+const BLOCK: u32 = 32u;
+
 // Statistics of the elements first, first + step, ... of row `row` (vec4s when VEC4).
 fn row_stats(row: u32, first: u32, step: u32) -> Stats {
-    var st = stats_empty();
+    var total = stats_empty();
+    var block = stats_empty();
+    var count = 0u;
     let base = params.src_offset + row * params.src_stride;
     var tail_start = 0u;
     if VEC4 {
         let base4 = base / 4u;
         let n4 = params.cols / 4u;
         for (var i = first; i < n4; i += step) {
-            st = accumulate4(st, src4[base4 + i]);
+            block = accumulate4(block, src4[base4 + i]);
+            count += 1u;
+            if count == BLOCK {
+                total = merge(total, block);
+                block = stats_empty();
+                count = 0u;
+            }
         }
         tail_start = n4 * 4u;
     }
     for (var j = tail_start + first; j < params.cols; j += step) {
-        st = accumulate1(st, src[base + j]);
+        block = accumulate1(block, src[base + j]);
+        count += 1u;
+        if count == BLOCK {
+            total = merge(total, block);
+            block = stats_empty();
+            count = 0u;
+        }
     }
-    return st;
+    return merge(total, block);
 }
 
 fn softmax1(x: f32, m: f32, inv_s: f32, log_s: f32) -> f32 {
@@ -137,37 +156,151 @@ fn softmax4(v: vec4<f32>, m: f32, inv_s: f32, log_s: f32) -> vec4<f32> {
     return select(exp(d) * inv_s, vec4<f32>(0.0), neg_inf);
 }
 
-// Writes the elements first, first + step, ... of output row `row`, given the whole row's
-// statistics.
-fn write_row(row: u32, first: u32, step: u32, st: Stats) {
+// Rows with NaN or +inf give NaN everywhere; a row of only -inf (sum 0) gives NaN, or with
+// MASKED_ROWS_ZERO the value of probability 0. Returns false (writing nothing) for an
+// ordinary row. `bad` and `s` are the whole row's, so the branch is uniform.
+fn write_special(row: u32, first: u32, step: u32, bad: u32, s: f32) -> bool {
+    if bad == 0u && s != 0.0 {
+        return false;
+    }
+    var fill = bitcast<f32>(NAN_BITS);
+    if bad == 0u && MASKED_ROWS_ZERO {
+        fill = select(0.0, bitcast<f32>(NEG_INF_BITS), LOG_SOFTMAX);
+    }
+    let dst_base = params.dst_offset + row * params.dst_stride;
+    for (var j = first; j < params.cols; j += step) {
+        dst[dst_base + j] = fill;
+    }
+    return true;
+}
+
+// Writes the scalar tail (the last cols % 4 elements when VEC4, else the whole row).
+fn write_tail(row: u32, first: u32, step: u32, m: f32, inv_s: f32, log_s: f32) {
     let src_base = params.src_offset + row * params.src_stride;
     let dst_base = params.dst_offset + row * params.dst_stride;
-    // A row with NaN or +inf gives NaN everywhere; a row of only -inf (sum 0) gives NaN,
-    // or with MASKED_ROWS_ZERO the value of probability 0.
-    let masked = st.s == 0.0;
-    if st.bad != 0u || masked {
-        var fill = bitcast<f32>(NAN_BITS);
-        if st.bad == 0u && MASKED_ROWS_ZERO {
-            fill = select(0.0, bitcast<f32>(NEG_INF_BITS), LOG_SOFTMAX);
-        }
-        for (var j = first; j < params.cols; j += step) {
-            dst[dst_base + j] = fill;
-        }
+    let tail_start = select(0u, (params.cols / 4u) * 4u, VEC4);
+    for (var j = tail_start + first; j < params.cols; j += step) {
+        dst[dst_base + j] = softmax1(src[src_base + j], m, inv_s, log_s);
+    }
+}
+
+// Writes the elements first, first + step, ... of output row `row`, given the whole row's
+// statistics, re-reading the input.
+fn write_row(row: u32, first: u32, step: u32, st: Stats) {
+    if write_special(row, first, step, st.bad, st.s) {
         return;
     }
     let inv_s = 1.0 / st.s;
     let log_s = log(st.s);
-    var tail_start = 0u;
     if VEC4 {
-        let src4_base = src_base / 4u;
-        let dst4_base = dst_base / 4u;
+        let src4_base = (params.src_offset + row * params.src_stride) / 4u;
+        let dst4_base = (params.dst_offset + row * params.dst_stride) / 4u;
         let n4 = params.cols / 4u;
         for (var i = first; i < n4; i += step) {
             dst4[dst4_base + i] = softmax4(src4[src4_base + i], st.m, inv_s, log_s);
         }
-        tail_start = n4 * 4u;
     }
-    for (var j = tail_start + first; j < params.cols; j += step) {
-        dst[dst_base + j] = softmax1(src[src_base + j], st.m, inv_s, log_s);
+    write_tail(row, first, step, st.m, inv_s, log_s);
+}
+
+// ---- Rows held in registers -------------------------------------------------------
+//
+// When VEC4 and the row body fits CACHE vec4s per invocation, each invocation loads its
+// share once into a private array: the max is taken over it, then exp(x - max) is
+// computed once per element (and kept, for softmax), summed, and written scaled by one
+// reciprocal. One read, one exp and one write per element.
+
+const CACHE: u32 = 8u;
+
+// Whether a row of params.cols fits the register cache of `step` invocations.
+fn row_fits_cache(step: u32) -> bool {
+    return VEC4 && params.cols / 4u <= step * CACHE;
+}
+
+struct MaxBad {
+    m: f32,
+    bad: u32,
+}
+
+fn max_bad_merge(a: MaxBad, b: MaxBad) -> MaxBad {
+    return MaxBad(max(a.m, b.m), a.bad | b.bad);
+}
+
+fn max_bad1(acc: MaxBad, x: f32) -> MaxBad {
+    let bits = bitcast<u32>(x);
+    let non_finite = (bits & EXP_MASK) == EXP_MASK;
+    let poison = u32(non_finite && bits != NEG_INF_BITS);
+    return MaxBad(select(max(acc.m, x), acc.m, non_finite), acc.bad | poison);
+}
+
+// Loads vec4s first + k * step (k < CACHE) of the row body into `cache` and returns
+// their max and poison flag, tail scalars included. Slots past the row stay unused.
+fn cache_load(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f32>, CACHE>>) -> MaxBad {
+    let base = params.src_offset + row * params.src_stride;
+    let base4 = base / 4u;
+    let n4 = params.cols / 4u;
+    var acc = MaxBad(LOWEST, 0u);
+    for (var k = 0u; k < CACHE; k++) {
+        let i = first + k * step;
+        if i < n4 {
+            let v = src4[base4 + i];
+            (*cache)[k] = v;
+            let bits = bitcast<vec4<u32>>(v);
+            let non_finite = (bits & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
+            let poison = non_finite & (bits != vec4<u32>(NEG_INF_BITS));
+            let vm = select(v, vec4<f32>(LOWEST), non_finite);
+            acc = MaxBad(max(acc.m, max(max(vm.x, vm.y), max(vm.z, vm.w))), acc.bad | u32(any(poison)));
+        }
     }
+    for (var j = n4 * 4u + first; j < params.cols; j += step) {
+        acc = max_bad1(acc, src[base + j]);
+    }
+    return acc;
+}
+
+// Sum of exp((x - m) * inv_t) over the cached share and the tail; for softmax the cache
+// keeps the exponentials (0 for -inf) for cache_write.
+fn cache_exp_sum(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f32>, CACHE>>, m: f32) -> f32 {
+    var s = 0.0;
+    let n4 = params.cols / 4u;
+    for (var k = 0u; k < CACHE; k++) {
+        if first + k * step < n4 {
+            let v = (*cache)[k];
+            let non_finite = (bitcast<vec4<u32>>(v) & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
+            let e = select(exp((v - vec4<f32>(m)) * params.inv_temperature), vec4<f32>(0.0), non_finite);
+            if !LOG_SOFTMAX {
+                (*cache)[k] = e;
+            }
+            s += dot(e, vec4<f32>(1.0));
+        }
+    }
+    let base = params.src_offset + row * params.src_stride;
+    for (var j = n4 * 4u + first; j < params.cols; j += step) {
+        let x = src[base + j];
+        let non_finite = (bitcast<u32>(x) & EXP_MASK) == EXP_MASK;
+        s += select(exp((x - m) * params.inv_temperature), 0.0, non_finite);
+    }
+    return s;
+}
+
+// Writes the cached share and the tail, given the whole row's max, sum and poison flag.
+fn cache_write(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f32>, CACHE>>, m: f32, s: f32, bad: u32) {
+    if write_special(row, first, step, bad, s) {
+        return;
+    }
+    let inv_s = 1.0 / s;
+    let log_s = log(s);
+    let dst4_base = (params.dst_offset + row * params.dst_stride) / 4u;
+    let n4 = params.cols / 4u;
+    for (var k = 0u; k < CACHE; k++) {
+        let i = first + k * step;
+        if i < n4 {
+            if LOG_SOFTMAX {
+                dst4[dst4_base + i] = softmax4((*cache)[k], m, inv_s, log_s);
+            } else {
+                dst4[dst4_base + i] = (*cache)[k] * inv_s;
+            }
+        }
+    }
+    write_tail(row, first, step, m, inv_s, log_s);
 }

@@ -1,0 +1,811 @@
+//! The `softmax` command line: a benchmark and self-check on random logits, and a tool
+//! for softmax of real data in `.npy` files.
+//!
+//! ```text
+//! cargo run --release --example softmax -- --rows 256 --cols 32000
+//! cargo run --release --example softmax -- --input logits.npy --output probs.npy --log
+//! ```
+//!
+//! Exit status: 0 on success, 1 for a run-time failure (file, GPU, result out of
+//! tolerance), 2 for a bad command line. Every failure is one `error: ...` line on
+//! stderr; nothing the user or the GPU does makes it panic.
+
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use wgpu_softmax::bandwidth::CopyKernel;
+use wgpu_softmax::reference::{self, Tolerance};
+use wgpu_softmax::wgpu;
+use wgpu_softmax::{Context, MatrixView, Op, Options, Shape};
+
+const USAGE: &str = "\
+softmax: batched softmax and log-softmax on the GPU (wgpu)
+
+Usage:
+  softmax [--rows N] [--cols N] [--seed N] [--log] [--temperature T]
+      Softmax of a seeded random normal(0, 3) logit matrix: timed, checked against
+      an f64 reference, and compared with a plain copy kernel's bandwidth.
+  softmax --input X.npy [--output Y.npy] [--log] [--temperature T]
+      Softmax of each row of a float32 .npy array (1-D: one row; 2-D: rows x cols).
+      Writes Y.npy in the input's shape, or without --output prints a summary.
+
+Flags:
+  --input X.npy     read logits from a little-endian float32 ('<f4') .npy file
+  --output Y.npy    write the result to Y.npy (only with --input)
+  --log             log-softmax instead of softmax
+  --temperature T   divide the logits by T (finite, > 0; default 1)
+  --rows N          rows of the random matrix (default 4096)
+  --cols N          columns of the random matrix (default 32000)
+  --seed N          seed of the random matrix (default 42)
+  -h, --help        print this help
+
+WGPU_BACKEND (vulkan, gl, metal, dx12) restricts the backends searched.
+Exit status: 0 success, 1 run-time error or result out of tolerance, 2 bad usage.
+";
+
+const DEFAULT_ROWS: usize = 4096;
+const DEFAULT_COLS: usize = 32000;
+const DEFAULT_SEED: u64 = 42;
+/// Standard deviation of the random logits: wide enough that rows have a clear maximum
+/// and tiny probabilities, as real logits do.
+const LOGIT_SIGMA: f64 = 3.0;
+/// Elements per block of the reference check, bounding its f64 buffer to 8 MiB.
+const CHECK_BLOCK_ELEMENTS: usize = 1 << 20;
+/// Bytes of the GPU-resident benchmark: large enough to dwarf launch overheads, small
+/// enough to fit every device's storage binding.
+const RESIDENT_BYTES: u64 = 64 << 20;
+/// Kernel runs per submission in the resident benchmark.
+const RESIDENT_ITERATIONS: u32 = 5;
+/// How long to wait for the benchmark submissions; software adapters are slow.
+const GPU_TIMEOUT: Duration = Duration::from_secs(600);
+/// Values of the first row shown by the `--input` summary.
+const SUMMARY_VALUES: usize = 8;
+
+/// Why the CLI stops early.
+#[derive(Debug)]
+enum Failure {
+    /// A bad command line: exit status 2.
+    Usage(String),
+    /// Anything failing at run time (files, GPU, a wrong result): exit status 1.
+    Runtime(String),
+}
+
+type Outcome<T> = Result<T, Failure>;
+
+fn runtime(message: impl Display) -> Failure {
+    Failure::Runtime(message.to_string())
+}
+
+/// `println!` that reports a closed stdout (e.g. `| head -1`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)
+            .map_err(|e| runtime(format!("cannot write to stdout: {e}")))
+    };
+}
+
+fn main() -> ExitCode {
+    let result = parse_args(std::env::args_os().skip(1)).and_then(|command| match command {
+        Command::Help => write!(std::io::stdout(), "{USAGE}")
+            .map_err(|e| runtime(format!("cannot write to stdout: {e}"))),
+        Command::Run(args) => run(&args),
+    });
+    let (message, code) = match result {
+        Ok(()) => return ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => (format!("{m} (see --help)"), 2),
+        Err(Failure::Runtime(m)) => (m, 1),
+    };
+    // wgpu's messages span lines; the contract is one line per failure. If even stderr
+    // is gone, the exit status still tells.
+    let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let _ = writeln!(std::io::stderr(), "error: {line}");
+    ExitCode::from(code)
+}
+
+// ---------------------------------------------------------------------------------------
+// Command line
+
+/// What the command line asks for.
+enum Command {
+    Help,
+    Run(Args),
+}
+
+/// A checked command line: every combination here is valid.
+struct Args {
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+    options: Options,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+}
+
+fn parse_args(args: impl IntoIterator<Item = OsString>) -> Outcome<Command> {
+    let mut args = args.into_iter();
+    let (mut input, mut output) = (None, None);
+    let (mut rows, mut cols) = (None, None);
+    let mut seed = DEFAULT_SEED;
+    let mut log = false;
+    let mut temperature = 1.0f32;
+    while let Some(arg) = args.next() {
+        let Some(flag) = arg.to_str() else {
+            return Err(Failure::Usage(format!("unexpected argument {arg:?}")));
+        };
+        match flag {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--log" => log = true,
+            "--input" => input = Some(PathBuf::from(value(&mut args, flag)?)),
+            "--output" => output = Some(PathBuf::from(value(&mut args, flag)?)),
+            "--temperature" => temperature = parse_temperature(&text_value(&mut args, flag)?)?,
+            "--rows" => rows = Some(parse_count(flag, &text_value(&mut args, flag)?)?),
+            "--cols" => cols = Some(parse_count(flag, &text_value(&mut args, flag)?)?),
+            "--seed" => seed = parse_number(flag, &text_value(&mut args, flag)?)?,
+            _ if flag.starts_with('-') => {
+                return Err(Failure::Usage(format!("unknown flag {flag}")))
+            }
+            _ => return Err(Failure::Usage(format!("unexpected argument {flag:?}"))),
+        }
+    }
+    if input.is_some() && (rows.is_some() || cols.is_some()) {
+        return Err(Failure::Usage(
+            "--rows and --cols make a random matrix; they do not go with --input".into(),
+        ));
+    }
+    if input.is_none() && output.is_some() {
+        return Err(Failure::Usage("--output needs --input".into()));
+    }
+    let options = if log {
+        Options::log_softmax()
+    } else {
+        Options::softmax()
+    };
+    Ok(Command::Run(Args {
+        input,
+        output,
+        options: options.with_temperature(temperature),
+        rows: rows.unwrap_or(DEFAULT_ROWS),
+        cols: cols.unwrap_or(DEFAULT_COLS),
+        seed,
+    }))
+}
+
+/// The value after `flag`. A following flag is not taken as the value, so that
+/// `--input --log` reports the missing file name instead of reading a file `--log`.
+fn value(args: &mut impl Iterator<Item = OsString>, flag: &str) -> Outcome<OsString> {
+    match args.next() {
+        Some(v) if !v.to_string_lossy().starts_with("--") => Ok(v),
+        _ => Err(Failure::Usage(format!("{flag} needs a value"))),
+    }
+}
+
+fn text_value(args: &mut impl Iterator<Item = OsString>, flag: &str) -> Outcome<String> {
+    value(args, flag)?
+        .into_string()
+        .map_err(|v| Failure::Usage(format!("{flag}: {v:?} is not valid text")))
+}
+
+fn parse_number<T: std::str::FromStr>(flag: &str, text: &str) -> Outcome<T> {
+    text.parse()
+        .map_err(|_| Failure::Usage(format!("{flag}: {text:?} is not a valid number")))
+}
+
+fn parse_count(flag: &str, text: &str) -> Outcome<usize> {
+    match parse_number(flag, text)? {
+        0 => Err(Failure::Usage(format!("{flag} must be at least 1, got 0"))),
+        n => Ok(n),
+    }
+}
+
+/// The library checks the temperature too, but only once the GPU is up; checking here
+/// makes it a usage error, reported at once.
+fn parse_temperature(text: &str) -> Outcome<f32> {
+    let t: f32 = parse_number("--temperature", text)?;
+    if t.is_finite() && t > 0.0 {
+        Ok(t)
+    } else {
+        Err(Failure::Usage(format!(
+            "--temperature must be finite and > 0, got {text}"
+        )))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Modes
+
+fn run(args: &Args) -> Outcome<()> {
+    match &args.input {
+        Some(path) => run_file(path, args),
+        None => run_generated(args),
+    }
+}
+
+fn op_name(options: &Options) -> &'static str {
+    if options.op == Op::LogSoftmax {
+        "log-softmax"
+    } else {
+        "softmax"
+    }
+}
+
+fn adapter_line(ctx: &Context) -> String {
+    let info = ctx.adapter_info();
+    // GL adapters leave `driver` empty and put everything in `driver_info`.
+    let driver: Vec<&str> = [info.driver.as_str(), info.driver_info.as_str()]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    format!(
+        "adapter: {} ({:?}, {:?}, driver {})",
+        info.name,
+        info.backend,
+        info.device_type,
+        driver.join(" ")
+    )
+}
+
+/// A zeroed vector, or an error instead of an abort when memory runs out (the shape
+/// comes from the user).
+fn zeroed(len: usize) -> Outcome<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        runtime(format!(
+            "cannot allocate {len} floats ({} MiB)",
+            (len as u64 * 4) >> 20
+        ))
+    })?;
+    v.resize(len, 0.0);
+    Ok(v)
+}
+
+/// `--input`: the file is read and checked before the GPU is touched, so a bad file
+/// fails fast and with nothing but the error on stderr.
+fn run_file(path: &Path, args: &Args) -> Outcome<()> {
+    let array = npy::read(path).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
+    let ctx = Context::new_blocking().map_err(runtime)?;
+    let result = ctx
+        .run_blocking(&array.data, array.shape, &args.options)
+        .map_err(runtime)?;
+    if let Some(out) = &args.output {
+        return npy::write(out, array.shape, array.is_vector, &result)
+            .map_err(|e| runtime(format!("cannot write {}: {e}", out.display())));
+    }
+    say!("{}", adapter_line(&ctx))?;
+    let Shape { rows, cols } = array.shape;
+    let t = args.options.temperature;
+    let op = op_name(&args.options);
+    if array.is_vector {
+        say!("shape: {cols} (1-D, one row; op {op}, temperature {t})")?;
+    } else {
+        say!("shape: {rows} x {cols} (op {op}, temperature {t})")?;
+    }
+    let shown: Vec<String> = result
+        .iter()
+        .take(cols.min(SUMMARY_VALUES))
+        .map(|v| format!("{v:?}"))
+        .collect();
+    let more = if cols > SUMMARY_VALUES { ", ..." } else { "" };
+    say!("first row: [{}{more}]", shown.join(", "))
+}
+
+/// No `--input`: the benchmark and self-check.
+fn run_generated(args: &Args) -> Outcome<()> {
+    let shape = Shape::new(args.rows, args.cols);
+    let len = shape.len().map_err(runtime)?;
+    let input = random_logits(len, args.seed)?;
+    let mut output = zeroed(len)?;
+    let options = &args.options;
+    let ctx = Context::new_blocking().map_err(runtime)?;
+    say!("{}", adapter_line(&ctx))?;
+    say!(
+        "shape: {} x {} (op {}, temperature {})",
+        shape.rows,
+        shape.cols,
+        op_name(options),
+        options.temperature
+    )?;
+    // The first call builds the pipeline, which depends on the row length only: one
+    // row keeps shader compilation out of the timing.
+    ctx.run_blocking(&input[..shape.cols], Shape::new(1, shape.cols), options)
+        .map_err(runtime)?;
+    let start = Instant::now();
+    ctx.run_into_blocking(&input, &mut output, shape, options)
+        .map_err(runtime)?;
+    let seconds = start.elapsed().as_secs_f64();
+    say!(
+        "time: {:.1} ms (host path: upload, compute, readback)",
+        seconds * 1e3
+    )?;
+    say!(
+        "throughput: {:.1} M elements/s, {:.2} GB/s (read + write of f32)",
+        len as f64 / seconds / 1e6,
+        len as f64 * 8.0 / seconds / 1e9
+    )?;
+    check(&input, &output, shape.cols, options)?;
+    bench_resident(&ctx, &input, shape, options)
+}
+
+/// Compares with the f64 reference a block of rows at a time: a full-size f64 copy of
+/// the default matrix would take another gigabyte.
+fn check(input: &[f32], output: &[f32], cols: usize, options: &Options) -> Outcome<()> {
+    let tolerance = Tolerance::for_op(options.op);
+    let block = cols * (CHECK_BLOCK_ELEMENTS / cols).max(1);
+    let mut max_error = 0.0f64;
+    let mut first_bad = None;
+    for (i, (x, y)) in input.chunks(block).zip(output.chunks(block)).enumerate() {
+        let expected = reference::softmax_f64(x, cols, options);
+        max_error = max_error.max(reference::max_abs_error(y, &expected));
+        if first_bad.is_none() {
+            first_bad = reference::first_mismatch(y, &expected, tolerance)
+                .map(|(at, got, want)| (i * block + at, got, want));
+        }
+    }
+    let verdict = if first_bad.is_none() { "ok" } else { "FAILED" };
+    say!(
+        "max abs error vs f64 reference: {max_error:.1e} (tolerance {:e} + {:e}*|r|): {verdict}",
+        tolerance.abs,
+        tolerance.rel
+    )?;
+    match first_bad {
+        None => Ok(()),
+        Some((at, got, want)) => Err(runtime(format!(
+            "element [{}, {}] is {got}, the f64 reference {want}: outside the tolerance",
+            at / cols,
+            at % cols
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Random logits
+
+/// SplitMix64 (Steele, Lea and Flood, 2014): a few lines, seedable, and plenty random
+/// for test data.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1]: never 0, so the logarithm in Box-Muller stays finite.
+    fn next_unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// `len` normal(0, LOGIT_SIGMA) values by Box-Muller, two per pair of uniforms.
+fn random_logits(len: usize, seed: u64) -> Outcome<Vec<f32>> {
+    let mut rng = SplitMix64(seed);
+    let mut data = zeroed(len)?;
+    for pair in data.chunks_mut(2) {
+        let radius = LOGIT_SIGMA * (-2.0 * rng.next_unit().ln()).sqrt();
+        let (sin, cos) = (std::f64::consts::TAU * rng.next_unit()).sin_cos();
+        for (slot, v) in pair.iter_mut().zip([cos, sin]) {
+            *slot = (radius * v) as f32;
+        }
+    }
+    Ok(data)
+}
+
+// ---------------------------------------------------------------------------------------
+// GPU-resident benchmark
+
+/// Runs `f` inside wgpu error scopes: a validation, out-of-memory or internal error
+/// comes back as an `error:` line instead of reaching wgpu's default handler, which
+/// panics.
+fn scoped<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> Outcome<T> {
+    let scopes = [
+        wgpu::ErrorFilter::OutOfMemory,
+        wgpu::ErrorFilter::Validation,
+        wgpu::ErrorFilter::Internal,
+    ]
+    .map(|filter| device.push_error_scope(filter));
+    let value = f();
+    // Scopes nest, so all are popped, innermost first, before any result is looked at.
+    let popped: Vec<_> = scopes.into_iter().rev().map(|s| s.pop()).collect();
+    for error in popped {
+        if let Some(e) = pollster::block_on(error) {
+            return Err(runtime(format!("wgpu: {e}")));
+        }
+    }
+    Ok(value)
+}
+
+/// Times softmax against a plain copy of the same bytes, both on data already on the
+/// GPU: the host path's time includes PCIe transfers, which say nothing of the kernel.
+fn bench_resident(ctx: &Context, input: &[f32], shape: Shape, options: &Options) -> Outcome<()> {
+    let caps = ctx.caps();
+    // A multiple of 16, so rounding the buffers up to whole vec4s stays in the budget.
+    let budget = RESIDENT_BYTES
+        .min(caps.max_storage_binding_size)
+        .min(caps.max_buffer_size)
+        & !15;
+    let row_bytes = shape.cols as u64 * 4;
+    let rows = usize::try_from(budget / row_bytes)
+        .unwrap_or(usize::MAX)
+        .clamp(1, shape.rows);
+    let resident = Shape::new(rows, shape.cols);
+    let elements = rows * shape.cols;
+    let bytes = (elements as u64 * 4).next_multiple_of(16);
+
+    let device = ctx.device();
+    let (src, dst) = scoped(device, || {
+        let buffer = |label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let (src, dst) = (
+            buffer("softmax cli resident in"),
+            buffer("softmax cli resident out"),
+        );
+        ctx.queue()
+            .write_buffer(&src, 0, bytemuck::cast_slice(&input[..elements]));
+        (src, dst)
+    })?;
+    let copy_kernel = CopyKernel::new(device)
+        .and_then(|k| k.bind(&src, &dst, bytes))
+        .map_err(runtime)?;
+
+    let softmax = |encoder: &mut wgpu::CommandEncoder| {
+        ctx.encode(
+            encoder,
+            MatrixView::new(&src),
+            MatrixView::new(&dst),
+            resident,
+            options,
+        )
+        .map_err(runtime)
+    };
+    let copy = |encoder: &mut wgpu::CommandEncoder| {
+        copy_kernel.record(encoder);
+        Ok(())
+    };
+    let softmax_rate = elements_per_second(ctx, elements, softmax)?;
+    let copy_rate = elements_per_second(ctx, elements, copy)?;
+    say!(
+        "resident softmax: {:.1} M elements/s ({} x {} on the GPU, {} runs per submission)",
+        softmax_rate / 1e6,
+        resident.rows,
+        resident.cols,
+        RESIDENT_ITERATIONS
+    )?;
+    say!("copy kernel: {:.1} M elements/s", copy_rate / 1e6)?;
+    say!("softmax / copy: {:.2}", softmax_rate / copy_rate)
+}
+
+/// One warm-up run (pipeline creation, first-touch of the buffers), then
+/// `RESIDENT_ITERATIONS` runs recorded into one submission and timed from submit until
+/// the GPU is done.
+fn elements_per_second(
+    ctx: &Context,
+    elements: usize,
+    mut record: impl FnMut(&mut wgpu::CommandEncoder) -> Outcome<()>,
+) -> Outcome<f64> {
+    submit_and_wait(ctx, 1, &mut record)?;
+    let seconds = submit_and_wait(ctx, RESIDENT_ITERATIONS, &mut record)?;
+    Ok(elements as f64 * f64::from(RESIDENT_ITERATIONS) / seconds)
+}
+
+fn submit_and_wait(
+    ctx: &Context,
+    iterations: u32,
+    record: &mut impl FnMut(&mut wgpu::CommandEncoder) -> Outcome<()>,
+) -> Outcome<f64> {
+    let device = ctx.device();
+    let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        label: Some("softmax cli benchmark"),
+    });
+    for _ in 0..iterations {
+        record(&mut encoder)?;
+    }
+    let start = Instant::now();
+    let submission = scoped(device, || ctx.queue().submit([encoder.finish()]))?;
+    device
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(submission),
+            timeout: Some(GPU_TIMEOUT),
+        })
+        .map_err(|e| runtime(format!("waiting for the GPU: {e}")))?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------------------
+// .npy files
+
+/// A minimal reader and writer of NumPy's `.npy` format (versions 1.0 to 3.0) for
+/// little-endian float32 arrays of rank 1 or 2, C order.
+mod npy {
+    use std::io::Write;
+    use std::path::Path;
+
+    use wgpu_softmax::Shape;
+
+    const MAGIC: &[u8] = b"\x93NUMPY";
+    const DESCR: &str = "<f4";
+    /// NumPy pads the header so the data starts on a 64-byte boundary.
+    const ALIGN: usize = 64;
+
+    /// A float32 array read from a file.
+    pub struct Array {
+        /// 1-D arrays are one row.
+        pub shape: Shape,
+        /// Whether the file held a 1-D array, so the output can keep that shape.
+        pub is_vector: bool,
+        pub data: Vec<f32>,
+    }
+
+    pub fn read(path: &Path) -> Result<Array, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+        parse(&bytes)
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Array, String> {
+        if !bytes.starts_with(MAGIC) {
+            return Err("not an .npy file (no \\x93NUMPY magic)".into());
+        }
+        let truncated = || "truncated .npy header".to_string();
+        let (len, start) = match bytes.get(MAGIC.len()) {
+            Some(1) => (le_u16(bytes, 8).ok_or_else(truncated)? as usize, 10),
+            Some(2 | 3) => (le_u32(bytes, 8).ok_or_else(truncated)? as usize, 12),
+            Some(v) => return Err(format!("unsupported .npy format version {v}")),
+            None => return Err(truncated()),
+        };
+        let header = bytes.get(start..start + len).ok_or_else(truncated)?;
+        let header = std::str::from_utf8(header).map_err(|_| "the .npy header is not text")?;
+        let (shape, is_vector) = parse_header(header)?;
+        // Shape::len checks that the byte count fits a usize too.
+        let count = shape.len().map_err(|e| e.to_string())?;
+        let data = &bytes[start + len..];
+        if data.len() != count * 4 {
+            return Err(format!(
+                "shape {header_shape} needs {} bytes of data but the file has {}{}",
+                count * 4,
+                data.len(),
+                if data.len() < count * 4 {
+                    " (truncated)"
+                } else {
+                    ""
+                },
+                header_shape = describe_shape(shape, is_vector)
+            ));
+        }
+        let data = data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok(Array {
+            shape,
+            is_vector,
+            data,
+        })
+    }
+
+    fn le_u16(bytes: &[u8], at: usize) -> Option<u16> {
+        Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
+    }
+
+    fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    }
+
+    /// Checks the header dict and returns the matrix shape and whether it is 1-D.
+    fn parse_header(header: &str) -> Result<(Shape, bool), String> {
+        let mut parser = Parser { rest: header };
+        let entries = parser.dict()?;
+        if !parser.rest.trim().is_empty() {
+            return Err("malformed .npy header: text after the dict".into());
+        }
+        let field = |key: &str| {
+            entries
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .ok_or_else(|| format!("the .npy header lacks '{key}'"))
+        };
+        match field("descr")? {
+            Value::Str(d) if d == DESCR => {}
+            Value::Str(d) if d.starts_with('>') => {
+                return Err(format!(
+                    "big-endian data ('{d}') is not supported; save it as '{DESCR}'"
+                ))
+            }
+            Value::Str(d) => {
+                return Err(format!(
+                    "unsupported dtype '{d}': only float32 ('{DESCR}') is supported"
+                ))
+            }
+            _ => return Err("unsupported dtype: only float32 ('<f4') is supported".into()),
+        }
+        match field("fortran_order")? {
+            Value::Bool(false) => {}
+            Value::Bool(true) => {
+                return Err("Fortran-order (column-major) arrays are not supported".into())
+            }
+            _ => return Err("malformed .npy header: 'fortran_order' is not a bool".into()),
+        }
+        let Value::Tuple(dims) = field("shape")? else {
+            return Err("malformed .npy header: 'shape' is not a tuple".into());
+        };
+        let (shape, is_vector) = match dims[..] {
+            [cols] => (Shape::new(1, cols), true),
+            [rows, cols] => (Shape::new(rows, cols), false),
+            _ => {
+                return Err(format!(
+                    "shape {} has rank {}; only 1-D (one row) and 2-D (rows, cols) arrays \
+                     are supported",
+                    tuple(dims),
+                    dims.len()
+                ))
+            }
+        };
+        if shape.is_empty() {
+            return Err(format!(
+                "shape {} has an empty axis; softmax needs at least one element per row",
+                tuple(dims)
+            ));
+        }
+        Ok((shape, is_vector))
+    }
+
+    /// A Python tuple, as NumPy writes shapes: `(3,)`, `(2, 3)`.
+    fn tuple(dims: &[usize]) -> String {
+        match dims {
+            [one] => format!("({one},)"),
+            _ => format!(
+                "({})",
+                dims.iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    fn describe_shape(shape: Shape, is_vector: bool) -> String {
+        if is_vector {
+            tuple(&[shape.cols])
+        } else {
+            tuple(&[shape.rows, shape.cols])
+        }
+    }
+
+    /// The values an `.npy` header dict holds.
+    enum Value {
+        Str(String),
+        Bool(bool),
+        Tuple(Vec<usize>),
+    }
+
+    /// A recursive-descent parser of the Python literal subset NumPy writes.
+    struct Parser<'a> {
+        rest: &'a str,
+    }
+
+    impl Parser<'_> {
+        fn error(&self) -> String {
+            let near: String = self.rest.chars().take(20).collect();
+            format!("malformed .npy header near {near:?}")
+        }
+
+        /// Skips white space and takes `token` if it comes next.
+        fn eat(&mut self, token: &str) -> bool {
+            self.rest = self.rest.trim_start();
+            match self.rest.strip_prefix(token) {
+                Some(rest) => {
+                    self.rest = rest;
+                    true
+                }
+                None => false,
+            }
+        }
+
+        fn expect(&mut self, token: &str) -> Result<(), String> {
+            if self.eat(token) {
+                Ok(())
+            } else {
+                Err(self.error())
+            }
+        }
+
+        /// `{key: value, ...}`, trailing comma allowed.
+        fn dict(&mut self) -> Result<Vec<(String, Value)>, String> {
+            self.expect("{")?;
+            let mut entries = Vec::new();
+            while !self.eat("}") {
+                let key = self.string()?;
+                self.expect(":")?;
+                entries.push((key, self.value()?));
+                if !self.eat(",") {
+                    self.expect("}")?;
+                    break;
+                }
+            }
+            Ok(entries)
+        }
+
+        fn value(&mut self) -> Result<Value, String> {
+            if self.eat("True") {
+                Ok(Value::Bool(true))
+            } else if self.eat("False") {
+                Ok(Value::Bool(false))
+            } else if self.rest.starts_with('(') {
+                self.tuple().map(Value::Tuple)
+            } else {
+                self.string().map(Value::Str)
+            }
+        }
+
+        /// A quoted string without escapes (NumPy's keys and dtype strings have none).
+        fn string(&mut self) -> Result<String, String> {
+            self.rest = self.rest.trim_start();
+            let quote = match self.rest.chars().next() {
+                Some(q @ ('\'' | '"')) => q,
+                _ => return Err(self.error()),
+            };
+            let body = &self.rest[1..];
+            let end = body.find(quote).ok_or_else(|| self.error())?;
+            self.rest = &body[end + 1..];
+            Ok(body[..end].to_string())
+        }
+
+        /// `()`, `(n,)`, `(a, b)`, `(a, b,)`: non-negative integers.
+        fn tuple(&mut self) -> Result<Vec<usize>, String> {
+            self.expect("(")?;
+            let mut items = Vec::new();
+            while !self.eat(")") {
+                let digits = self.rest.len()
+                    - self
+                        .rest
+                        .trim_start_matches(|c: char| c.is_ascii_digit())
+                        .len();
+                let item = self.rest[..digits].parse().map_err(|_| self.error())?;
+                self.rest = &self.rest[digits..];
+                items.push(item);
+                if !self.eat(",") {
+                    self.expect(")")?;
+                    break;
+                }
+            }
+            Ok(items)
+        }
+    }
+
+    /// Writes `data` as a version 1.0 `<f4` file of the given shape (1-D if
+    /// `is_vector`).
+    pub fn write(path: &Path, shape: Shape, is_vector: bool, data: &[f32]) -> std::io::Result<()> {
+        let mut header = format!(
+            "{{'descr': '{DESCR}', 'fortran_order': False, 'shape': {}, }}",
+            describe_shape(shape, is_vector)
+        );
+        // Magic, version and length take 10 bytes; the header ends with '\n'.
+        let unpadded = MAGIC.len() + 4 + header.len() + 1;
+        header.extend(std::iter::repeat_n(
+            ' ',
+            unpadded.next_multiple_of(ALIGN) - unpadded,
+        ));
+        header.push('\n');
+        let len = u16::try_from(header.len()).map_err(std::io::Error::other)?;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        file.write_all(MAGIC)?;
+        file.write_all(&[1, 0])?;
+        file.write_all(&len.to_le_bytes())?;
+        file.write_all(header.as_bytes())?;
+        for v in data {
+            file.write_all(&v.to_le_bytes())?;
+        }
+        file.flush()
+    }
+}

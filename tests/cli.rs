@@ -1,0 +1,307 @@
+//! The `softmax` example binary, run as a user runs it: `.npy` round trips checked
+//! against the f64 reference, and bad input answered with one `error:` line, never a
+//! panic. `cargo test` builds examples before it runs tests, so the binary is there.
+//!
+//! GPU cases may run on a software adapter, so their matrices are tiny. Bad-input cases
+//! fail before the GPU is touched, which also keeps driver chatter out of their stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use wgpu_softmax::reference::{self, Tolerance};
+use wgpu_softmax::Options;
+
+/// `target/<profile>/examples/softmax`, found from this test's own path
+/// (`target/<profile>/deps/cli-<hash>`).
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lies in target/<profile>/deps");
+    let binary = profile_dir
+        .join("examples")
+        .join(format!("softmax{}", std::env::consts::EXE_SUFFIX));
+    // `cargo test` builds examples first, but `cargo test --test cli` alone does not.
+    assert!(
+        binary.exists(),
+        "{} is not built: run `cargo build --example softmax` (same profile) first",
+        binary.display()
+    );
+    binary
+}
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .output()
+        .expect("the softmax binary starts")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A file under the temp dir, unique to this process and test, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(test: &str, name: &str) -> Self {
+        let file = format!("wgpu-softmax-cli-{}-{test}-{name}", std::process::id());
+        TempFile(std::env::temp_dir().join(file))
+    }
+
+    fn with_contents(test: &str, name: &str, contents: &[u8]) -> Self {
+        let file = Self::new(test, name);
+        std::fs::write(&file.0, contents).expect("writing a temp file");
+        file
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().expect("temp paths are UTF-8 here")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// An `.npy` v1.0 file with a header dict of the given `descr` and `shape` (Python
+/// syntax), padded as NumPy pads it, followed by `data`.
+fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    bytes
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Reads an `.npy` v1.0 file the CLI wrote: its header text and its values. Checks the
+/// layout NumPy expects: data 64-byte aligned, header ending in a newline.
+fn read_npy(path: &Path) -> (String, Vec<f32>) {
+    let bytes = std::fs::read(path).expect("the output file exists");
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00", "magic and version 1.0");
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = text(&bytes[10..10 + len]);
+    assert_eq!((10 + len) % 64, 0, "data is 64-byte aligned: {header:?}");
+    assert!(header.ends_with('\n'), "{header:?}");
+    let values = bytes[10 + len..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (header, values)
+}
+
+/// Runs the CLI on `values` saved with `shape` and returns the output file's header
+/// and values.
+fn round_trip(test: &str, shape: &str, values: &[f32], flags: &[&str]) -> (String, Vec<f32>) {
+    let input = TempFile::with_contents(test, "in.npy", &npy("<f4", shape, &f32_bytes(values)));
+    let output = TempFile::new(test, "out.npy");
+    let mut args = vec!["--input", input.arg(), "--output", output.arg()];
+    args.extend(flags);
+    let out = cli(&args);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    read_npy(&output.0)
+}
+
+fn assert_matches_reference(got: &[f32], input: &[f32], cols: usize, options: &Options) {
+    let expected = reference::softmax_f64(input, cols, options);
+    assert_eq!(got.len(), expected.len());
+    let mismatch = reference::first_mismatch(got, &expected, Tolerance::for_op(options.op));
+    assert_eq!(mismatch, None, "got {got:?}, expected {expected:?}");
+}
+
+/// A failure as the CLI promises it: the exit status, exactly one `error:` line on
+/// stderr, and no panic.
+fn assert_fails(args: &[&str], status: i32) {
+    let out = cli(args);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(status),
+        "args {args:?}, stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+}
+
+/// A file the CLI must refuse (exit status 1).
+fn assert_file_refused(test: &str, contents: &[u8]) {
+    let input = TempFile::with_contents(test, "in.npy", contents);
+    assert_fails(&["--input", input.arg()], 1);
+}
+
+const LOGITS: [f32; 6] = [7.0, 4.0, 0.0, 1.0, 1.0, 1.0];
+
+#[test]
+fn round_trip_of_a_2d_file_matches_the_reference() {
+    let (header, got) = round_trip("round_trip_2d", "(2, 3)", &LOGITS, &[]);
+    assert!(header.contains("'descr': '<f4'"), "{header}");
+    assert!(header.contains("'shape': (2, 3)"), "{header}");
+    assert_matches_reference(&got, &LOGITS, 3, &Options::softmax());
+}
+
+#[test]
+fn one_d_input_stays_one_d() {
+    let (header, got) = round_trip("one_d", "(3,)", &LOGITS[..3], &[]);
+    assert!(header.contains("'shape': (3,)"), "{header}");
+    assert_matches_reference(&got, &LOGITS[..3], 3, &Options::softmax());
+}
+
+#[test]
+fn log_flag_gives_log_softmax() {
+    let (_, got) = round_trip("log", "(2, 3)", &LOGITS, &["--log"]);
+    assert_matches_reference(&got, &LOGITS, 3, &Options::log_softmax());
+}
+
+#[test]
+fn temperature_flag_divides_the_logits() {
+    let (_, got) = round_trip("temperature", "(2, 3)", &LOGITS, &["--temperature", "3"]);
+    let options = Options::softmax().with_temperature(3.0);
+    assert_matches_reference(&got, &LOGITS, 3, &options);
+}
+
+#[test]
+fn version_2_header_is_read() {
+    // Version 2.0 differs from 1.0 only in a 4-byte header length.
+    let v1 = npy("<f4", "(2, 3)", &f32_bytes(&LOGITS));
+    let mut v2 = b"\x93NUMPY\x02\x00".to_vec();
+    v2.extend(u32::from(u16::from_le_bytes([v1[8], v1[9]])).to_le_bytes());
+    v2.extend(&v1[10..]);
+    let input = TempFile::with_contents("v2", "in.npy", &v2);
+    let output = TempFile::new("v2", "out.npy");
+    let out = cli(&["--input", input.arg(), "--output", output.arg()]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_matches_reference(&read_npy(&output.0).1, &LOGITS, 3, &Options::softmax());
+}
+
+#[test]
+fn input_without_output_prints_a_summary() {
+    let input = TempFile::with_contents(
+        "summary",
+        "in.npy",
+        &npy("<f4", "(2, 3)", &f32_bytes(&LOGITS)),
+    );
+    let out = cli(&["--input", input.arg()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(stdout.contains("shape: 2 x 3"), "{stdout}");
+    assert!(stdout.contains("first row: [0.9517"), "{stdout}");
+}
+
+#[test]
+fn small_generated_run_checks_against_the_reference() {
+    let out = cli(&["--rows", "8", "--cols", "100"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("max abs error"), "{stdout}");
+    assert!(stdout.contains("): ok"), "{stdout}");
+    assert!(stdout.contains("softmax / copy: "), "{stdout}");
+}
+
+#[test]
+fn help_prints_usage_and_succeeds() {
+    let out = cli(&["--help"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("--temperature T"));
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let missing = TempFile::new("missing", "absent.npy");
+    assert_fails(&["--input", missing.arg()], 1);
+}
+
+#[test]
+fn non_npy_file_is_an_error() {
+    assert_file_refused("not_npy", b"rows,cols\n1,2\n");
+}
+
+#[test]
+fn float64_file_is_an_error() {
+    assert_file_refused("f8", &npy("<f8", "(2, 3)", &[0; 48]));
+}
+
+#[test]
+fn big_endian_file_is_an_error() {
+    assert_file_refused("big_endian", &npy(">f4", "(2, 3)", &[0; 24]));
+}
+
+#[test]
+fn fortran_order_file_is_an_error() {
+    let mut bytes = npy("<f4", "(2, 3)", &[0; 24]);
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"False")
+        .expect("the header");
+    bytes[at..at + 5].copy_from_slice(b"True ");
+    assert_file_refused("fortran", &bytes);
+}
+
+#[test]
+fn three_d_file_is_an_error() {
+    assert_file_refused("three_d", &npy("<f4", "(2, 2, 2)", &[0; 32]));
+}
+
+#[test]
+fn empty_rows_axis_is_an_error() {
+    assert_file_refused("empty_rows", &npy("<f4", "(0, 3)", &[]));
+}
+
+#[test]
+fn empty_cols_axis_is_an_error() {
+    assert_file_refused("empty_cols", &npy("<f4", "(2, 0)", &[]));
+}
+
+#[test]
+fn truncated_data_is_an_error() {
+    assert_file_refused("truncated", &npy("<f4", "(2, 3)", &f32_bytes(&LOGITS[..5])));
+}
+
+#[test]
+fn zero_temperature_is_a_usage_error() {
+    assert_fails(&["--rows", "1", "--cols", "3", "--temperature", "0"], 2);
+}
+
+#[test]
+fn nan_temperature_is_a_usage_error() {
+    assert_fails(&["--rows", "1", "--cols", "3", "--temperature", "nan"], 2);
+}
+
+#[test]
+fn non_numeric_temperature_is_a_usage_error() {
+    assert_fails(&["--temperature", "abc"], 2);
+}
+
+#[test]
+fn zero_rows_is_a_usage_error() {
+    assert_fails(&["--rows", "0"], 2);
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    assert_fails(&["--bogus"], 2);
+}
+
+#[test]
+fn input_without_a_value_is_a_usage_error() {
+    assert_fails(&["--input"], 2);
+}
