@@ -124,6 +124,12 @@ impl Context {
         pollster::block_on(Self::new())
     }
 
+    /// Blocking [`Context::with_options`] (native targets).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn with_options_blocking(options: ContextOptions) -> Result<Self> {
+        pollster::block_on(Self::with_options(options))
+    }
+
     /// Wraps the app's own device and queue: no second device, no error handler or
     /// device-lost callback installed (the app keeps its own). The kernels use the
     /// device's enabled features and limits.

@@ -4,7 +4,7 @@ use wgpu::util::DeviceExt;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::{scoped, Params, PipelineKey};
+use crate::kernels::{scoped, Params, PipelineKey, Shader};
 use crate::plan::{self, Placement, Plan, RowKernel};
 
 /// A `[rows, cols]` matrix shape, row-major.
@@ -281,8 +281,9 @@ impl Context {
         self.record(encoder, &plan, input, output, shape, options)
     }
 
-    /// Records `plan`: one uniform buffer holding every chunk's params, one bind group
-    /// and dispatch per chunk, all in one compute pass.
+    /// Records `plan` in one compute pass: one uniform buffer holding every chunk's
+    /// params, one bind group per chunk, one dispatch per chunk and shader (split rows:
+    /// the stats pass of a run of chunks, then its write pass).
     pub(crate) fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -292,21 +293,41 @@ impl Context {
         shape: Shape,
         options: &Options,
     ) -> Result<()> {
-        let pipeline = self.kernels.pipeline(PipelineKey {
-            kernel: plan.kernel,
-            workgroup_size: plan.workgroup_size,
-            vec4: plan.vec4,
-            log: options.op == Op::LogSoftmax,
-            masked_rows_zero: options.masked_rows == MaskedRows::Zero,
-        })?;
+        let pipelines = Shader::of_kernel(plan.kernel)
+            .iter()
+            .map(|&shader| {
+                self.kernels.pipeline(PipelineKey {
+                    shader,
+                    workgroup_size: plan.workgroup_size,
+                    vec4: plan.vec4,
+                    log: options.op == Op::LogSoftmax,
+                    masked_rows_zero: options.masked_rows == MaskedRows::Zero,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let src = input.placement(shape.cols);
         let dst = output.placement(shape.cols);
-        let slot = u64::from(
+        let split = plan.split.unwrap_or(plan::Split {
+            parts: 1,
+            part_cols: shape.cols as u32,
+        });
+        // The partials of the largest chunk (rows x parts), for split rows.
+        let partial_bytes = plan
+            .chunks
+            .iter()
+            .map(|c| u64::from(c.rows) * u64::from(split.parts) * 16)
+            .max()
+            .unwrap_or(16);
+        let partials = match plan.split {
+            Some(_) => Some(self.kernels.partials(partial_bytes)?),
+            None => None,
+        };
+        let slot = (std::mem::size_of::<Params>() as u64).next_multiple_of(u64::from(
             self.device
                 .limits()
                 .min_uniform_buffer_offset_alignment
-                .max(std::mem::size_of::<Params>() as u32),
-        );
+                .max(1),
+        ));
         let mut bytes = vec![0u8; slot as usize * plan.chunks.len()];
         for (i, chunk) in plan.chunks.iter().enumerate() {
             let params = Params {
@@ -318,6 +339,10 @@ impl Context {
                 dst_offset: chunk.dst.first_element,
                 grid_x: chunk.grid[0],
                 inv_temperature: 1.0 / options.temperature,
+                part_cols: split.part_cols,
+                parts: split.parts,
+                part_base: chunk.part_base,
+                col_base: chunk.col_base as u32,
             };
             let at = i * slot as usize;
             bytes[at..at + std::mem::size_of::<Params>()]
@@ -331,6 +356,7 @@ impl Context {
                     contents: &bytes,
                     usage: wgpu::BufferUsages::UNIFORM,
                 });
+            let unused = self.kernels.dummy.as_entire_binding();
             let bind_groups: Vec<wgpu::BindGroup> = plan
                 .chunks
                 .iter()
@@ -338,43 +364,46 @@ impl Context {
                 .map(|(i, chunk)| {
                     let src_view = binding(input.buffer, chunk.src);
                     let dst_view = binding(output.buffer, chunk.dst);
-                    let unused = self.kernels.dummy.as_entire_binding();
                     let (src4_view, dst4_view) = if plan.vec4 {
                         (src_view.clone(), dst_view.clone())
                     } else {
-                        (unused.clone(), unused)
+                        (unused.clone(), unused.clone())
                     };
+                    let partials_view = match &partials {
+                        Some(buffer) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer,
+                            offset: 0,
+                            size: wgpu::BufferSize::new(
+                                (u64::from(chunk.rows) * u64::from(split.parts) * 16).max(16),
+                            ),
+                        }),
+                        None => unused.clone(),
+                    };
+                    let params_view = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &uniforms,
+                        offset: i as u64 * slot,
+                        size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+                    });
+                    let resources = [
+                        params_view,
+                        src_view,
+                        src4_view,
+                        dst_view,
+                        dst4_view,
+                        partials_view,
+                    ];
+                    let entries: Vec<wgpu::BindGroupEntry> = resources
+                        .into_iter()
+                        .enumerate()
+                        .map(|(binding, resource)| wgpu::BindGroupEntry {
+                            binding: binding as u32,
+                            resource,
+                        })
+                        .collect();
                     self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                         label: Some("wgpu-softmax chunk"),
                         layout: &self.kernels.layout,
-                        entries: &[
-                            wgpu::BindGroupEntry {
-                                binding: 0,
-                                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                    buffer: &uniforms,
-                                    offset: i as u64 * slot,
-                                    size: wgpu::BufferSize::new(
-                                        std::mem::size_of::<Params>() as u64
-                                    ),
-                                }),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 1,
-                                resource: src_view,
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 2,
-                                resource: src4_view,
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 3,
-                                resource: dst_view,
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 4,
-                                resource: dst4_view,
-                            },
-                        ],
+                        entries: &entries,
                     })
                 })
                 .collect();
@@ -382,10 +411,16 @@ impl Context {
                 label: Some("wgpu-softmax"),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(&pipeline);
-            for (chunk, bind_group) in plan.chunks.iter().zip(&bind_groups) {
-                pass.set_bind_group(0, bind_group, &[]);
-                pass.dispatch_workgroups(chunk.grid[0], chunk.grid[1], 1);
+            let mut index = 0;
+            for run in plan.runs() {
+                for pipeline in &pipelines {
+                    pass.set_pipeline(pipeline);
+                    for (k, chunk) in run.iter().enumerate() {
+                        pass.set_bind_group(0, &bind_groups[index + k], &[]);
+                        pass.dispatch_workgroups(chunk.grid[0], chunk.grid[1], 1);
+                    }
+                }
+                index += run.len();
             }
         })
     }

@@ -117,11 +117,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Converts a wgpu error caught by an error scope.
+    /// The message keeps the whole cause chain, on one line.
     pub(crate) fn from_wgpu(error: wgpu::Error) -> Self {
+        let mut message = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = cause.source();
+        }
+        let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
         match error {
-            wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory(error.to_string()),
-            wgpu::Error::Validation { description, .. } => Error::Validation(description),
-            wgpu::Error::Internal { description, .. } => Error::Internal(description),
+            wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory(message),
+            wgpu::Error::Validation { .. } => Error::Validation(message),
+            wgpu::Error::Internal { .. } => Error::Internal(message),
         }
     }
 }

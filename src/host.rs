@@ -45,6 +45,12 @@ impl ScratchPool {
     pub(crate) fn buffer_count(&self) -> usize {
         2 * self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
+
+    /// Bytes of GPU memory held by the pool.
+    pub(crate) fn bytes(&self) -> u64 {
+        let free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        free.iter().map(|s| 2 * s.capacity).sum()
+    }
 }
 
 type MapResult = Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>;

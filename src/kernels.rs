@@ -13,26 +13,77 @@ use crate::plan::RowKernel;
 
 const COMMON: &str = include_str!("../shaders/common/softmax_common.wgsl");
 
-/// The WGSL source of a kernel, as compiled (common helpers plus the kernel's file).
-pub fn kernel_source(kernel: RowKernel) -> String {
-    let own = match kernel {
-        RowKernel::ThreadPerRow => include_str!("../shaders/softmax_thread_row.wgsl"),
-        RowKernel::SubgroupPerRow => include_str!("../shaders/softmax_subgroup_row.wgsl"),
-        RowKernel::WorkgroupShared => include_str!("../shaders/softmax_workgroup_shared.wgsl"),
-        RowKernel::WorkgroupSubgroup => {
-            include_str!("../shaders/softmax_workgroup_subgroup.wgsl")
-        }
-    };
-    format!("{COMMON}\n{own}")
+/// One compiled WGSL entry point: its file in `shaders/` and its entry point share the
+/// name. A [`RowKernel`] runs one shader, or two for split rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Shader {
+    /// `softmax_thread_row`.
+    ThreadRow,
+    /// `softmax_subgroup_row`.
+    SubgroupRow,
+    /// `softmax_workgroup_shared`.
+    WorkgroupShared,
+    /// `softmax_workgroup_subgroup`.
+    WorkgroupSubgroup,
+    /// `softmax_split_stats`.
+    SplitStats,
+    /// `softmax_split_write`.
+    SplitWrite,
 }
 
-/// The entry point (and pipeline label) of a kernel.
-pub fn entry_point(kernel: RowKernel) -> &'static str {
-    match kernel {
-        RowKernel::ThreadPerRow => "softmax_thread_row",
-        RowKernel::SubgroupPerRow => "softmax_subgroup_row",
-        RowKernel::WorkgroupShared => "softmax_workgroup_shared",
-        RowKernel::WorkgroupSubgroup => "softmax_workgroup_subgroup",
+impl Shader {
+    /// Every shader, for validation.
+    pub const ALL: [Shader; 6] = [
+        Shader::ThreadRow,
+        Shader::SubgroupRow,
+        Shader::WorkgroupShared,
+        Shader::WorkgroupSubgroup,
+        Shader::SplitStats,
+        Shader::SplitWrite,
+    ];
+
+    /// The entry point, which is also the file name and pipeline label.
+    pub fn entry_point(self) -> &'static str {
+        match self {
+            Shader::ThreadRow => "softmax_thread_row",
+            Shader::SubgroupRow => "softmax_subgroup_row",
+            Shader::WorkgroupShared => "softmax_workgroup_shared",
+            Shader::WorkgroupSubgroup => "softmax_workgroup_subgroup",
+            Shader::SplitStats => "softmax_split_stats",
+            Shader::SplitWrite => "softmax_split_write",
+        }
+    }
+
+    /// Whether it uses subgroup operations (`Features::SUBGROUP`).
+    pub fn needs_subgroups(self) -> bool {
+        matches!(self, Shader::SubgroupRow | Shader::WorkgroupSubgroup)
+    }
+
+    /// The WGSL source as compiled: the common helpers, then the shader's own file.
+    pub fn source(self) -> String {
+        let own = match self {
+            Shader::ThreadRow => include_str!("../shaders/softmax_thread_row.wgsl"),
+            Shader::SubgroupRow => include_str!("../shaders/softmax_subgroup_row.wgsl"),
+            Shader::WorkgroupShared => include_str!("../shaders/softmax_workgroup_shared.wgsl"),
+            Shader::WorkgroupSubgroup => {
+                include_str!("../shaders/softmax_workgroup_subgroup.wgsl")
+            }
+            Shader::SplitStats => include_str!("../shaders/softmax_split_stats.wgsl"),
+            Shader::SplitWrite => include_str!("../shaders/softmax_split_write.wgsl"),
+        };
+        format!("{COMMON}\n{own}")
+    }
+
+    /// The shaders a kernel runs, in order.
+    pub fn of_kernel(kernel: RowKernel) -> &'static [Shader] {
+        match kernel {
+            RowKernel::ThreadPerRow => &[Shader::ThreadRow],
+            RowKernel::SubgroupPerRow => &[Shader::SubgroupRow],
+            RowKernel::WorkgroupShared => &[Shader::WorkgroupShared],
+            RowKernel::WorkgroupSubgroup => &[Shader::WorkgroupSubgroup],
+            RowKernel::SplitRow => &[Shader::SplitStats, Shader::SplitWrite],
+        }
     }
 }
 
@@ -51,12 +102,16 @@ pub struct Params {
     pub dst_offset: u32,
     pub grid_x: u32,
     pub inv_temperature: f32,
+    pub part_cols: u32,
+    pub parts: u32,
+    pub part_base: u32,
+    pub col_base: u32,
 }
 
 /// Everything that selects a distinct compiled pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct PipelineKey {
-    pub kernel: RowKernel,
+    pub shader: Shader,
     pub workgroup_size: u32,
     pub vec4: bool,
     pub log: bool,
@@ -85,10 +140,14 @@ pub(crate) struct Kernels {
     device: wgpu::Device,
     pub layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
-    modules: Mutex<HashMap<RowKernel, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
-    /// Bound to the vec4 views when a plan does not use them.
+    /// Bound to the vec4 views and the partials when a plan does not use them.
     pub dummy: wgpu::Buffer,
+    /// Scratch for split rows' partial statistics, grown on demand. One buffer serves
+    /// every call: a device has one queue, and wgpu orders (and puts barriers between)
+    /// every pass that writes it.
+    partials: Mutex<Option<wgpu::Buffer>>,
 }
 
 impl Kernels {
@@ -123,6 +182,7 @@ impl Kernels {
                     storage(2),
                     storage(3),
                     storage(4),
+                    storage(5),
                 ],
             });
             let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -143,8 +203,27 @@ impl Kernels {
                 modules: Mutex::new(HashMap::new()),
                 pipelines: Mutex::new(HashMap::new()),
                 dummy,
+                partials: Mutex::new(None),
             }
         })
+    }
+
+    /// The partials scratch buffer, at least `bytes` long.
+    pub fn partials(&self, bytes: u64) -> Result<wgpu::Buffer> {
+        let mut slot = self.partials.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = slot.as_ref().filter(|b| b.size() >= bytes) {
+            return Ok(b.clone());
+        }
+        let buffer = scoped(&self.device, || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-softmax split partials"),
+                size: bytes.max(16).next_power_of_two(),
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        })?;
+        *slot = Some(buffer.clone());
+        Ok(buffer)
     }
 
     /// The pipeline for `key`, compiled on first use and cached for the context's life.
@@ -154,18 +233,18 @@ impl Kernels {
             return Ok(p.clone());
         }
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        let module = match modules.get(&key.kernel) {
+        let module = match modules.get(&key.shader) {
             Some(m) => m.clone(),
             None => {
-                let source = kernel_source(key.kernel);
+                let source = key.shader.source();
                 let m = scoped(&self.device, || {
                     self.device
                         .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(entry_point(key.kernel)),
+                            label: Some(key.shader.entry_point()),
                             source: wgpu::ShaderSource::Wgsl(source.into()),
                         })
                 })?;
-                modules.insert(key.kernel, m.clone());
+                modules.insert(key.shader, m.clone());
                 m
             }
         };
@@ -180,10 +259,10 @@ impl Kernels {
         let pipeline = scoped(&self.device, || {
             self.device
                 .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(entry_point(key.kernel)),
+                    label: Some(key.shader.entry_point()),
                     layout: Some(&self.pipeline_layout),
                     module: &module,
-                    entry_point: Some(entry_point(key.kernel)),
+                    entry_point: Some(key.shader.entry_point()),
                     compilation_options: wgpu::PipelineCompilationOptions {
                         constants: &constants,
                         // Every workgroup variable is written before it is read.
@@ -203,15 +282,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn params_block_is_32_bytes_like_the_wgsl_struct() {
-        assert_eq!(std::mem::size_of::<Params>(), 32);
+    fn params_block_is_48_bytes_like_the_wgsl_struct() {
+        assert_eq!(std::mem::size_of::<Params>(), 48);
     }
 
     #[test]
-    fn entry_points_match_file_names() {
+    fn every_kernel_has_shaders_whose_entry_points_are_in_their_source() {
         for k in RowKernel::ALL {
-            let src = kernel_source(k);
-            assert!(src.contains(&format!("fn {}(", entry_point(k))), "{k:?}");
+            for shader in Shader::of_kernel(k) {
+                let src = shader.source();
+                assert!(
+                    src.contains(&format!("fn {}(", shader.entry_point())),
+                    "{k:?}"
+                );
+                assert!(!shader.needs_subgroups() || k.needs_subgroups());
+            }
         }
     }
 }

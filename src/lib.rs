@@ -69,7 +69,7 @@ pub mod reference;
 pub use context::{Context, ContextOptions};
 pub use encode::{MaskedRows, MatrixView, Op, Options, Shape};
 pub use error::{Error, Result};
-pub use kernels::{entry_point, kernel_source, COPY_VEC4_SOURCE};
+pub use kernels::{Shader, COPY_VEC4_SOURCE};
 pub use plan::RowKernel;
 pub use wgpu;
 
@@ -77,5 +77,13 @@ impl Context {
     /// Buffers held by the host API's staging pool (for leak checks).
     pub fn staging_buffer_count(&self) -> usize {
         self.scratch.buffer_count()
+    }
+
+    /// Bytes of GPU memory held by the host API's staging pool. Between calls this is
+    /// what the largest recent calls used: a streaming call holds at most two chunk
+    /// slots, each a device buffer and a readback buffer of
+    /// [`ContextOptions::host_chunk_bytes`] (rounded up to a power of two).
+    pub fn staging_bytes(&self) -> u64 {
+        self.scratch.bytes()
     }
 }

@@ -19,15 +19,19 @@ pub enum RowKernel {
     /// One workgroup per row, reductions with subgroup operations
     /// (`softmax_workgroup_subgroup.wgsl`): needs `Features::SUBGROUP`.
     WorkgroupSubgroup,
+    /// Each row split over several workgroups (`softmax_split_stats.wgsl`, then
+    /// `softmax_split_write.wgsl`): few long rows, and rows longer than one binding.
+    SplitRow,
 }
 
 impl RowKernel {
     /// Every kernel, for tests that run each one.
-    pub const ALL: [RowKernel; 4] = [
+    pub const ALL: [RowKernel; 5] = [
         RowKernel::ThreadPerRow,
         RowKernel::SubgroupPerRow,
         RowKernel::WorkgroupShared,
         RowKernel::WorkgroupSubgroup,
+        RowKernel::SplitRow,
     ];
 
     /// Whether the kernel needs `Features::SUBGROUP`.
@@ -144,13 +148,18 @@ pub struct BindingRange {
     pub first_element: u32,
 }
 
-/// One dispatch: a run of rows that fits one binding and one grid.
+/// One dispatch: a run of rows (or, for a split row longer than one binding, a window of
+/// one row's parts) that fits one binding and one grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Chunk {
     /// Index of the chunk's first row in the whole matrix.
     pub first_row: usize,
     /// Rows in the chunk.
     pub rows: u32,
+    /// Split rows: the first part this dispatch covers (0 otherwise).
+    pub part_base: u32,
+    /// Split rows: the first column the bindings hold (0 otherwise).
+    pub col_base: u64,
     /// Workgroups along x and y.
     pub grid: [u32; 2],
     /// The input range bound for this chunk.
@@ -170,6 +179,28 @@ pub struct Plan {
     pub vec4: bool,
     /// The dispatches, in row order.
     pub chunks: Vec<Chunk>,
+    /// How rows are split, for [`RowKernel::SplitRow`].
+    pub split: Option<Split>,
+}
+
+/// How a split row is cut: `parts` parts of `part_cols` columns (the last may be shorter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// Parts per row.
+    pub parts: u32,
+    /// Columns per part; a multiple of 4.
+    pub part_cols: u32,
+}
+
+impl Plan {
+    /// Runs of chunks to record together: for split rows, the stats pass of every chunk
+    /// of a run, then the write pass of every chunk of it (the chunks of a run are the
+    /// column windows of one row; otherwise each chunk is its own run).
+    pub fn runs(&self) -> Vec<&[Chunk]> {
+        self.chunks
+            .chunk_by(|a, b| self.split.is_some() && a.first_row == b.first_row)
+            .collect()
+    }
 }
 
 /// Overrides of the planner's choices, for tests, benchmarks and tuning.
@@ -185,6 +216,17 @@ pub struct Tuning {
 /// kernels' short fixed loops (register cache, subgroup folds).
 pub const SOFTWARE_LOOP_ITERATIONS: u64 = 65535 - 512;
 
+/// Rows at least this long may be split over several workgroups when there are few rows.
+pub const SPLIT_MIN_COLS: usize = 32_768;
+/// Workgroups a split aims to give the device: enough to fill a large GPU, or a
+/// software adapter's threads.
+pub const SPLIT_TARGET_WORKGROUPS: usize = 512;
+/// The same for software adapters.
+pub const SOFTWARE_SPLIT_TARGET_WORKGROUPS: usize = 8;
+/// Columns a split part holds at least, so that the second pass over the partials and
+/// the extra launch stay small next to the part's own work.
+pub const SPLIT_MIN_PART_COLS: usize = 8192;
+
 /// Invocations per workgroup of the workgroup kernels on software adapters, where every
 /// barrier costs a switch through all of a workgroup's invocations.
 pub const SOFTWARE_WORKGROUP: u32 = 32;
@@ -193,11 +235,19 @@ pub const SOFTWARE_WORKGROUP: u32 = 32;
 /// numerics contract).
 pub const SOFTWARE_THREAD_PER_ROW_MAX_COLS: usize = 256;
 
-/// Picks the kernel for a row length on a device: one invocation per row for rows that
-/// fit one invocation's cache; with subgroups, one subgroup per row while the row fits the
-/// subgroup's cache (on software adapters, at every length: no barriers); one workgroup
-/// per row beyond.
-pub fn choose_kernel(cols: usize, caps: &DeviceCaps) -> RowKernel {
+/// Picks the kernel for a shape on a device: split rows when a few long rows could not
+/// fill the device; else one invocation per row for rows that fit one invocation's cache;
+/// with subgroups, one subgroup per row while the row fits the subgroup's cache (on
+/// software adapters, at every length: no barriers); one workgroup per row beyond.
+pub fn choose_kernel(rows: usize, cols: usize, caps: &DeviceCaps) -> RowKernel {
+    let target = if caps.software {
+        SOFTWARE_SPLIT_TARGET_WORKGROUPS
+    } else {
+        SPLIT_TARGET_WORKGROUPS
+    };
+    if cols >= SPLIT_MIN_COLS && rows.saturating_mul(4) <= target {
+        return RowKernel::SplitRow;
+    }
     if cols <= THREAD_PER_ROW_MAX_COLS
         || (caps.software && !caps.subgroups && cols <= SOFTWARE_THREAD_PER_ROW_MAX_COLS)
     {
@@ -228,9 +278,12 @@ pub fn workgroup_size(kernel: RowKernel, cols: usize, vec4: bool, caps: &DeviceC
             .clamp(64, 256)
             .min(limit)
             .max(caps.subgroup_max_size.min(limit)),
-        RowKernel::WorkgroupShared | RowKernel::WorkgroupSubgroup if caps.software => {
+        RowKernel::WorkgroupShared | RowKernel::WorkgroupSubgroup | RowKernel::SplitRow
+            if caps.software =>
+        {
             SOFTWARE_WORKGROUP.min(limit)
         }
+        RowKernel::SplitRow => MAX_SHARED_WORKGROUP.min(limit),
         RowKernel::WorkgroupShared | RowKernel::WorkgroupSubgroup => {
             let max = if kernel == RowKernel::WorkgroupShared {
                 MAX_SHARED_WORKGROUP
@@ -251,7 +304,9 @@ fn lanes_per_row(kernel: RowKernel, workgroup_size: u32, caps: &DeviceCaps) -> u
         RowKernel::ThreadPerRow => 1,
         // The smallest subgroup gives each lane the most work.
         RowKernel::SubgroupPerRow => u64::from(caps.subgroup_min_size.min(workgroup_size)),
-        RowKernel::WorkgroupShared | RowKernel::WorkgroupSubgroup => u64::from(workgroup_size),
+        RowKernel::WorkgroupShared | RowKernel::WorkgroupSubgroup | RowKernel::SplitRow => {
+            u64::from(workgroup_size)
+        }
     }
 }
 
@@ -267,18 +322,22 @@ pub fn loop_iterations(cols: usize, vec4: bool, lanes: u64) -> u64 {
 /// is refused, as is a row too long for any workgroup.
 fn fit_loop_limit(
     kernel: RowKernel,
-    workgroup_size: u32,
+    chosen_size: u32,
     cols: usize,
     vec4: bool,
     tuning: Tuning,
     caps: &DeviceCaps,
 ) -> Result<(RowKernel, u32)> {
     let Some(limit) = caps.max_loop_iterations else {
-        return Ok((kernel, workgroup_size));
+        return Ok((kernel, chosen_size));
     };
+    if kernel == RowKernel::SplitRow {
+        // Parts are sized to the cap (split_row).
+        return Ok((kernel, chosen_size));
+    }
     let fits = |k, wg| loop_iterations(cols, vec4, lanes_per_row(k, wg, caps)) <= limit;
-    if fits(kernel, workgroup_size) {
-        return Ok((kernel, workgroup_size));
+    if fits(kernel, chosen_size) {
+        return Ok((kernel, chosen_size));
     }
     let refuse = || {
         Error::Unsupported(format!(
@@ -300,10 +359,12 @@ fn fit_loop_limit(
         MAX_SUBGROUP_WORKGROUP
     }
     .min(floor_pow2(caps.max_invocations_per_workgroup));
-    let mut wg = workgroup_size.max(MIN_WORKGROUP).min(max);
+    let mut wg = chosen_size.max(MIN_WORKGROUP).min(max);
     while !fits(wide, wg) {
         if wg >= max {
-            return Err(refuse());
+            // Too long for one workgroup: split it.
+            let split = RowKernel::SplitRow;
+            return Ok((split, workgroup_size(split, cols, vec4, caps)));
         }
         wg *= 2;
     }
@@ -336,7 +397,9 @@ pub fn plan(
     tuning: Tuning,
     caps: &DeviceCaps,
 ) -> Result<Plan> {
-    let kernel = tuning.kernel.unwrap_or_else(|| choose_kernel(cols, caps));
+    let kernel = tuning
+        .kernel
+        .unwrap_or_else(|| choose_kernel(rows, cols, caps));
     if kernel.needs_subgroups() && !caps.subgroups {
         return Err(Error::Unsupported(format!(
             "{kernel:?} needs Features::SUBGROUP, which the device lacks"
@@ -353,7 +416,7 @@ pub fn plan(
         None => workgroup_size(kernel, cols, vec4, caps),
         Some(wg) => {
             let max = match kernel {
-                RowKernel::WorkgroupShared => MAX_SHARED_WORKGROUP,
+                RowKernel::WorkgroupShared | RowKernel::SplitRow => MAX_SHARED_WORKGROUP,
                 _ => MAX_SUBGROUP_WORKGROUP,
             }
             .min(caps.max_invocations_per_workgroup);
@@ -372,73 +435,216 @@ pub fn plan(
 
     let (kernel, workgroup_size) =
         fit_loop_limit(kernel, workgroup_size, cols, vec4, tuning, caps)?;
-
-    // Rows per chunk, from the binding limit: the span of r rows plus up to `align - 4`
-    // bytes of leading slack (the binding offset is rounded down) must fit one binding.
-    let limit = caps.max_storage_binding_size;
-    let row_bytes = (cols as u64)
-        .checked_mul(4)
-        .ok_or_else(|| overflow(rows, cols))?;
-    let fits = |stride: usize| -> Result<u64> {
-        let room = limit
-            .checked_sub(row_bytes + (align - 4))
-            .ok_or(Error::RowTooLong {
-                cols,
-                bytes: row_bytes + (align - 4),
-                limit,
-            })?;
-        Ok(room / (stride as u64 * 4).max(4) + 1)
+    let geometry = Geometry {
+        rows,
+        cols,
+        src,
+        dst,
+        align,
+        limit: caps.max_storage_binding_size,
+        max_dim: u64::from(caps.max_workgroups_per_dimension.max(1)),
     };
-    let by_binding = fits(src.row_stride)?.min(fits(dst.row_stride)?);
-    // ... and from the grid: at most max_dim x max_dim workgroups per dispatch.
-    let max_dim = u64::from(caps.max_workgroups_per_dimension.max(1));
+    if kernel == RowKernel::SplitRow {
+        let split = split_row(rows, cols, vec4, workgroup_size, caps)?;
+        let chunks = geometry.split_chunks(split)?;
+        return Ok(Plan {
+            kernel,
+            workgroup_size,
+            vec4,
+            chunks,
+            split: Some(split),
+        });
+    }
     // Rows one workgroup covers; for the subgroup kernel, as if every subgroup were as
     // large as the adapter allows (smaller subgroups cover more rows, and the extra
     // workgroups return).
     let rows_per_group = match kernel {
         RowKernel::ThreadPerRow => u64::from(workgroup_size),
         RowKernel::SubgroupPerRow => u64::from((workgroup_size / caps.subgroup_max_size).max(1)),
-        RowKernel::WorkgroupShared | RowKernel::WorkgroupSubgroup => 1,
+        _ => 1,
     };
-    let by_grid = max_dim * max_dim * rows_per_group;
-    // Row indices and element offsets inside a binding are u32 in WGSL.
-    let chunk_rows = by_binding.min(by_grid).min(u64::from(u32::MAX) / 2).max(1) as usize;
-
-    let mut chunks = Vec::with_capacity(rows.div_ceil(chunk_rows));
-    let mut first_row = 0usize;
-    while first_row < rows {
-        let n = chunk_rows.min(rows - first_row);
-        let range = |p: Placement| -> Result<BindingRange> {
-            let start = (first_row as u64)
-                .checked_mul(p.row_stride as u64 * 4)
-                .and_then(|b| b.checked_add(p.offset))
-                .ok_or_else(|| overflow(rows, cols))?;
-            let bind_offset = start - start % align;
-            let span = span_bytes(n, cols, p.row_stride).ok_or_else(|| overflow(rows, cols))?;
-            Ok(BindingRange {
-                offset: bind_offset,
-                size: start - bind_offset + span,
-                first_element: ((start - bind_offset) / 4) as u32,
-            })
-        };
+    let by_grid = geometry.max_dim * geometry.max_dim * rows_per_group;
+    let chunks = geometry.row_chunks(by_grid, |n| {
         let groups = (n as u64).div_ceil(rows_per_group);
-        let grid_x = groups.min(max_dim);
-        let grid_y = groups.div_ceil(grid_x);
-        chunks.push(Chunk {
-            first_row,
-            rows: n as u32,
-            grid: [grid_x as u32, grid_y as u32],
-            src: range(src)?,
-            dst: range(dst)?,
-        });
-        first_row += n;
-    }
+        let grid_x = groups.min(geometry.max_dim);
+        [grid_x as u32, groups.div_ceil(grid_x) as u32]
+    })?;
     Ok(Plan {
         kernel,
         workgroup_size,
         vec4,
         chunks,
+        split: None,
     })
+}
+
+/// Cuts a split row into parts: enough to fill the device (with the other rows), each of
+/// at least [`SPLIT_MIN_PART_COLS`], fitting one binding and the device's loop cap.
+pub fn split_row(
+    rows: usize,
+    cols: usize,
+    vec4: bool,
+    workgroup_size: u32,
+    caps: &DeviceCaps,
+) -> Result<Split> {
+    let target = if caps.software {
+        SOFTWARE_SPLIT_TARGET_WORKGROUPS
+    } else {
+        SPLIT_TARGET_WORKGROUPS
+    };
+    let wanted = target.div_ceil(rows.max(1));
+    let mut parts = wanted.clamp(1, (cols / SPLIT_MIN_PART_COLS).max(1));
+    let align = u64::from(caps.storage_offset_alignment.max(4));
+    let part_cols = |parts: usize| cols.div_ceil(parts).next_multiple_of(4);
+    // The write pass also loops once per part, folding the partials.
+    let fits = |parts: usize| {
+        let pc = part_cols(parts);
+        (pc as u64 * 4 + align) <= caps.max_storage_binding_size
+            && caps.max_loop_iterations.is_none_or(|cap| {
+                loop_iterations(pc, vec4, u64::from(workgroup_size)) + parts as u64 <= cap
+            })
+    };
+    while !fits(parts) {
+        if part_cols(parts) <= 4 {
+            return Err(Error::Unsupported(format!(
+                "no split of a {cols}-column row fits this device"
+            )));
+        }
+        parts *= 2;
+    }
+    let pc = part_cols(parts);
+    let parts = cols.div_ceil(pc);
+    let too_many = || Error::ShapeOverflow { rows, cols };
+    Ok(Split {
+        parts: u32::try_from(parts).map_err(|_| too_many())?,
+        part_cols: u32::try_from(pc).map_err(|_| too_many())?,
+    })
+}
+
+/// The layout facts chunking needs.
+struct Geometry {
+    rows: usize,
+    cols: usize,
+    src: Placement,
+    dst: Placement,
+    align: u64,
+    limit: u64,
+    max_dim: u64,
+}
+
+impl Geometry {
+    fn overflow(&self) -> Error {
+        overflow(self.rows, self.cols)
+    }
+
+    /// The binding of columns [c0, c1) of rows [first_row, first_row + n) at `p`.
+    fn range(
+        &self,
+        p: Placement,
+        first_row: usize,
+        n: usize,
+        c0: u64,
+        c1: u64,
+    ) -> Result<BindingRange> {
+        let start = (first_row as u64)
+            .checked_mul(p.row_stride as u64 * 4)
+            .and_then(|b| b.checked_add(p.offset))
+            .and_then(|b| b.checked_add(c0 * 4))
+            .ok_or_else(|| self.overflow())?;
+        let bind_offset = start - start % self.align;
+        let span =
+            span_bytes(n, (c1 - c0) as usize, p.row_stride).ok_or_else(|| self.overflow())?;
+        Ok(BindingRange {
+            offset: bind_offset,
+            size: start - bind_offset + span,
+            first_element: ((start - bind_offset) / 4) as u32,
+        })
+    }
+
+    /// Rows per chunk such that r whole rows plus up to `align - 4` bytes of leading slack
+    /// (the binding offset is rounded down) fit one binding, or `RowTooLong`.
+    fn rows_per_binding(&self) -> Result<u64> {
+        let row_bytes = (self.cols as u64)
+            .checked_mul(4)
+            .ok_or_else(|| self.overflow())?;
+        let fits = |stride: usize| -> Result<u64> {
+            let room =
+                self.limit
+                    .checked_sub(row_bytes + (self.align - 4))
+                    .ok_or(Error::RowTooLong {
+                        cols: self.cols,
+                        bytes: row_bytes + (self.align - 4),
+                        limit: self.limit,
+                    })?;
+            Ok(room / (stride as u64 * 4).max(4) + 1)
+        };
+        Ok(fits(self.src.row_stride)?.min(fits(self.dst.row_stride)?))
+    }
+
+    /// Chunks of whole rows: at most `max_rows` each and what one binding holds.
+    fn row_chunks(&self, max_rows: u64, grid: impl Fn(usize) -> [u32; 2]) -> Result<Vec<Chunk>> {
+        // Row indices and element offsets inside a binding are u32 in WGSL.
+        let chunk_rows = self
+            .rows_per_binding()?
+            .min(max_rows)
+            .min(u64::from(u32::MAX) / 2)
+            .max(1) as usize;
+        let mut chunks = Vec::with_capacity(self.rows.div_ceil(chunk_rows));
+        let mut first_row = 0usize;
+        while first_row < self.rows {
+            let n = chunk_rows.min(self.rows - first_row);
+            let cols = self.cols as u64;
+            chunks.push(Chunk {
+                first_row,
+                rows: n as u32,
+                part_base: 0,
+                col_base: 0,
+                grid: grid(n),
+                src: self.range(self.src, first_row, n, 0, cols)?,
+                dst: self.range(self.dst, first_row, n, 0, cols)?,
+            });
+            first_row += n;
+        }
+        Ok(chunks)
+    }
+
+    /// Chunks of a split: whole rows (grid: parts x rows) where a row fits a binding;
+    /// else, per row, windows of as many parts as one binding holds.
+    fn split_chunks(&self, split: Split) -> Result<Vec<Chunk>> {
+        let parts = u64::from(split.parts);
+        if parts > self.max_dim {
+            return Err(Error::Unsupported(format!(
+                "{parts} parts per row exceed the dispatch limit"
+            )));
+        }
+        if let Ok(rows_per_binding) = self.rows_per_binding() {
+            return self.row_chunks(rows_per_binding.min(self.max_dim), |n| {
+                [split.parts, n as u32]
+            });
+        }
+        let part_bytes = u64::from(split.part_cols) * 4;
+        let per_window = ((self.limit - self.align) / part_bytes).clamp(1, parts);
+        let mut chunks = Vec::new();
+        for row in 0..self.rows {
+            let mut part = 0;
+            while part < parts {
+                let n = per_window.min(parts - part);
+                let c0 = part * u64::from(split.part_cols);
+                let c1 = ((part + n) * u64::from(split.part_cols)).min(self.cols as u64);
+                chunks.push(Chunk {
+                    first_row: row,
+                    rows: 1,
+                    part_base: part as u32,
+                    col_base: c0,
+                    grid: [n as u32, 1],
+                    src: self.range(self.src, row, 1, c0, c1)?,
+                    dst: self.range(self.dst, row, 1, c0, c1)?,
+                });
+                part += n;
+            }
+        }
+        Ok(chunks)
+    }
 }
 
 #[cfg(test)]
@@ -462,9 +668,9 @@ mod tests {
     #[test]
     fn short_rows_run_one_invocation_per_row() {
         let caps = caps_with_subgroups();
-        assert_eq!(choose_kernel(1, &caps), RowKernel::ThreadPerRow);
-        assert_eq!(choose_kernel(32, &caps), RowKernel::ThreadPerRow);
-        assert_eq!(choose_kernel(33, &caps), RowKernel::SubgroupPerRow);
+        assert_eq!(choose_kernel(1000, 1, &caps), RowKernel::ThreadPerRow);
+        assert_eq!(choose_kernel(1000, 32, &caps), RowKernel::ThreadPerRow);
+        assert_eq!(choose_kernel(1000, 33, &caps), RowKernel::SubgroupPerRow);
     }
 
     #[test]
@@ -475,14 +681,20 @@ mod tests {
             subgroup_max_size: 8,
             ..caps_with_subgroups()
         };
-        assert_eq!(choose_kernel(262_144, &caps), RowKernel::SubgroupPerRow);
+        assert_eq!(
+            choose_kernel(1000, 262_144, &caps),
+            RowKernel::SubgroupPerRow
+        );
         let no_subgroups = DeviceCaps {
             subgroups: false,
             ..caps
         };
-        assert_eq!(choose_kernel(256, &no_subgroups), RowKernel::ThreadPerRow);
         assert_eq!(
-            choose_kernel(4096, &no_subgroups),
+            choose_kernel(1000, 256, &no_subgroups),
+            RowKernel::ThreadPerRow
+        );
+        assert_eq!(
+            choose_kernel(1000, 4096, &no_subgroups),
             RowKernel::WorkgroupShared
         );
         assert_eq!(
@@ -512,22 +724,22 @@ mod tests {
             )
             .unwrap();
             let lanes = lanes_per_row(p.kernel, p.workgroup_size, &caps);
+            let swept = p.split.map_or(cols, |s| s.part_cols as usize);
             assert!(
-                loop_iterations(cols, p.vec4, lanes) <= SOFTWARE_LOOP_ITERATIONS,
+                loop_iterations(swept, p.vec4, lanes) <= SOFTWARE_LOOP_ITERATIONS,
                 "{cols}"
             );
         }
-        // Short enough rows keep the barrier-free kernel.
-        let p = plan(
-            1,
-            200_001,
-            contiguous(200_001),
-            contiguous(200_001),
-            Tuning::default(),
-            &caps,
-        )
-        .unwrap();
-        assert_eq!(p.kernel, RowKernel::SubgroupPerRow);
+        // Enough rows, short enough, keep the barrier-free kernel; longer ones take a
+        // workgroup each.
+        let auto = |cols| {
+            let c = contiguous(cols);
+            plan(8, cols, c, c, Tuning::default(), &caps)
+                .unwrap()
+                .kernel
+        };
+        assert_eq!(auto(200_001), RowKernel::SubgroupPerRow);
+        assert_eq!(auto(1_000_001), RowKernel::WorkgroupSubgroup);
         // A forced kernel that cannot fit is refused rather than run short.
         let forced = Tuning {
             kernel: Some(RowKernel::ThreadPerRow),
@@ -546,28 +758,99 @@ mod tests {
     }
 
     #[test]
+    fn few_long_rows_are_split_over_many_workgroups() {
+        let caps = caps_with_subgroups();
+        assert_eq!(choose_kernel(1, 262_144, &caps), RowKernel::SplitRow);
+        assert_eq!(
+            choose_kernel(1, 32_000, &caps),
+            RowKernel::WorkgroupSubgroup
+        );
+        assert_eq!(
+            choose_kernel(4096, 262_144, &caps),
+            RowKernel::WorkgroupSubgroup
+        );
+        let p = plan(
+            1,
+            262_144,
+            contiguous(262_144),
+            contiguous(262_144),
+            Tuning::default(),
+            &caps,
+        )
+        .unwrap();
+        let split = p.split.unwrap();
+        assert_eq!(split.parts, 262_144 / SPLIT_MIN_PART_COLS as u32);
+        assert_eq!(split.part_cols % 4, 0);
+        assert_eq!(p.chunks.len(), 1);
+        assert_eq!(p.chunks[0].grid, [split.parts, 1]);
+    }
+
+    #[test]
+    fn a_row_longer_than_a_binding_is_split_into_column_windows() {
+        let caps = DeviceCaps {
+            max_storage_binding_size: 1 << 20,
+            ..DeviceCaps::default()
+        };
+        let cols = 1_000_003; // 4 MB a row, four times the binding limit
+        let src = Placement {
+            offset: 64,
+            row_stride: cols + 5,
+        };
+        let p = plan(2, cols, src, contiguous(cols), Tuning::default(), &caps).unwrap();
+        assert_eq!(p.kernel, RowKernel::SplitRow);
+        let split = p.split.unwrap();
+        let runs = p.runs();
+        assert_eq!(runs.len(), 2);
+        for (row, run) in runs.iter().enumerate() {
+            let mut next_part = 0;
+            for c in *run {
+                assert_eq!(c.first_row, row);
+                assert_eq!(c.part_base, next_part);
+                assert_eq!(
+                    c.col_base,
+                    u64::from(c.part_base) * u64::from(split.part_cols)
+                );
+                next_part += c.grid[0];
+                for r in [c.src, c.dst] {
+                    assert!(r.size <= caps.max_storage_binding_size);
+                }
+            }
+            assert_eq!(next_part, split.parts);
+        }
+    }
+
+    #[test]
     fn medium_rows_take_a_subgroup_while_they_fit_its_cache() {
         let caps = DeviceCaps {
             subgroup_min_size: 8,
             subgroup_max_size: 8,
             ..caps_with_subgroups()
         };
-        assert_eq!(choose_kernel(256, &caps), RowKernel::SubgroupPerRow);
-        assert_eq!(choose_kernel(257, &caps), RowKernel::WorkgroupSubgroup);
+        assert_eq!(choose_kernel(1000, 256, &caps), RowKernel::SubgroupPerRow);
+        assert_eq!(
+            choose_kernel(1000, 257, &caps),
+            RowKernel::WorkgroupSubgroup
+        );
         let wide = DeviceCaps {
             subgroup_min_size: 32,
             subgroup_max_size: 32,
             ..caps
         };
-        assert_eq!(choose_kernel(1024, &wide), RowKernel::SubgroupPerRow);
-        assert_eq!(choose_kernel(1025, &wide), RowKernel::WorkgroupSubgroup);
+        assert_eq!(choose_kernel(1000, 1024, &wide), RowKernel::SubgroupPerRow);
+        assert_eq!(
+            choose_kernel(1000, 1025, &wide),
+            RowKernel::WorkgroupSubgroup
+        );
     }
 
     #[test]
     fn without_subgroups_long_rows_use_workgroup_memory() {
         let caps = DeviceCaps::default();
-        assert_eq!(choose_kernel(33, &caps), RowKernel::WorkgroupShared);
-        assert_eq!(choose_kernel(200_001, &caps), RowKernel::WorkgroupShared);
+        assert_eq!(choose_kernel(1000, 33, &caps), RowKernel::WorkgroupShared);
+        assert_eq!(
+            choose_kernel(1000, 200_001, &caps),
+            RowKernel::WorkgroupShared
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! any machine, GPU or not.
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
-use wgpu_softmax::{entry_point, kernel_source, RowKernel, COPY_VEC4_SOURCE};
+use wgpu_softmax::{Shader, COPY_VEC4_SOURCE};
 
 fn validate(name: &str, source: &str, caps: Capabilities) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(source)
@@ -14,21 +14,27 @@ fn validate(name: &str, source: &str, caps: Capabilities) -> Result<(), String> 
 }
 
 #[test]
-fn every_softmax_kernel_validates_with_the_capabilities_it_declares() {
-    for kernel in RowKernel::ALL {
-        let caps = if kernel.needs_subgroups() {
+fn every_softmax_shader_validates_with_the_capabilities_it_declares() {
+    for shader in Shader::ALL {
+        let caps = if shader.needs_subgroups() {
             Capabilities::SUBGROUP
         } else {
             Capabilities::empty()
         };
-        validate(entry_point(kernel), &kernel_source(kernel), caps).unwrap();
+        validate(shader.entry_point(), &shader.source(), caps).unwrap();
     }
 }
 
 #[test]
-fn the_portable_kernels_need_no_subgroup_capability_and_the_subgroup_kernel_does() {
-    let sub = RowKernel::WorkgroupSubgroup;
-    assert!(validate(entry_point(sub), &kernel_source(sub), Capabilities::empty()).is_err());
+fn the_subgroup_shaders_do_need_the_subgroup_capability() {
+    for shader in Shader::ALL.into_iter().filter(|s| s.needs_subgroups()) {
+        let e = validate(
+            shader.entry_point(),
+            &shader.source(),
+            Capabilities::empty(),
+        );
+        assert!(e.is_err(), "{shader:?}");
+    }
 }
 
 #[test]
@@ -39,8 +45,8 @@ fn the_copy_kernel_validates() {
 #[test]
 fn each_shader_file_is_named_for_its_entry_point() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    for kernel in RowKernel::ALL {
-        let file = dir.join(format!("{}.wgsl", entry_point(kernel)));
+    for shader in Shader::ALL {
+        let file = dir.join(format!("{}.wgsl", shader.entry_point()));
         assert!(file.exists(), "{} is missing", file.display());
     }
 }

@@ -8,9 +8,12 @@
 //   2 src4    storage   the same input as vec4<f32> (a 16-byte dummy when VEC4 is off)
 //   3 dst     storage   output as f32 (may be the input buffer itself, for in-place use)
 //   4 dst4    storage   the same output as vec4<f32> (a 16-byte dummy when VEC4 is off)
+//   5 partials storage  per-(row, part) statistics of the split-row kernels (else a dummy)
 //
 // All storage bindings are read_write so that in-place use can bind one buffer to both
-// sides. Row r of the input starts at element src_offset + r * src_stride of `src`.
+// sides. Element c of row r of the input is element src_offset + r * src_stride + c -
+// col_base of `src` (col_base is 0 unless a split row is bound one column window at a
+// time).
 //
 // Numerics: WGSL lets compilers assume values are finite, so NaN and infinities are found
 // by testing bit patterns, never by comparisons. Each invocation keeps a running
@@ -27,6 +30,12 @@ struct Params {
     dst_offset: u32,
     grid_x: u32,
     inv_temperature: f32,
+    // Split rows: columns per part, parts per row, the first part of this dispatch, and
+    // the first column the bindings hold.
+    part_cols: u32,
+    parts: u32,
+    part_base: u32,
+    col_base: u32,
 }
 
 // Write log-softmax ((x - max) * inv_t - ln(sum)) instead of softmax.
@@ -42,6 +51,7 @@ override WORKGROUP_SIZE: u32 = 256u;
 @group(0) @binding(2) var<storage, read_write> src4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dst4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>;
 
 // -f32::MAX: the running max before any finite entry was seen.
 const LOWEST: f32 = -3.40282347e38;
@@ -106,29 +116,40 @@ fn accumulate4(st: Stats, v: vec4<f32>) -> Stats {
 // the number of blocks rather than with the sweep length.
 const BLOCK: u32 = 32u;
 
-// Statistics of the elements first, first + step, ... of row `row` (vec4s when VEC4).
-fn row_stats(row: u32, first: u32, step: u32) -> Stats {
+// Index in `src` of element `col` of row `row` (and likewise in `dst`).
+fn src_index(row: u32, col: u32) -> u32 {
+    return params.src_offset + row * params.src_stride + (col - params.col_base);
+}
+
+fn dst_index(row: u32, col: u32) -> u32 {
+    return params.dst_offset + row * params.dst_stride + (col - params.col_base);
+}
+
+// End of the vec4 body of columns [c0, c1): c1 rounded down to a multiple of 4 when VEC4
+// (c0 is then a multiple of 4), else c0 (no body, all scalars).
+fn body_end(c0: u32, c1: u32) -> u32 {
+    return select(c0, max(c0, c1 & ~3u), VEC4);
+}
+
+// Statistics of columns c0 + first, c0 + first + step, ... below c1 of row `row`, taking
+// the vec4 body four columns per step, then the scalar tail.
+fn range_stats(row: u32, c0: u32, c1: u32, first: u32, step: u32) -> Stats {
     var total = stats_empty();
     var block = stats_empty();
     var count = 0u;
-    let base = params.src_offset + row * params.src_stride;
-    var tail_start = 0u;
-    if VEC4 {
-        let base4 = base / 4u;
-        let n4 = params.cols / 4u;
-        for (var i = first; i < n4; i += step) {
-            block = accumulate4(block, src4[base4 + i]);
-            count += 1u;
-            if count == BLOCK {
-                total = merge(total, block);
-                block = stats_empty();
-                count = 0u;
-            }
+    let end4 = body_end(c0, c1);
+    let base4 = src_index(row, c0) / 4u;
+    for (var i = first; i < (end4 - c0) / 4u; i += step) {
+        block = accumulate4(block, src4[base4 + i]);
+        count += 1u;
+        if count == BLOCK {
+            total = merge(total, block);
+            block = stats_empty();
+            count = 0u;
         }
-        tail_start = n4 * 4u;
     }
-    for (var j = tail_start + first; j < params.cols; j += step) {
-        block = accumulate1(block, src[base + j]);
+    for (var j = end4 + first; j < c1; j += step) {
+        block = accumulate1(block, src[src_index(row, j)]);
         count += 1u;
         if count == BLOCK {
             total = merge(total, block);
@@ -137,6 +158,11 @@ fn row_stats(row: u32, first: u32, step: u32) -> Stats {
         }
     }
     return merge(total, block);
+}
+
+// Statistics of the elements first, first + step, ... of row `row`.
+fn row_stats(row: u32, first: u32, step: u32) -> Stats {
+    return range_stats(row, 0u, params.cols, first, step);
 }
 
 fn softmax1(x: f32, m: f32, inv_s: f32, log_s: f32) -> f32 {
@@ -157,9 +183,10 @@ fn softmax4(v: vec4<f32>, m: f32, inv_s: f32, log_s: f32) -> vec4<f32> {
 }
 
 // Rows with NaN or +inf give NaN everywhere; a row of only -inf (sum 0) gives NaN, or with
-// MASKED_ROWS_ZERO the value of probability 0. Returns false (writing nothing) for an
-// ordinary row. `bad` and `s` are the whole row's, so the branch is uniform.
-fn write_special(row: u32, first: u32, step: u32, bad: u32, s: f32) -> bool {
+// MASKED_ROWS_ZERO the value of probability 0. Writes columns c0 + first, ... below c1 and
+// returns true for such a row; returns false (writing nothing) for an ordinary row.
+// `bad` and `s` are the whole row's, so the branch is uniform.
+fn write_special(row: u32, c0: u32, c1: u32, first: u32, step: u32, bad: u32, s: f32) -> bool {
     if bad == 0u && s != 0.0 {
         return false;
     }
@@ -167,40 +194,38 @@ fn write_special(row: u32, first: u32, step: u32, bad: u32, s: f32) -> bool {
     if bad == 0u && MASKED_ROWS_ZERO {
         fill = select(0.0, bitcast<f32>(NEG_INF_BITS), LOG_SOFTMAX);
     }
-    let dst_base = params.dst_offset + row * params.dst_stride;
-    for (var j = first; j < params.cols; j += step) {
-        dst[dst_base + j] = fill;
+    for (var j = c0 + first; j < c1; j += step) {
+        dst[dst_index(row, j)] = fill;
     }
     return true;
 }
 
-// Writes the scalar tail (the last cols % 4 elements when VEC4, else the whole row).
-fn write_tail(row: u32, first: u32, step: u32, m: f32, inv_s: f32, log_s: f32) {
-    let src_base = params.src_offset + row * params.src_stride;
-    let dst_base = params.dst_offset + row * params.dst_stride;
-    let tail_start = select(0u, (params.cols / 4u) * 4u, VEC4);
-    for (var j = tail_start + first; j < params.cols; j += step) {
-        dst[dst_base + j] = softmax1(src[src_base + j], m, inv_s, log_s);
+// Writes the scalar tail of columns [c0, c1) (all of them unless VEC4).
+fn write_tail(row: u32, c0: u32, c1: u32, first: u32, step: u32, m: f32, inv_s: f32, log_s: f32) {
+    for (var j = body_end(c0, c1) + first; j < c1; j += step) {
+        dst[dst_index(row, j)] = softmax1(src[src_index(row, j)], m, inv_s, log_s);
     }
 }
 
-// Writes the elements first, first + step, ... of output row `row`, given the whole row's
-// statistics, re-reading the input.
-fn write_row(row: u32, first: u32, step: u32, st: Stats) {
-    if write_special(row, first, step, st.bad, st.s) {
+// Writes columns c0 + first, c0 + first + step, ... below c1 of output row `row`, given
+// the whole row's statistics, re-reading the input.
+fn range_write(row: u32, c0: u32, c1: u32, first: u32, step: u32, st: Stats) {
+    if write_special(row, c0, c1, first, step, st.bad, st.s) {
         return;
     }
     let inv_s = 1.0 / st.s;
     let log_s = log(st.s);
-    if VEC4 {
-        let src4_base = (params.src_offset + row * params.src_stride) / 4u;
-        let dst4_base = (params.dst_offset + row * params.dst_stride) / 4u;
-        let n4 = params.cols / 4u;
-        for (var i = first; i < n4; i += step) {
-            dst4[dst4_base + i] = softmax4(src4[src4_base + i], st.m, inv_s, log_s);
-        }
+    let n4 = (body_end(c0, c1) - c0) / 4u;
+    let src4_base = src_index(row, c0) / 4u;
+    let dst4_base = dst_index(row, c0) / 4u;
+    for (var i = first; i < n4; i += step) {
+        dst4[dst4_base + i] = softmax4(src4[src4_base + i], st.m, inv_s, log_s);
     }
-    write_tail(row, first, step, st.m, inv_s, log_s);
+    write_tail(row, c0, c1, first, step, st.m, inv_s, log_s);
+}
+
+fn write_row(row: u32, first: u32, step: u32, st: Stats) {
+    range_write(row, 0u, params.cols, first, step, st);
 }
 
 // ---- Rows held in registers -------------------------------------------------------
@@ -236,8 +261,7 @@ fn max_bad1(acc: MaxBad, x: f32) -> MaxBad {
 // Loads vec4s first + k * step (k < CACHE) of the row body into `cache` and returns
 // their max and poison flag, tail scalars included. Slots past the row stay unused.
 fn cache_load(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f32>, CACHE>>) -> MaxBad {
-    let base = params.src_offset + row * params.src_stride;
-    let base4 = base / 4u;
+    let base4 = src_index(row, 0u) / 4u;
     let n4 = params.cols / 4u;
     var acc = MaxBad(LOWEST, 0u);
     for (var k = 0u; k < CACHE; k++) {
@@ -253,7 +277,7 @@ fn cache_load(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f
         }
     }
     for (var j = n4 * 4u + first; j < params.cols; j += step) {
-        acc = max_bad1(acc, src[base + j]);
+        acc = max_bad1(acc, src[src_index(row, j)]);
     }
     return acc;
 }
@@ -274,9 +298,8 @@ fn cache_exp_sum(row: u32, first: u32, step: u32, cache: ptr<function, array<vec
             s += dot(e, vec4<f32>(1.0));
         }
     }
-    let base = params.src_offset + row * params.src_stride;
     for (var j = n4 * 4u + first; j < params.cols; j += step) {
-        let x = src[base + j];
+        let x = src[src_index(row, j)];
         let non_finite = (bitcast<u32>(x) & EXP_MASK) == EXP_MASK;
         s += select(exp((x - m) * params.inv_temperature), 0.0, non_finite);
     }
@@ -285,12 +308,12 @@ fn cache_exp_sum(row: u32, first: u32, step: u32, cache: ptr<function, array<vec
 
 // Writes the cached share and the tail, given the whole row's max, sum and poison flag.
 fn cache_write(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f32>, CACHE>>, m: f32, s: f32, bad: u32) {
-    if write_special(row, first, step, bad, s) {
+    if write_special(row, 0u, params.cols, first, step, bad, s) {
         return;
     }
     let inv_s = 1.0 / s;
     let log_s = log(s);
-    let dst4_base = (params.dst_offset + row * params.dst_stride) / 4u;
+    let dst4_base = dst_index(row, 0u) / 4u;
     let n4 = params.cols / 4u;
     for (var k = 0u; k < CACHE; k++) {
         let i = first + k * step;
@@ -302,5 +325,5 @@ fn cache_write(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<
             }
         }
     }
-    write_tail(row, first, step, m, inv_s, log_s);
+    write_tail(row, 0u, params.cols, first, step, m, inv_s, log_s);
 }
