@@ -86,29 +86,39 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Seconds per iteration: `iters` recordings in one submission, median of `repeats`,
-/// after one warm-up submission.
-fn time_gpu(
+type Recorder<'a> = &'a dyn Fn(&mut wgpu::CommandEncoder) -> wgpu_softmax::Result<()>;
+
+/// Seconds per iteration of each recorder, per round: `iters` recordings in one
+/// submission, the recorders taking turns within each round (so that a slow spell of a
+/// shared machine hits all of them alike), after one warm-up submission each.
+fn time_rounds(
     ctx: &Context,
     iters: u32,
     repeats: usize,
-    record: &dyn Fn(&mut wgpu::CommandEncoder) -> wgpu_softmax::Result<()>,
-) -> Result<f64, String> {
-    let mut times = Vec::new();
+    recorders: &[Recorder],
+) -> Result<Vec<Vec<f64>>, String> {
+    let mut times = vec![Vec::new(); recorders.len()];
     for round in 0..=repeats {
         let n = if round == 0 { 1 } else { iters };
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        for _ in 0..n {
-            record(&mut encoder).map_err(|e| e.to_string())?;
-        }
-        let start = Instant::now();
-        let index = ctx.queue().submit([encoder.finish()]);
-        wait(ctx, index)?;
-        if round > 0 {
-            times.push(start.elapsed().as_secs_f64() / f64::from(n));
+        for (record, out) in recorders.iter().zip(&mut times) {
+            let mut encoder = ctx.device().create_command_encoder(&Default::default());
+            for _ in 0..n {
+                record(&mut encoder).map_err(|e| e.to_string())?;
+            }
+            let start = Instant::now();
+            let index = ctx.queue().submit([encoder.finish()]);
+            wait(ctx, index)?;
+            if round > 0 {
+                out.push(start.elapsed().as_secs_f64() / f64::from(n));
+            }
         }
     }
-    Ok(median(times))
+    Ok(times)
+}
+
+/// The median over rounds of `a[i] / b[i]`.
+fn median_ratio(a: &[f64], b: &[f64]) -> f64 {
+    median(a.iter().zip(b).map(|(x, y)| x / y).collect())
 }
 
 fn wait(ctx: &Context, index: wgpu::SubmissionIndex) -> Result<(), String> {
@@ -153,6 +163,10 @@ struct Row {
     cols: usize,
     softmax_s: f64,
     copy_kernel_s: f64,
+    /// Median over rounds of copy-kernel time / softmax time, measured back to back.
+    softmax_over_copy: f64,
+    /// Median over repeats of upload-and-readback time / host-path time.
+    host_over_transfer: f64,
     copy_engine_s: f64,
     host_s: f64,
     transfer_s: f64,
@@ -189,7 +203,10 @@ fn measure_shape(
     ctx.queue()
         .write_buffer(&input, 0, bytemuck::cast_slice(&data));
 
-    let softmax_s = time_gpu(ctx, args.iters, args.repeats, &|enc| {
+    let bound = copy
+        .bind(&input, &output, bytes.next_multiple_of(16))
+        .map_err(|e| e.to_string())?;
+    let softmax: Recorder = &|enc| {
         ctx.encode(
             enc,
             MatrixView::new(&input),
@@ -197,18 +214,21 @@ fn measure_shape(
             shape,
             &args.options,
         )
-    })?;
-    let bound = copy
-        .bind(&input, &output, bytes.next_multiple_of(16))
-        .map_err(|e| e.to_string())?;
-    let copy_kernel_s = time_gpu(ctx, args.iters, args.repeats, &|enc| {
+    };
+    let copy_kernel: Recorder = &|enc| {
         bound.record(enc);
         Ok(())
-    })?;
-    let copy_engine_s = time_gpu(ctx, args.iters, args.repeats, &|enc| {
+    };
+    let copy_engine: Recorder = &|enc| {
         enc.copy_buffer_to_buffer(&input, 0, &output, 0, bytes.next_multiple_of(4));
         Ok(())
-    })?;
+    };
+    let t = time_rounds(
+        ctx,
+        args.iters,
+        args.repeats,
+        &[softmax, copy_kernel, copy_engine],
+    )?;
 
     // Host path, and the same bytes uploaded and read back with no compute.
     let mut out = vec![0.0f32; data.len()];
@@ -226,11 +246,13 @@ fn measure_shape(
     Ok(Row {
         rows,
         cols,
-        softmax_s,
-        copy_kernel_s,
-        copy_engine_s,
-        host_s: median(host),
-        transfer_s: median(transfer),
+        softmax_s: median(t[0].clone()),
+        copy_kernel_s: median(t[1].clone()),
+        copy_engine_s: median(t[2].clone()),
+        softmax_over_copy: median_ratio(&t[1], &t[0]),
+        host_s: median(host.clone()),
+        transfer_s: median(transfer.clone()),
+        host_over_transfer: median_ratio(&transfer, &host),
     })
 }
 
@@ -342,7 +364,8 @@ fn markdown(ctx: &Context, args: &Args, rows: &[Row], lat: &[(usize, f64, f64)])
         ctx.caps().subgroups
     );
     s += &format!(
-        "Op: {:?}; {} dispatches per submission, median of {} submissions.\n\n",
+        "Op: {:?}; {} dispatches per submission; times are medians of {} rounds, ratios the \
+         medians of per-round ratios (softmax and copies measured back to back).\n\n",
         args.options.op, args.iters, args.repeats
     );
     s += "| rows x cols | softmax G el/s | softmax GB/s | copy kernel GB/s | copy engine GB/s | softmax / copy kernel | host GB/s | upload+readback GB/s | host / transfer |\n";
@@ -356,10 +379,10 @@ fn markdown(ctx: &Context, args: &Args, rows: &[Row], lat: &[(usize, f64, f64)])
             r.gbs(r.softmax_s),
             r.gbs(r.copy_kernel_s),
             r.gbs(r.copy_engine_s),
-            r.copy_kernel_s / r.softmax_s,
+            r.softmax_over_copy,
             r.gbs(r.host_s),
             r.gbs(r.transfer_s),
-            r.transfer_s / r.host_s,
+            r.host_over_transfer,
         );
     }
     s += "\n| batch-1 cols | softmax call (us) | empty submission round trip (us) |\n| --- | --- | --- |\n";
@@ -381,8 +404,8 @@ fn csv(rows: &[Row]) -> String {
             r.copy_engine_s,
             r.host_s,
             r.transfer_s,
-            r.copy_kernel_s / r.softmax_s,
-            r.transfer_s / r.host_s
+            r.softmax_over_copy,
+            r.host_over_transfer
         );
     }
     s
@@ -414,7 +437,7 @@ fn chart(path: &std::path::Path, title: &str, rows: &[Row]) -> Result<(), String
             .draw()?;
         let points: Vec<(f64, f64)> = rows
             .iter()
-            .map(|r| (r.cols as f64, r.copy_kernel_s / r.softmax_s))
+            .map(|r| (r.cols as f64, r.softmax_over_copy))
             .collect();
         chart.draw_series(LineSeries::new(points.clone(), &BLUE))?;
         chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;

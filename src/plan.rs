@@ -45,7 +45,7 @@ impl RowKernel {
 
 /// vec4s each invocation holds in registers (`CACHE` in `softmax_common.wgsl`): rows whose
 /// body fits `CACHE` vec4s per invocation are read once.
-pub const CACHE_VEC4: usize = 8;
+pub const CACHE_VEC4: usize = 16;
 /// Rows up to this many columns run one invocation per row (and fit its cache).
 pub const THREAD_PER_ROW_MAX_COLS: usize = 4 * CACHE_VEC4;
 /// Invocations per workgroup of the thread-per-row kernel.
@@ -668,9 +668,10 @@ mod tests {
     #[test]
     fn short_rows_run_one_invocation_per_row() {
         let caps = caps_with_subgroups();
+        let t = THREAD_PER_ROW_MAX_COLS;
         assert_eq!(choose_kernel(1000, 1, &caps), RowKernel::ThreadPerRow);
-        assert_eq!(choose_kernel(1000, 32, &caps), RowKernel::ThreadPerRow);
-        assert_eq!(choose_kernel(1000, 33, &caps), RowKernel::SubgroupPerRow);
+        assert_eq!(choose_kernel(1000, t, &caps), RowKernel::ThreadPerRow);
+        assert_eq!(choose_kernel(1000, t + 1, &caps), RowKernel::SubgroupPerRow);
     }
 
     #[test]
@@ -826,9 +827,11 @@ mod tests {
             subgroup_max_size: 8,
             ..caps_with_subgroups()
         };
-        assert_eq!(choose_kernel(1000, 256, &caps), RowKernel::SubgroupPerRow);
+        // A subgroup caches 4 * CACHE_VEC4 columns per lane.
+        let fits = 4 * CACHE_VEC4 * 8;
+        assert_eq!(choose_kernel(1000, fits, &caps), RowKernel::SubgroupPerRow);
         assert_eq!(
-            choose_kernel(1000, 257, &caps),
+            choose_kernel(1000, fits + 1, &caps),
             RowKernel::WorkgroupSubgroup
         );
         let wide = DeviceCaps {
@@ -836,9 +839,10 @@ mod tests {
             subgroup_max_size: 32,
             ..caps
         };
-        assert_eq!(choose_kernel(1000, 1024, &wide), RowKernel::SubgroupPerRow);
+        let fits = 4 * CACHE_VEC4 * 32;
+        assert_eq!(choose_kernel(1000, fits, &wide), RowKernel::SubgroupPerRow);
         assert_eq!(
-            choose_kernel(1000, 1025, &wide),
+            choose_kernel(1000, fits + 1, &wide),
             RowKernel::WorkgroupSubgroup
         );
     }
@@ -846,7 +850,11 @@ mod tests {
     #[test]
     fn without_subgroups_long_rows_use_workgroup_memory() {
         let caps = DeviceCaps::default();
-        assert_eq!(choose_kernel(1000, 33, &caps), RowKernel::WorkgroupShared);
+        let t = THREAD_PER_ROW_MAX_COLS;
+        assert_eq!(
+            choose_kernel(1000, t + 1, &caps),
+            RowKernel::WorkgroupShared
+        );
         assert_eq!(
             choose_kernel(1000, 200_001, &caps),
             RowKernel::WorkgroupShared

@@ -235,7 +235,7 @@ fn write_row(row: u32, first: u32, step: u32, st: Stats) {
 // computed once per element (and kept, for softmax), summed, and written scaled by one
 // reciprocal. One read, one exp and one write per element.
 
-const CACHE: u32 = 8u;
+const CACHE: u32 = 16u;
 
 // Whether a row of params.cols fits the register cache of `step` invocations.
 fn row_fits_cache(step: u32) -> bool {
