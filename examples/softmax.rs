@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use wgpu_softmax::bandwidth::CopyKernel;
 use wgpu_softmax::reference::{self, Tolerance};
 use wgpu_softmax::wgpu;
-use wgpu_softmax::{Context, MatrixView, Op, Options, Shape};
+use wgpu_softmax::{Context, ContextOptions, MatrixView, Op, Options, Shape};
 
 const USAGE: &str = "\
 softmax: batched softmax and log-softmax on the GPU (wgpu)
@@ -41,6 +41,8 @@ Flags:
   --rows N          rows of the random matrix (default 4096)
   --cols N          columns of the random matrix (default 32000)
   --seed N          seed of the random matrix (default 42)
+  --max-gpu-mib N   GPU memory the host path may hold for staging (default 128):
+                    the matrix streams through in chunks of N/4 MiB (at least a row)
   -h, --help        print this help
 
 WGPU_BACKEND (vulkan, gl, metal, dx12) restricts the backends searched.
@@ -123,6 +125,7 @@ struct Args {
     rows: usize,
     cols: usize,
     seed: u64,
+    context: ContextOptions,
 }
 
 fn parse_args(args: impl IntoIterator<Item = OsString>) -> Outcome<Command> {
@@ -132,6 +135,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Outcome<Command> {
     let mut seed = DEFAULT_SEED;
     let mut log = false;
     let mut temperature = 1.0f32;
+    let mut context = ContextOptions::default();
     while let Some(arg) = args.next() {
         let Some(flag) = arg.to_str() else {
             return Err(Failure::Usage(format!("unexpected argument {arg:?}")));
@@ -145,6 +149,11 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Outcome<Command> {
             "--rows" => rows = Some(parse_count(flag, &text_value(&mut args, flag)?)?),
             "--cols" => cols = Some(parse_count(flag, &text_value(&mut args, flag)?)?),
             "--seed" => seed = parse_number(flag, &text_value(&mut args, flag)?)?,
+            "--max-gpu-mib" => {
+                let mib = parse_count(flag, &text_value(&mut args, flag)?)? as u64;
+                // Two chunks in flight, each a device buffer and a readback buffer.
+                context.host_chunk_bytes = mib.saturating_mul(1 << 20) / 4;
+            }
             _ if flag.starts_with('-') => {
                 return Err(Failure::Usage(format!("unknown flag {flag}")))
             }
@@ -171,6 +180,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Outcome<Command> {
         rows: rows.unwrap_or(DEFAULT_ROWS),
         cols: cols.unwrap_or(DEFAULT_COLS),
         seed,
+        context,
     }))
 }
 
@@ -266,7 +276,7 @@ fn zeroed(len: usize) -> Outcome<Vec<f32>> {
 /// fails fast and with nothing but the error on stderr.
 fn run_file(path: &Path, args: &Args) -> Outcome<()> {
     let array = npy::read(path).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
-    let ctx = Context::new_blocking().map_err(runtime)?;
+    let ctx = Context::with_options_blocking(args.context.clone()).map_err(runtime)?;
     let result = ctx
         .run_blocking(&array.data, array.shape, &args.options)
         .map_err(runtime)?;
@@ -299,7 +309,7 @@ fn run_generated(args: &Args) -> Outcome<()> {
     let input = random_logits(len, args.seed)?;
     let mut output = zeroed(len)?;
     let options = &args.options;
-    let ctx = Context::new_blocking().map_err(runtime)?;
+    let ctx = Context::with_options_blocking(args.context.clone()).map_err(runtime)?;
     say!("{}", adapter_line(&ctx))?;
     say!(
         "shape: {} x {} (op {}, temperature {})",

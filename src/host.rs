@@ -166,9 +166,11 @@ impl Context {
         if let Some(s) = self.scratch.take(bytes) {
             return Ok(s);
         }
-        // Round up so slightly larger later calls reuse the slot.
+        // Round up so slightly larger later calls reuse the slot, but not past the chunk
+        // size (the GPU memory budget) unless one row is larger still.
         let capacity = bytes
             .next_power_of_two()
+            .min(self.options.host_chunk_bytes)
             .min(self.caps.max_buffer_size)
             .max(bytes);
         scoped(&self.device, || Scratch {

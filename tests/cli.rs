@@ -305,3 +305,16 @@ fn unknown_flag_is_a_usage_error() {
 fn input_without_a_value_is_a_usage_error() {
     assert_fails(&["--input"], 2);
 }
+
+#[test]
+fn a_small_gpu_memory_budget_streams_and_still_checks_out() {
+    let out = cli(&["--rows", "64", "--cols", "20000", "--max-gpu-mib", "1"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(stdout.contains("): ok"), "{stdout}");
+}
+
+#[test]
+fn zero_gpu_memory_budget_is_a_usage_error() {
+    assert_fails(&["--max-gpu-mib", "0"], 2);
+}

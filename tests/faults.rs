@@ -1,0 +1,461 @@
+//! Faults and stress: many threads on one context, many calls on one context (no growth
+//! of pooled buffers or memory), a device destroyed under the library, and a GPU slower
+//! than the time-out. Every wait is bounded by a watchdog, so a hang fails the test
+//! instead of stalling the run.
+//!
+//! The input-is-never-modified check of the resident API is not repeated here:
+//! `tests/resident.rs` (`guard_case`) reads the input buffer back after every case.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{check_output, ctx, normal_matrix, Rng};
+use wgpu_softmax::wgpu;
+use wgpu_softmax::{Context, ContextOptions, Error, Options, Shape};
+
+/// The tests of this file run one at a time: the memory test reads the whole process's
+/// resident set, and the fault tests time things; neither wants the others running.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `f` on its own thread and waits at most `limit` for its result. A hang fails the
+/// test (the stuck thread is left behind); a panic in `f` is re-raised here.
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    let worker = thread::Builder::new()
+        .name(what.to_string())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .expect("spawn");
+    match rx.recv_timeout(limit) {
+        Ok(value) => {
+            worker.join().expect("worker");
+            value
+        }
+        Err(RecvTimeoutError::Timeout) => {
+            panic!("{what}: no result within {limit:?}: deadlock or hang")
+        }
+        Err(RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the worker ended without sending"),
+        },
+    }
+}
+
+/// The process's resident set in bytes (`/proc/self/statm`, second field, 4 KiB pages).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("statm's second field");
+    pages * 4096
+}
+
+const MIB: f64 = (1 << 20) as f64;
+
+/// The error's variant name, for the report.
+fn variant(e: &Error) -> &'static str {
+    match e {
+        Error::NoAdapter(_) => "NoAdapter",
+        Error::RequestDevice(_) => "RequestDevice",
+        Error::ShapeMismatch { .. } => "ShapeMismatch",
+        Error::ShapeOverflow { .. } => "ShapeOverflow",
+        Error::InvalidTemperature(_) => "InvalidTemperature",
+        Error::InvalidStride { .. } => "InvalidStride",
+        Error::Misaligned { .. } => "Misaligned",
+        Error::BufferTooSmall { .. } => "BufferTooSmall",
+        Error::MissingUsage { .. } => "MissingUsage",
+        Error::PartialOverlap => "PartialOverlap",
+        Error::RowTooLong { .. } => "RowTooLong",
+        Error::Unsupported(_) => "Unsupported",
+        Error::Validation(_) => "Validation",
+        Error::OutOfMemory(_) => "OutOfMemory",
+        Error::Internal(_) => "Internal",
+        Error::Map(_) => "Map",
+        Error::Timeout(_) => "Timeout",
+        Error::DeviceLost(_) => "DeviceLost",
+        _ => "(unknown variant)",
+    }
+}
+
+/// The errors a call on a destroyed device may give: GPU-side failures, not argument
+/// errors (the arguments are fine) and never a time-out of the full default length.
+fn is_gpu_failure(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Validation(_)
+            | Error::OutOfMemory(_)
+            | Error::Internal(_)
+            | Error::Map(_)
+            | Error::DeviceLost(_)
+            | Error::Timeout(_)
+    )
+}
+
+/// The app's own device, as `tests/resident.rs` makes it, with an uncaptured-error
+/// handler and a device-lost callback that only record (so wgpu's default handler, which
+/// panics, cannot hide or cause a failure).
+struct AppDevice {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    uncaptured: Arc<Mutex<Vec<String>>>,
+    lost: Arc<Mutex<Vec<String>>>,
+}
+
+impl AppDevice {
+    fn new() -> Self {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter =
+            pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+                .expect("adapter");
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))
+                .expect("device");
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(e.to_string());
+        }));
+        let lost = Arc::new(Mutex::new(Vec::new()));
+        let sink = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            sink.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("{reason:?}: {message}"));
+        });
+        AppDevice {
+            device,
+            queue,
+            uncaptured,
+            lost,
+        }
+    }
+
+    fn report(&self, what: &str) {
+        let uncaptured = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner());
+        let lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        eprintln!(
+            "{what}: device-lost callback {:?}; {} uncaptured error(s){}",
+            *lost,
+            uncaptured.len(),
+            uncaptured
+                .first()
+                .map(|e| format!(", first: {}", one_line(e)))
+                .unwrap_or_default()
+        );
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.chars().count() > 300 {
+        format!("{}...", s.chars().take(300).collect::<String>())
+    } else {
+        s
+    }
+}
+
+#[test]
+fn eight_threads_share_one_context() {
+    let Some(ctx) = ctx() else { return };
+    let _serial = serial();
+    const THREADS: usize = 8;
+    const CALLS: usize = 100;
+    const COLS: [usize; 6] = [1, 7, 33, 100, 1000, 4100];
+    let done = Arc::new(AtomicUsize::new(0));
+    let counter = done.clone();
+    let start = Instant::now();
+    within(Duration::from_secs(300), "eight threads", move || {
+        thread::scope(|s| {
+            for t in 0..THREADS {
+                let counter = &counter;
+                s.spawn(move || {
+                    let mut rng = Rng::new(1000 + t as u64);
+                    for call in 0..CALLS {
+                        let rows = 1 + rng.below(40);
+                        let cols = COLS[rng.below(COLS.len())];
+                        let shape = Shape::new(rows, cols);
+                        let mut options = if rng.below(2) == 0 {
+                            Options::softmax()
+                        } else {
+                            Options::log_softmax()
+                        };
+                        if rng.below(2) == 0 {
+                            options = options.with_temperature(2.0);
+                        }
+                        let x = normal_matrix(rng.next_u64(), rows * cols, 3.0);
+                        let y = ctx.run_blocking(&x, shape, &options).unwrap_or_else(|e| {
+                            panic!("thread {t} call {call} {shape:?} {options:?}: {e}")
+                        });
+                        check_output(&y, &x, shape, &options);
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+    });
+    assert_eq!(done.load(Ordering::Relaxed), THREADS * CALLS);
+    eprintln!(
+        "{THREADS} threads x {CALLS} calls on one context: {:.2?}; staging buffers pooled \
+         afterwards: {} ({} bytes)",
+        start.elapsed(),
+        ctx.staging_buffer_count(),
+        ctx.staging_bytes()
+    );
+}
+
+#[test]
+fn ten_thousand_calls_keep_buffers_and_memory_flat() {
+    if ctx().is_none() {
+        return;
+    }
+    let _serial = serial();
+    const CALLS: usize = 10_000;
+    // Small shapes (rows * cols <= 4096) so that 10,000 calls take seconds on a software
+    // adapter; together they use every kind of kernel the planner picks for short rows.
+    const SHAPES: [(usize, usize); 8] = [
+        (1, 1),
+        (3, 7),
+        (8, 33),
+        (16, 100),
+        (4, 1000),
+        (1, 4096),
+        (32, 128),
+        (2, 2048),
+    ];
+    let ctx = Context::new_blocking().expect("context");
+    let inputs: Vec<Vec<f32>> = SHAPES
+        .iter()
+        .enumerate()
+        .map(|(i, &(r, c))| normal_matrix(500 + i as u64, r * c, 3.0))
+        .collect();
+    let mut buffers_at_100 = 0;
+    let mut rss_at_1000 = 0;
+    let start = Instant::now();
+    for call in 0..CALLS {
+        let k = call % SHAPES.len();
+        let shape = Shape::new(SHAPES[k].0, SHAPES[k].1);
+        let options = match (call / SHAPES.len()) % 3 {
+            0 => Options::softmax(),
+            1 => Options::log_softmax(),
+            _ => Options::softmax().with_temperature(2.0),
+        };
+        let y = ctx
+            .run_blocking(&inputs[k], shape, &options)
+            .unwrap_or_else(|e| panic!("call {call} {shape:?}: {e}"));
+        // Checking every result keeps the test honest; it costs little at these sizes.
+        check_output(&y, &inputs[k], shape, &options);
+        match call + 1 {
+            100 => buffers_at_100 = ctx.staging_buffer_count(),
+            1000 => rss_at_1000 = rss_bytes(),
+            _ => {}
+        }
+    }
+    let elapsed = start.elapsed();
+    let buffers_at_end = ctx.staging_buffer_count();
+    let rss_at_end = rss_bytes();
+    let growth = rss_at_end as f64 - rss_at_1000 as f64;
+    eprintln!(
+        "{CALLS} host calls: {elapsed:.2?} ({:.0} us per call); staging buffers after 100 \
+         calls: {buffers_at_100}, after {CALLS}: {buffers_at_end} ({} bytes); RSS after \
+         1,000 calls: {:.1} MiB, after {CALLS}: {:.1} MiB, growth {:.2} MiB",
+        elapsed.as_secs_f64() * 1e6 / CALLS as f64,
+        ctx.staging_bytes(),
+        rss_at_1000 as f64 / MIB,
+        rss_at_end as f64 / MIB,
+        growth / MIB,
+    );
+    assert_eq!(
+        buffers_at_100, buffers_at_end,
+        "the staging pool grew between call 100 and call {CALLS}"
+    );
+    // Each call allocates a uniform buffer and bind groups and (before the pool is warm)
+    // staging buffers. A leak of 2 KiB per call over the last 9,000 calls would be
+    // 17.6 MiB; 16 MiB leaves room for allocator and driver caches (measured growth is
+    // well under 1 MiB on lavapipe and llvmpipe) while catching anything that grows
+    // with the call count.
+    let bound = 16.0 * MIB;
+    assert!(
+        growth < bound,
+        "resident memory grew by {:.1} MiB between call 1,000 and call {CALLS}",
+        growth / MIB
+    );
+}
+
+#[test]
+fn a_destroyed_device_gives_an_error_not_a_hang_or_panic() {
+    if ctx().is_none() {
+        return;
+    }
+    let _serial = serial();
+    let app = AppDevice::new();
+    let ctx = Arc::new(Context::from_device(&app.device, &app.queue).expect("context"));
+    let shape = Shape::new(8, 1000);
+    let x = Arc::new(normal_matrix(7, shape.rows * shape.cols, 3.0));
+    let y = ctx
+        .run_blocking(&x, shape, &Options::softmax())
+        .expect("a call before the device is destroyed");
+    check_output(&y, &x, shape, &Options::softmax());
+    app.device.destroy();
+    // The same shape (pooled staging slot, cached pipeline), then a new one (new buffers
+    // and a pipeline never built), then the first again: each must be an error, soon.
+    for (i, (shape, options)) in [
+        (shape, Options::softmax()),
+        (Shape::new(3, 70_000), Options::log_softmax()),
+        (shape, Options::softmax()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let input = if shape.rows * shape.cols == x.len() {
+            x.clone()
+        } else {
+            Arc::new(normal_matrix(8, shape.rows * shape.cols, 3.0))
+        };
+        let ctx = ctx.clone();
+        let started = Instant::now();
+        let result = within(
+            Duration::from_secs(60),
+            "a call on a destroyed device",
+            move || ctx.run_blocking(&input, shape, &options),
+        );
+        match result {
+            Ok(_) => panic!("call {i} {shape:?} on a destroyed device returned Ok"),
+            Err(e) => {
+                eprintln!(
+                    "destroyed device, call {i} {shape:?}: Err({}) after {:.2?}: {}",
+                    variant(&e),
+                    started.elapsed(),
+                    one_line(&e.to_string())
+                );
+                assert!(is_gpu_failure(&e), "unexpected error {e:?}");
+            }
+        }
+    }
+    app.report("destroyed device");
+}
+
+#[test]
+fn a_device_destroyed_during_a_streaming_call_gives_ok_or_an_error_not_a_hang_or_panic() {
+    if ctx().is_none() {
+        return;
+    }
+    let _serial = serial();
+    // 64 rows of 200,000 (51 MB) in chunks of one row: 64 chunks, two in flight.
+    let shape = Shape::new(64, 200_000);
+    let x = Arc::new(normal_matrix(9, shape.rows * shape.cols, 3.0));
+    let options = Options::softmax();
+    let mut outcomes = Vec::new();
+    for delay_ms in [0u64, 5, 25, 100, 400] {
+        let app = AppDevice::new();
+        let mut o = ContextOptions::default();
+        o.host_chunk_bytes = shape.cols as u64 * 4;
+        let ctx = Arc::new(
+            Context::from_device_with_options(&app.device, &app.queue, o).expect("context"),
+        );
+        // Build the pipelines first, so the destroy lands in the streaming.
+        let warm = normal_matrix(10, shape.cols, 3.0);
+        ctx.run_blocking(&warm, Shape::new(1, shape.cols), &options)
+            .expect("warm-up call");
+        let device = app.device.clone();
+        let started = Instant::now();
+        let destroyer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(delay_ms));
+            device.destroy();
+            Instant::now()
+        });
+        let (input, call_ctx) = (x.clone(), ctx.clone());
+        let result = within(
+            Duration::from_secs(120),
+            "a streaming call while the device is destroyed",
+            move || {
+                let r = call_ctx.run_blocking(&input, shape, &options);
+                (r, Instant::now())
+            },
+        );
+        let destroyed_at = destroyer.join().expect("destroyer") - started;
+        let (result, ended_at) = (result.0, result.1 - started);
+        let outcome = match &result {
+            Ok(y) => {
+                check_output(y, &x, shape, &options);
+                "Ok (correct)".to_string()
+            }
+            Err(e) => {
+                assert!(is_gpu_failure(e), "unexpected error {e:?}");
+                format!("Err({}): {}", variant(e), one_line(&e.to_string()))
+            }
+        };
+        eprintln!(
+            "destroy after {delay_ms} ms (at {destroyed_at:.2?}), call ended at \
+             {ended_at:.2?}: {outcome}"
+        );
+        app.report("  ");
+        if let Err(e) = result {
+            outcomes.push(variant(&e));
+        } else {
+            outcomes.push("Ok");
+        }
+    }
+    eprintln!("outcomes by delay: {outcomes:?}");
+}
+
+#[test]
+fn a_gpu_that_never_finishes_times_out() {
+    if ctx().is_none() {
+        return;
+    }
+    let _serial = serial();
+    // A 1 ns time-out: any wait for the GPU that is not already over must give Timeout.
+    let mut o = ContextOptions::default();
+    o.timeout = Duration::from_nanos(1);
+    let ctx = Arc::new(Context::with_options_blocking(o).expect("context"));
+    let mut rng = Rng::new(77);
+    let mut observed = Vec::new();
+    for (rows, cols) in [
+        (1, 1000),
+        (64, 4096),
+        (256, 16_384),
+        (64, 200_000),
+        (1, 4_000_000),
+    ] {
+        let shape = Shape::new(rows, cols);
+        let x = Arc::new(normal_matrix(rng.next_u64(), rows * cols, 3.0));
+        let (input, call_ctx) = (x.clone(), ctx.clone());
+        let started = Instant::now();
+        let result = within(Duration::from_secs(60), "a call with a 1 ns time-out", {
+            move || call_ctx.run_blocking(&input, shape, &Options::softmax())
+        });
+        let took = started.elapsed();
+        match result {
+            Ok(y) => {
+                check_output(&y, &x, shape, &Options::softmax());
+                eprintln!("1 ns time-out, {shape:?}: Ok (correct) in {took:.2?}");
+                observed.push("Ok");
+            }
+            Err(Error::Timeout(d)) => {
+                assert_eq!(d, Duration::from_nanos(1), "the time-out reported");
+                eprintln!("1 ns time-out, {shape:?}: Err(Timeout({d:?})) in {took:.2?}");
+                observed.push("Timeout");
+            }
+            Err(e) => panic!("{shape:?}: expected Ok or Timeout, got {e:?}"),
+        }
+    }
+    eprintln!("outcomes by size: {observed:?}");
+}
