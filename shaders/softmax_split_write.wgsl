@@ -21,5 +21,6 @@ fn softmax_split_write(
     }
     let c0 = part * params.part_cols;
     let c1 = min(c0 + params.part_cols, params.cols);
-    range_write(row, c0, c1, lid, WORKGROUP_SIZE, st);
+    // Part 0's first invocation leads (stores the row's statistics, if asked).
+    range_write(row, c0, c1, lid, WORKGROUP_SIZE, resolve_stats(row, st, lid == 0u && part == 0u));
 }

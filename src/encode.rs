@@ -145,6 +145,107 @@ impl Options {
     }
 }
 
+/// What [`Context::encode_with_stats`] does with the statistics buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StatsMode {
+    /// Write each row's `(max, log-sum-exp)` of `x / T` (and the softmax, as usual).
+    Write,
+    /// Normalise each row with the `(max, log-sum-exp)` read from the buffer.
+    Given,
+}
+
+/// Row statistics in a caller's buffer: `[rows, 2]` f32, `(max, log-sum-exp)` of `x / T`
+/// per row, starting `offset` bytes in.
+#[derive(Clone, Copy, Debug)]
+pub struct StatsView<'a> {
+    /// The buffer; it needs `BufferUsages::STORAGE`.
+    pub buffer: &'a wgpu::Buffer,
+    /// Byte offset of row 0's statistics; a multiple of 8.
+    pub offset: u64,
+}
+
+/// A checked statistics binding: the binding's range and the index of row 0 in it.
+pub(crate) struct StatsBinding<'a> {
+    buffer: &'a wgpu::Buffer,
+    offset: u64,
+    size: u64,
+    first_row: u32,
+}
+
+impl<'a> StatsView<'a> {
+    /// Statistics at the start of `buffer`.
+    pub fn new(buffer: &'a wgpu::Buffer) -> Self {
+        StatsView { buffer, offset: 0 }
+    }
+
+    /// This view, starting `offset` bytes into the buffer.
+    pub fn with_offset(mut self, offset: u64) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    fn binding(&self, rows: usize, caps: &plan::DeviceCaps) -> Result<StatsBinding<'a>> {
+        if !self.offset.is_multiple_of(8) {
+            return Err(Error::Misaligned {
+                offset: self.offset,
+                required: 8,
+            });
+        }
+        if !self.buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::MissingUsage {
+                which: "stats",
+                missing: "STORAGE",
+            });
+        }
+        let end = (rows as u64)
+            .checked_mul(8)
+            .and_then(|b| b.checked_add(self.offset))
+            .ok_or(Error::ShapeOverflow { rows, cols: 2 })?;
+        if end > self.buffer.size() {
+            return Err(Error::BufferTooSmall {
+                which: "stats",
+                needed: end,
+                size: self.buffer.size(),
+            });
+        }
+        let align = u64::from(caps.storage_offset_alignment.max(8));
+        let offset = self.offset - self.offset % align;
+        if end - offset > caps.max_storage_binding_size {
+            return Err(Error::Unsupported(format!(
+                "statistics of {rows} rows exceed one storage binding"
+            )));
+        }
+        Ok(StatsBinding {
+            buffer: self.buffer,
+            offset,
+            size: end - offset,
+            first_row: ((self.offset - offset) / 8) as u32,
+        })
+    }
+}
+
+/// Combines the statistics of two column shards of the same row: the larger max, and the
+/// log of the summed exponentials. `(NaN, NaN)` (a poisoned shard) poisons the result;
+/// `(-inf, -inf)` (a fully masked shard) leaves the other unchanged.
+pub fn combine_stats(a: [f32; 2], b: [f32; 2]) -> [f32; 2] {
+    if a[1].is_nan() || b[1].is_nan() || a[1] == f32::INFINITY || b[1] == f32::INFINITY {
+        return [f32::NAN, f32::NAN];
+    }
+    if a[1] == f32::NEG_INFINITY {
+        return b;
+    }
+    if b[1] == f32::NEG_INFINITY {
+        return a;
+    }
+    let (hi, lo) = if a[1] >= b[1] {
+        (f64::from(a[1]), f64::from(b[1]))
+    } else {
+        (f64::from(b[1]), f64::from(a[1]))
+    };
+    let lse = hi + (lo - hi).exp().ln_1p();
+    [a[0].max(b[0]), lse as f32]
+}
+
 /// A matrix in a caller's buffer: where element `[0, 0]` is and how far apart rows are.
 #[derive(Clone, Copy, Debug)]
 pub struct MatrixView<'a> {
@@ -256,6 +357,39 @@ impl Context {
         shape: Shape,
         options: &Options,
     ) -> Result<()> {
+        self.encode_inner(encoder, input, output, shape, options, None)
+    }
+
+    /// [`Context::encode`] with row statistics: with [`StatsMode::Write`] each row's
+    /// `(max, log-sum-exp)` of `x / T` is also written to `stats` (`[rows, 2]` f32); with
+    /// [`StatsMode::Given`] rows are normalised with the statistics read from `stats`
+    /// instead of their own, e.g. statistics combined with [`combine_stats`] over the
+    /// column shards of a vocabulary split across devices.
+    ///
+    /// A row with NaN or `+inf` has statistics `(NaN, NaN)`, a fully masked row
+    /// `(-inf, -inf)`; given such statistics, a row is written as NaN or masked.
+    pub fn encode_with_stats(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: MatrixView<'_>,
+        output: MatrixView<'_>,
+        shape: Shape,
+        options: &Options,
+        stats: StatsView<'_>,
+        mode: StatsMode,
+    ) -> Result<()> {
+        self.encode_inner(encoder, input, output, shape, options, Some((stats, mode)))
+    }
+
+    fn encode_inner(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: MatrixView<'_>,
+        output: MatrixView<'_>,
+        shape: Shape,
+        options: &Options,
+        stats: Option<(StatsView<'_>, StatsMode)>,
+    ) -> Result<()> {
         options.validate()?;
         shape.len()?;
         if shape.is_empty() {
@@ -270,6 +404,10 @@ impl Context {
                 return Err(Error::PartialOverlap);
             }
         }
+        let stats = match stats {
+            Some((view, mode)) => Some((view.binding(shape.rows, &self.caps)?, mode)),
+            None => None,
+        };
         let plan = plan::plan(
             shape.rows,
             shape.cols,
@@ -278,13 +416,14 @@ impl Context {
             options.tuning(),
             &self.caps,
         )?;
-        self.record(encoder, &plan, input, output, shape, options)
+        self.record(encoder, &plan, input, output, shape, options, stats)
     }
 
     /// Records `plan` in one compute pass: one uniform buffer holding every chunk's
     /// params, one bind group per chunk, one dispatch per chunk and shader (split rows:
     /// the stats pass of a run of chunks, then its write pass).
-    pub(crate) fn record(
+    #[allow(clippy::too_many_arguments)]
+    fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         plan: &Plan,
@@ -292,6 +431,7 @@ impl Context {
         output: MatrixView<'_>,
         shape: Shape,
         options: &Options,
+        stats: Option<(StatsBinding<'_>, StatsMode)>,
     ) -> Result<()> {
         let pipelines = Shader::of_kernel(plan.kernel)
             .iter()
@@ -302,6 +442,8 @@ impl Context {
                     vec4: plan.vec4,
                     log: options.op == Op::LogSoftmax,
                     masked_rows_zero: options.masked_rows == MaskedRows::Zero,
+                    stats_write: matches!(stats, Some((_, StatsMode::Write))),
+                    stats_given: matches!(stats, Some((_, StatsMode::Given))),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -343,6 +485,8 @@ impl Context {
                 parts: split.parts,
                 part_base: chunk.part_base,
                 col_base: chunk.col_base as u32,
+                row_base: stats.as_ref().map_or(0, |(b, _)| b.first_row) + chunk.first_row as u32,
+                _pad: [0; 3],
             };
             let at = i * slot as usize;
             bytes[at..at + std::mem::size_of::<Params>()]
@@ -379,6 +523,14 @@ impl Context {
                         }),
                         None => unused.clone(),
                     };
+                    let stats_view = match &stats {
+                        Some((b, _)) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: b.buffer,
+                            offset: b.offset,
+                            size: wgpu::BufferSize::new(b.size),
+                        }),
+                        None => unused.clone(),
+                    };
                     let params_view = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                         buffer: &uniforms,
                         offset: i as u64 * slot,
@@ -391,6 +543,7 @@ impl Context {
                         dst_view,
                         dst4_view,
                         partials_view,
+                        stats_view,
                     ];
                     let entries: Vec<wgpu::BindGroupEntry> = resources
                         .into_iter()

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::context::Context;
-use crate::encode::{MatrixView, Options, Shape};
+use crate::encode::{MatrixView, Options, Shape, StatsMode, StatsView};
 use crate::error::{Error, Result};
 use crate::kernels::scoped;
 use crate::plan::{self, Placement};
@@ -102,6 +102,93 @@ impl Context {
         shape: Shape,
         options: &Options,
     ) -> Result<()> {
+        self.run_host(input, output, shape, options, None).await
+    }
+
+    /// [`Context::run`] that also returns each row's `(max, log-sum-exp)` of `x / T`
+    /// (see [`Context::encode_with_stats`]).
+    pub async fn run_with_stats(
+        &self,
+        input: &[f32],
+        shape: Shape,
+        options: &Options,
+    ) -> Result<(Vec<f32>, Vec<[f32; 2]>)> {
+        let mut output = vec![0.0f32; input.len()];
+        let mut stats = vec![[0.0f32; 2]; shape.rows];
+        self.run_host(
+            input,
+            &mut output,
+            shape,
+            options,
+            Some((&mut stats, StatsMode::Write)),
+        )
+        .await?;
+        Ok((output, stats))
+    }
+
+    /// [`Context::run`] normalising each row with the given `(max, log-sum-exp)` of
+    /// `x / T` instead of its own: for the column shards of a row split across devices,
+    /// given the statistics combined over all shards with
+    /// [`combine_stats`](crate::combine_stats).
+    pub async fn run_with_given_stats(
+        &self,
+        input: &[f32],
+        stats: &[[f32; 2]],
+        shape: Shape,
+        options: &Options,
+    ) -> Result<Vec<f32>> {
+        if stats.len() != shape.rows {
+            return Err(Error::ShapeMismatch {
+                rows: shape.rows,
+                cols: 2,
+                expected: shape.rows * 2,
+                actual: stats.len() * 2,
+            });
+        }
+        let mut output = vec![0.0f32; input.len()];
+        let mut given = stats.to_vec();
+        self.run_host(
+            input,
+            &mut output,
+            shape,
+            options,
+            Some((&mut given, StatsMode::Given)),
+        )
+        .await?;
+        Ok(output)
+    }
+
+    /// Blocking [`Context::run_with_stats`] (native targets).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn run_with_stats_blocking(
+        &self,
+        input: &[f32],
+        shape: Shape,
+        options: &Options,
+    ) -> Result<(Vec<f32>, Vec<[f32; 2]>)> {
+        pollster::block_on(self.run_with_stats(input, shape, options))
+    }
+
+    /// Blocking [`Context::run_with_given_stats`] (native targets).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn run_with_given_stats_blocking(
+        &self,
+        input: &[f32],
+        stats: &[[f32; 2]],
+        shape: Shape,
+        options: &Options,
+    ) -> Result<Vec<f32>> {
+        pollster::block_on(self.run_with_given_stats(input, stats, shape, options))
+    }
+
+    async fn run_host(
+        &self,
+        input: &[f32],
+        output: &mut [f32],
+        shape: Shape,
+        options: &Options,
+        stats: Option<(&mut [[f32; 2]], StatsMode)>,
+    ) -> Result<()> {
         options.validate()?;
         let expected = shape.len()?;
         for actual in [input.len(), output.len()] {
@@ -149,9 +236,27 @@ impl Context {
         for _ in 0..chunks.min(2) {
             slots.push(self.take_scratch(chunk_bytes)?);
         }
-        let result = self
-            .stream(input, output, shape, options, chunk_rows, &slots)
+        let stats_buffer = match &stats {
+            Some((values, mode)) => Some(self.stats_buffer(values, *mode)?),
+            None => None,
+        };
+        let stats_binding = stats_buffer.as_ref().zip(stats.as_ref().map(|(_, m)| *m));
+        let mut result = self
+            .stream(
+                input,
+                output,
+                shape,
+                options,
+                chunk_rows,
+                &slots,
+                stats_binding,
+            )
             .await;
+        if let (Ok(()), Some((values, StatsMode::Write)), Some(buffer)) =
+            (&result, stats, &stats_buffer)
+        {
+            result = self.read_stats(buffer, values);
+        }
         if result.is_ok() {
             for s in slots {
                 self.scratch.give_back(s);
@@ -160,6 +265,74 @@ impl Context {
         // On error the slots are dropped (their buffers freed): one may still be mapped
         // or in use by work that failed.
         result
+    }
+
+    /// A device buffer for the rows' statistics, holding `values` when they are given.
+    fn stats_buffer(&self, values: &[[f32; 2]], mode: StatsMode) -> Result<wgpu::Buffer> {
+        scoped(&self.device, || {
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-softmax host stats"),
+                size: (values.len() as u64 * 8).max(16),
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            if mode == StatsMode::Given {
+                self.queue
+                    .write_buffer(&buffer, 0, bytemuck::cast_slice(values));
+            }
+            buffer
+        })
+    }
+
+    /// Reads the statistics written to `buffer` into `values`.
+    fn read_stats(&self, buffer: &wgpu::Buffer, values: &mut [[f32; 2]]) -> Result<()> {
+        let bytes = values.len() as u64 * 8;
+        let (readback, submission) = scoped(&self.device, || {
+            let readback = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-softmax stats readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("wgpu-softmax stats readback"),
+                });
+            encoder.copy_buffer_to_buffer(buffer, 0, &readback, 0, bytes);
+            let submission = self.queue.submit([encoder.finish()]);
+            (readback, submission)
+        })?;
+        let mapped: MapResult = Arc::new(Mutex::new(None));
+        let flag = mapped.clone();
+        readback.map_async(wgpu::MapMode::Read, .., move |r| {
+            *flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        });
+        self.wait_for(submission, &mapped)?;
+        let outcome = mapped.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.check_mapped(outcome)?;
+        let view = readback
+            .get_mapped_range(..)
+            .map_err(|e| Error::Map(e.to_string()))?;
+        bytemuck::cast_slice_mut::<[f32; 2], u8>(values).copy_from_slice(&view);
+        Ok(())
+    }
+
+    /// Turns a map callback's outcome into a result.
+    fn check_mapped(
+        &self,
+        outcome: Option<std::result::Result<(), wgpu::BufferAsyncError>>,
+    ) -> Result<()> {
+        match outcome {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(match self.lost_reason() {
+                Some(reason) => Error::DeviceLost(reason),
+                None => Error::Map(e.to_string()),
+            }),
+            None => Err(Error::Map("the map callback never ran".into())),
+        }
     }
 
     fn take_scratch(&self, bytes: u64) -> Result<Scratch> {
@@ -192,6 +365,7 @@ impl Context {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn stream(
         &self,
         input: &[f32],
@@ -200,6 +374,7 @@ impl Context {
         options: &Options,
         chunk_rows: usize,
         slots: &[Scratch],
+        stats: Option<(&wgpu::Buffer, StatsMode)>,
     ) -> Result<()> {
         let mut in_flight: Vec<InFlight> = Vec::new();
         let mut first_row = 0;
@@ -228,7 +403,21 @@ impl Context {
                             label: Some("wgpu-softmax host"),
                         });
                 let view = MatrixView::new(&scratch.data);
-                self.encode(&mut encoder, view, view, chunk_shape, options)?;
+                match stats {
+                    Some((buffer, mode)) => {
+                        let rows = StatsView::new(buffer).with_offset(first_row as u64 * 8);
+                        self.encode_with_stats(
+                            &mut encoder,
+                            view,
+                            view,
+                            chunk_shape,
+                            options,
+                            rows,
+                            mode,
+                        )?
+                    }
+                    None => self.encode(&mut encoder, view, view, chunk_shape, options)?,
+                }
                 encoder.copy_buffer_to_buffer(&scratch.data, 0, &scratch.readback, 0, bytes);
                 Ok(self.queue.submit([encoder.finish()]))
             })??;
@@ -260,16 +449,7 @@ impl Context {
         let bytes = (done.elements.len() * 4) as u64;
         self.wait_for(done.submission, &done.mapped)?;
         let outcome = done.mapped.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match outcome {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                return Err(match self.lost_reason() {
-                    Some(reason) => Error::DeviceLost(reason),
-                    None => Error::Map(e.to_string()),
-                })
-            }
-            None => return Err(Error::Map("the map callback never ran".into())),
-        }
+        self.check_mapped(outcome)?;
         {
             let view = readback
                 .get_mapped_range(0..bytes)

@@ -106,6 +106,8 @@ pub struct Params {
     pub parts: u32,
     pub part_base: u32,
     pub col_base: u32,
+    pub row_base: u32,
+    pub _pad: [u32; 3],
 }
 
 /// Everything that selects a distinct compiled pipeline.
@@ -116,6 +118,8 @@ pub(crate) struct PipelineKey {
     pub vec4: bool,
     pub log: bool,
     pub masked_rows_zero: bool,
+    pub stats_write: bool,
+    pub stats_given: bool,
 }
 
 /// Runs `f` inside validation, out-of-memory and internal error scopes and returns the
@@ -142,7 +146,7 @@ pub(crate) struct Kernels {
     pipeline_layout: wgpu::PipelineLayout,
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
-    /// Bound to the vec4 views and the partials when a plan does not use them.
+    /// Bound to the vec4 views, the partials and the statistics when unused.
     pub dummy: wgpu::Buffer,
     /// Scratch for split rows' partial statistics, grown on demand. One buffer serves
     /// every call: a device has one queue, and wgpu orders (and puts barriers between)
@@ -183,6 +187,7 @@ impl Kernels {
                     storage(3),
                     storage(4),
                     storage(5),
+                    storage(6),
                 ],
             });
             let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -255,6 +260,8 @@ impl Kernels {
             ("MASKED_ROWS_ZERO", bool_constant(key.masked_rows_zero)),
             ("VEC4", bool_constant(key.vec4)),
             ("WORKGROUP_SIZE", f64::from(key.workgroup_size)),
+            ("STATS_WRITE", bool_constant(key.stats_write)),
+            ("STATS_GIVEN", bool_constant(key.stats_given)),
         ];
         let pipeline = scoped(&self.device, || {
             self.device
@@ -282,8 +289,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn params_block_is_48_bytes_like_the_wgsl_struct() {
-        assert_eq!(std::mem::size_of::<Params>(), 48);
+    fn params_block_is_64_bytes_like_the_wgsl_struct() {
+        assert_eq!(std::mem::size_of::<Params>(), 64);
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub mod plan;
 pub mod reference;
 
 pub use context::{Context, ContextOptions};
-pub use encode::{MaskedRows, MatrixView, Op, Options, Shape};
+pub use encode::{combine_stats, MaskedRows, MatrixView, Op, Options, Shape, StatsMode, StatsView};
 pub use error::{Error, Result};
 pub use kernels::{Shader, COPY_VEC4_SOURCE};
 pub use plan::RowKernel;

@@ -86,6 +86,33 @@ pub fn softmax_f64(input: &[f32], cols: usize, options: &Options) -> Vec<f64> {
     out
 }
 
+/// Each row's `(max, log-sum-exp)` of `x / T` in f64: `(NaN, NaN)` for a row with NaN
+/// or `+inf`, `(-inf, -inf)` for a row of only `-inf`.
+pub fn row_stats_f64(input: &[f32], cols: usize, temperature: f32) -> Vec<[f64; 2]> {
+    let t = f64::from(temperature);
+    input
+        .chunks(cols.max(1))
+        .map(|row| {
+            if row.iter().any(|x| x.is_nan() || *x == f32::INFINITY) {
+                return [f64::NAN; 2];
+            }
+            let m = row
+                .iter()
+                .filter(|x| x.is_finite())
+                .fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+            if m == f64::NEG_INFINITY {
+                return [f64::NEG_INFINITY; 2];
+            }
+            let sum: f64 = row
+                .iter()
+                .filter(|x| x.is_finite())
+                .map(|&x| ((f64::from(x) - m) / t).exp())
+                .sum();
+            [m / t, m / t + sum.ln()]
+        })
+        .collect()
+}
+
 /// The first element outside the tolerance, as `(index, got, expected)`.
 pub fn first_mismatch(got: &[f32], expected: &[f64], tol: Tolerance) -> Option<(usize, f32, f64)> {
     got.iter()

@@ -9,6 +9,8 @@
 //   3 dst     storage   output as f32 (may be the input buffer itself, for in-place use)
 //   4 dst4    storage   the same output as vec4<f32> (a 16-byte dummy when VEC4 is off)
 //   5 partials storage  per-(row, part) statistics of the split-row kernels (else a dummy)
+//   6 stats   storage   row statistics, (max, log-sum-exp) of x / T per row, written with
+//                       STATS_WRITE or read with STATS_GIVEN (else a dummy)
 //
 // All storage bindings are read_write so that in-place use can bind one buffer to both
 // sides. Element c of row r of the input is element src_offset + r * src_stride + c -
@@ -36,6 +38,11 @@ struct Params {
     parts: u32,
     part_base: u32,
     col_base: u32,
+    // Index in `stats` of this dispatch's first row.
+    row_base: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // Write log-softmax ((x - max) * inv_t - ln(sum)) instead of softmax.
@@ -45,6 +52,12 @@ override MASKED_ROWS_ZERO: bool = false;
 // Rows start on 16-byte boundaries: read and write through the vec4 views, tail in scalars.
 override VEC4: bool = false;
 override WORKGROUP_SIZE: u32 = 256u;
+// Write each row's (max, log-sum-exp) of x / T to `stats`.
+override STATS_WRITE: bool = false;
+// Normalise with the (max, log-sum-exp) in `stats` instead of the row's own: the rows of
+// a matrix split by columns (a vocabulary sharded across devices) come out exactly as if
+// unsplit, given the statistics combined over all shards.
+override STATS_GIVEN: bool = false;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> src: array<f32>;
@@ -52,6 +65,7 @@ override WORKGROUP_SIZE: u32 = 256u;
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dst4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> stats: array<vec2<f32>>;
 
 // -f32::MAX: the running max before any finite entry was seen.
 const LOWEST: f32 = -3.40282347e38;
@@ -79,6 +93,33 @@ fn rescale(s: f32, delta: f32) -> f32 {
 fn merge(a: Stats, b: Stats) -> Stats {
     let m = max(a.m, b.m);
     return Stats(m, rescale(a.s, a.m - m) + rescale(b.s, b.m - m), a.bad | b.bad);
+}
+
+// The statistics a row is written with: its own (and, with STATS_WRITE, the `leader`
+// invocation stores them as (max, log-sum-exp) of x / T), or with STATS_GIVEN those in
+// `stats`, as the (m, s) pair that gives exp(x / T - lse).
+fn resolve_stats(row: u32, st: Stats, leader: bool) -> Stats {
+    let at = params.row_base + row;
+    if STATS_GIVEN {
+        let q = stats[at];
+        let lse_bits = bitcast<u32>(q.y);
+        if (lse_bits & EXP_MASK) == EXP_MASK {
+            // -inf: a fully masked row (sum 0); NaN or +inf: a poisoned row.
+            return Stats(LOWEST, 0.0, u32(lse_bits != NEG_INF_BITS));
+        }
+        return Stats(q.x / params.inv_temperature, exp(q.y - q.x), 0u);
+    }
+    if STATS_WRITE && leader {
+        var out = vec2<f32>(bitcast<f32>(NAN_BITS));
+        if st.bad == 0u && st.s == 0.0 {
+            out = vec2<f32>(bitcast<f32>(NEG_INF_BITS));
+        } else if st.bad == 0u {
+            let max_z = st.m * params.inv_temperature;
+            out = vec2<f32>(max_z, max_z + log(st.s));
+        }
+        stats[at] = out;
+    }
+    return st;
 }
 
 fn accumulate1(st: Stats, x: f32) -> Stats {
@@ -224,8 +265,10 @@ fn range_write(row: u32, c0: u32, c1: u32, first: u32, step: u32, st: Stats) {
     write_tail(row, c0, c1, first, step, st.m, inv_s, log_s);
 }
 
+// Writes row `row` from its own statistics (see resolve_stats); invocation `first == 0`
+// leads.
 fn write_row(row: u32, first: u32, step: u32, st: Stats) {
-    range_write(row, 0u, params.cols, first, step, st);
+    range_write(row, 0u, params.cols, first, step, resolve_stats(row, st, first == 0u));
 }
 
 // ---- Rows held in registers -------------------------------------------------------
@@ -306,24 +349,31 @@ fn cache_exp_sum(row: u32, first: u32, step: u32, cache: ptr<function, array<vec
     return s;
 }
 
-// Writes the cached share and the tail, given the whole row's max, sum and poison flag.
+// Writes the cached share and the tail, given the whole row's max, sum and poison flag
+// (see resolve_stats; invocation `first == 0` leads).
 fn cache_write(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f32>, CACHE>>, m: f32, s: f32, bad: u32) {
-    if write_special(row, 0u, params.cols, first, step, bad, s) {
+    let st = resolve_stats(row, Stats(m, s, bad), first == 0u);
+    if write_special(row, 0u, params.cols, first, step, st.bad, st.s) {
         return;
     }
-    let inv_s = 1.0 / s;
-    let log_s = log(s);
+    let inv_s = 1.0 / st.s;
+    let log_s = log(st.s);
+    // The cache holds exp((x - m) * inv_t); given statistics have another max.
+    var scale = inv_s;
+    if STATS_GIVEN {
+        scale = exp((m - st.m) * params.inv_temperature) * inv_s;
+    }
     let dst4_base = dst_index(row, 0u) / 4u;
     let n4 = params.cols / 4u;
     for (var k = 0u; k < CACHE; k++) {
         let i = first + k * step;
         if i < n4 {
             if LOG_SOFTMAX {
-                dst4[dst4_base + i] = softmax4((*cache)[k], m, inv_s, log_s);
+                dst4[dst4_base + i] = softmax4((*cache)[k], st.m, inv_s, log_s);
             } else {
-                dst4[dst4_base + i] = (*cache)[k] * inv_s;
+                dst4[dst4_base + i] = (*cache)[k] * scale;
             }
         }
     }
-    write_tail(row, 0u, params.cols, first, step, m, inv_s, log_s);
+    write_tail(row, 0u, params.cols, first, step, st.m, inv_s, log_s);
 }
