@@ -36,6 +36,8 @@ Usage:
 Flags:
   --input X.npy     read logits from a little-endian float32 ('<f4') .npy file
   --output Y.npy    write the result to Y.npy (only with --input)
+  --stats S.npy     also write each row's (max, log-sum-exp) of x / T as a
+                    [rows, 2] float32 array (only with --input)
   --log             log-softmax instead of softmax
   --temperature T   divide the logits by T (finite, > 0; default 1)
   --rows N          rows of the random matrix (default 4096)
@@ -121,6 +123,7 @@ enum Command {
 struct Args {
     input: Option<PathBuf>,
     output: Option<PathBuf>,
+    stats: Option<PathBuf>,
     options: Options,
     rows: usize,
     cols: usize,
@@ -130,7 +133,7 @@ struct Args {
 
 fn parse_args(args: impl IntoIterator<Item = OsString>) -> Outcome<Command> {
     let mut args = args.into_iter();
-    let (mut input, mut output) = (None, None);
+    let (mut input, mut output, mut stats) = (None, None, None);
     let (mut rows, mut cols) = (None, None);
     let mut seed = DEFAULT_SEED;
     let mut log = false;
@@ -145,6 +148,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Outcome<Command> {
             "--log" => log = true,
             "--input" => input = Some(PathBuf::from(value(&mut args, flag)?)),
             "--output" => output = Some(PathBuf::from(value(&mut args, flag)?)),
+            "--stats" => stats = Some(PathBuf::from(value(&mut args, flag)?)),
             "--temperature" => temperature = parse_temperature(&text_value(&mut args, flag)?)?,
             "--rows" => rows = Some(parse_count(flag, &text_value(&mut args, flag)?)?),
             "--cols" => cols = Some(parse_count(flag, &text_value(&mut args, flag)?)?),
@@ -168,6 +172,9 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Outcome<Command> {
     if input.is_none() && output.is_some() {
         return Err(Failure::Usage("--output needs --input".into()));
     }
+    if input.is_none() && stats.is_some() {
+        return Err(Failure::Usage("--stats needs --input".into()));
+    }
     let options = if log {
         Options::log_softmax()
     } else {
@@ -176,6 +183,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Outcome<Command> {
     Ok(Command::Run(Args {
         input,
         output,
+        stats,
         options: options.with_temperature(temperature),
         rows: rows.unwrap_or(DEFAULT_ROWS),
         cols: cols.unwrap_or(DEFAULT_COLS),
@@ -277,9 +285,19 @@ fn zeroed(len: usize) -> Outcome<Vec<f32>> {
 fn run_file(path: &Path, args: &Args) -> Outcome<()> {
     let array = npy::read(path).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
     let ctx = Context::with_options_blocking(args.context.clone()).map_err(runtime)?;
-    let result = ctx
-        .run_blocking(&array.data, array.shape, &args.options)
-        .map_err(runtime)?;
+    let result = match &args.stats {
+        None => ctx.run_blocking(&array.data, array.shape, &args.options),
+        Some(path) => {
+            let (result, stats) = ctx
+                .run_with_stats_blocking(&array.data, array.shape, &args.options)
+                .map_err(runtime)?;
+            let flat: &[f32] = bytemuck::cast_slice(&stats);
+            npy::write(path, Shape::new(stats.len(), 2), false, flat)
+                .map_err(|e| runtime(format!("cannot write {}: {e}", path.display())))?;
+            Ok(result)
+        }
+    }
+    .map_err(runtime)?;
     if let Some(out) = &args.output {
         return npy::write(out, array.shape, array.is_vector, &result)
             .map_err(|e| runtime(format!("cannot write {}: {e}", out.display())));

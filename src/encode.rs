@@ -155,13 +155,15 @@ pub enum StatsMode {
 }
 
 /// Row statistics in a caller's buffer: `[rows, 2]` f32, `(max, log-sum-exp)` of `x / T`
-/// per row, starting `offset` bytes in.
+/// per row, starting `offset` bytes in, and whether they are written or given.
 #[derive(Clone, Copy, Debug)]
 pub struct StatsView<'a> {
     /// The buffer; it needs `BufferUsages::STORAGE`.
     pub buffer: &'a wgpu::Buffer,
     /// Byte offset of row 0's statistics; a multiple of 8.
     pub offset: u64,
+    /// Written by the op, or given to it.
+    pub mode: StatsMode,
 }
 
 /// A checked statistics binding: the binding's range and the index of row 0 in it.
@@ -173,9 +175,22 @@ pub(crate) struct StatsBinding<'a> {
 }
 
 impl<'a> StatsView<'a> {
-    /// Statistics at the start of `buffer`.
-    pub fn new(buffer: &'a wgpu::Buffer) -> Self {
-        StatsView { buffer, offset: 0 }
+    /// Statistics the op writes, at the start of `buffer`.
+    pub fn write(buffer: &'a wgpu::Buffer) -> Self {
+        StatsView {
+            buffer,
+            offset: 0,
+            mode: StatsMode::Write,
+        }
+    }
+
+    /// Statistics given to the op, at the start of `buffer`.
+    pub fn given(buffer: &'a wgpu::Buffer) -> Self {
+        StatsView {
+            buffer,
+            offset: 0,
+            mode: StatsMode::Given,
+        }
     }
 
     /// This view, starting `offset` bytes into the buffer.
@@ -360,7 +375,8 @@ impl Context {
         self.encode_inner(encoder, input, output, shape, options, None)
     }
 
-    /// [`Context::encode`] with row statistics: with [`StatsMode::Write`] each row's
+    /// [`Context::encode`] with row statistics (`stats.mode`): with [`StatsMode::Write`]
+    /// each row's
     /// `(max, log-sum-exp)` of `x / T` is also written to `stats` (`[rows, 2]` f32); with
     /// [`StatsMode::Given`] rows are normalised with the statistics read from `stats`
     /// instead of their own, e.g. statistics combined with [`combine_stats`] over the
@@ -376,9 +392,8 @@ impl Context {
         shape: Shape,
         options: &Options,
         stats: StatsView<'_>,
-        mode: StatsMode,
     ) -> Result<()> {
-        self.encode_inner(encoder, input, output, shape, options, Some((stats, mode)))
+        self.encode_inner(encoder, input, output, shape, options, Some(stats))
     }
 
     fn encode_inner(
@@ -388,7 +403,7 @@ impl Context {
         output: MatrixView<'_>,
         shape: Shape,
         options: &Options,
-        stats: Option<(StatsView<'_>, StatsMode)>,
+        stats: Option<StatsView<'_>>,
     ) -> Result<()> {
         options.validate()?;
         shape.len()?;
@@ -405,7 +420,7 @@ impl Context {
             }
         }
         let stats = match stats {
-            Some((view, mode)) => Some((view.binding(shape.rows, &self.caps)?, mode)),
+            Some(view) => Some((view.binding(shape.rows, &self.caps)?, view.mode)),
             None => None,
         };
         let plan = plan::plan(

@@ -405,7 +405,11 @@ impl Context {
                 let view = MatrixView::new(&scratch.data);
                 match stats {
                     Some((buffer, mode)) => {
-                        let rows = StatsView::new(buffer).with_offset(first_row as u64 * 8);
+                        let rows = StatsView {
+                            buffer,
+                            offset: first_row as u64 * 8,
+                            mode,
+                        };
                         self.encode_with_stats(
                             &mut encoder,
                             view,
@@ -413,7 +417,6 @@ impl Context {
                             chunk_shape,
                             options,
                             rows,
-                            mode,
                         )?
                     }
                     None => self.encode(&mut encoder, view, view, chunk_shape, options)?,

@@ -318,3 +318,33 @@ fn a_small_gpu_memory_budget_streams_and_still_checks_out() {
 fn zero_gpu_memory_budget_is_a_usage_error() {
     assert_fails(&["--max-gpu-mib", "0"], 2);
 }
+
+#[test]
+fn stats_flag_writes_max_and_log_sum_exp_per_row() {
+    let dir = std::env::temp_dir();
+    let pid = std::process::id();
+    let input = dir.join(format!("cli-stats-in-{pid}.npy"));
+    let stats = dir.join(format!("cli-stats-out-{pid}.npy"));
+    let values = [7.0f32, 4.0, 0.0, 1.0, 1.0, 1.0];
+    std::fs::write(&input, npy("<f4", "(2, 3)", &f32_bytes(&values))).unwrap();
+    let out = cli(&[
+        "--input",
+        input.to_str().unwrap(),
+        "--stats",
+        stats.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let (header, got) = read_npy(&stats);
+    assert!(header.contains("(2, 2)"), "{header}");
+    let want = wgpu_softmax::reference::row_stats_f64(&values, 3, 1.0);
+    for (g, w) in got.chunks(2).zip(&want) {
+        assert!((f64::from(g[0]) - w[0]).abs() < 1e-6 && (f64::from(g[1]) - w[1]).abs() < 1e-5);
+    }
+    let _ = std::fs::remove_file(&input);
+    let _ = std::fs::remove_file(&stats);
+}
+
+#[test]
+fn stats_without_input_is_a_usage_error() {
+    assert_fails(&["--stats", "s.npy"], 2);
+}

@@ -8,8 +8,7 @@ use common::{check_output, ctx, normal_matrix};
 use wgpu_softmax::reference::row_stats_f64;
 use wgpu_softmax::wgpu;
 use wgpu_softmax::{
-    combine_stats, Context, Error, MaskedRows, MatrixView, Options, RowKernel, Shape, StatsMode,
-    StatsView,
+    combine_stats, Context, Error, MaskedRows, MatrixView, Options, RowKernel, Shape, StatsView,
 };
 
 fn kernels(ctx: &Context) -> Vec<RowKernel> {
@@ -179,7 +178,7 @@ fn resident_statistics_at_an_offset() {
         .write_buffer(&input, 0, bytemuck::cast_slice(&x));
     ctx.queue().write_buffer(&stats, 0, &[0xAB; 40]);
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
-    let view = StatsView::new(&stats).with_offset(40);
+    let view = StatsView::write(&stats).with_offset(40);
     ctx.encode_with_stats(
         &mut encoder,
         MatrixView::new(&input),
@@ -187,7 +186,6 @@ fn resident_statistics_at_an_offset() {
         shape,
         &Options::softmax(),
         view,
-        StatsMode::Write,
     )
     .unwrap();
     let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
@@ -235,22 +233,21 @@ fn bad_statistics_buffers_are_refused() {
             shape,
             &Options::softmax(),
             view,
-            StatsMode::Write,
         )
     };
     let small = make(24, storage);
     assert!(matches!(
-        try_stats(StatsView::new(&small)),
+        try_stats(StatsView::write(&small)),
         Err(Error::BufferTooSmall { which: "stats", .. })
     ));
     let big = make(256, storage);
     assert!(matches!(
-        try_stats(StatsView::new(&big).with_offset(4)),
+        try_stats(StatsView::write(&big).with_offset(4)),
         Err(Error::Misaligned { required: 8, .. })
     ));
     let plain = make(256, wgpu::BufferUsages::COPY_DST);
     assert!(matches!(
-        try_stats(StatsView::new(&plain)),
+        try_stats(StatsView::write(&plain)),
         Err(Error::MissingUsage { which: "stats", .. })
     ));
     let e = ctx
