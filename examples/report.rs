@@ -453,7 +453,7 @@ fn chart(path: &std::path::Path, title: &str, rows: &[Row]) -> Result<(), String
 
 fn run(args: Args) -> Result<(), String> {
     let ctx = Context::new_blocking().map_err(|e| e.to_string())?;
-    let copy = CopyKernel::new(ctx.device()).map_err(|e| e.to_string())?;
+    let copy = CopyKernel::new(ctx.device(), ctx.queue()).map_err(|e| e.to_string())?;
     let software = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
     let size = args.size_mib.unwrap_or(if software { 16 } else { 256 }) << 20;
     // One binding holds the whole matrix of the copy kernel; stay inside it.

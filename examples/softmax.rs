@@ -483,7 +483,7 @@ fn bench_resident(ctx: &Context, input: &[f32], shape: Shape, options: &Options)
             .write_buffer(&src, 0, bytemuck::cast_slice(&input[..elements]));
         (src, dst)
     })?;
-    let copy_kernel = CopyKernel::new(device)
+    let copy_kernel = CopyKernel::new(device, ctx.queue())
         .and_then(|k| k.bind(&src, &dst, bytes))
         .map_err(runtime)?;
 

@@ -2,10 +2,8 @@
 //! the limit a memory-bound softmax is measured against, shared by the CLI, the
 //! benchmarks and the report.
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
-use crate::kernels::{scoped, COPY_VEC4_SOURCE};
+use crate::kernels::{scoped, uniform_buffer, COPY_VEC4_SOURCE};
 
 /// Invocations per workgroup of the copy kernel.
 const WORKGROUP: u32 = 256;
@@ -23,6 +21,7 @@ struct CopyParams {
 /// A compiled copy kernel for one device.
 pub struct CopyKernel {
     device: wgpu::Device,
+    queue: wgpu::Queue,
     pipeline: wgpu::ComputePipeline,
     workgroup: u32,
 }
@@ -35,8 +34,9 @@ pub struct BoundCopy {
 }
 
 impl CopyKernel {
-    /// Builds the pipeline (errors caught and returned).
-    pub fn new(device: &wgpu::Device) -> Result<Self> {
+    /// Builds the pipeline (errors caught and returned). The queue writes the kernel's
+    /// parameters when it is bound.
+    pub fn new(device: &wgpu::Device, queue: &wgpu::Queue) -> Result<Self> {
         let workgroup = WORKGROUP.min(device.limits().max_compute_invocations_per_workgroup);
         let pipeline = scoped(device, || {
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -57,6 +57,7 @@ impl CopyKernel {
         })?;
         Ok(CopyKernel {
             device: device.clone(),
+            queue: queue.clone(),
             pipeline,
             workgroup,
         })
@@ -93,13 +94,12 @@ impl CopyKernel {
             })
         };
         let bind_group = scoped(&self.device, || {
-            let uniforms = self
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("copy_vec4 params"),
-                    contents: bytemuck::bytes_of(&params),
-                    usage: wgpu::BufferUsages::UNIFORM,
-                });
+            let uniforms = uniform_buffer(
+                &self.device,
+                &self.queue,
+                "copy_vec4 params",
+                bytemuck::bytes_of(&params),
+            );
             self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("copy_vec4"),
                 layout: &self.pipeline.get_bind_group_layout(0),

@@ -199,6 +199,23 @@ impl Context {
     pub(crate) fn lost_reason(&self) -> Option<String> {
         self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+
+    /// Reports a GPU error on a device known to be lost as [`Error::DeviceLost`]: once
+    /// the device is gone, every call fails with some validation or map error, and the
+    /// loss is the cause worth telling.
+    pub(crate) fn explain(&self, error: Error) -> Error {
+        match (&error, self.lost_reason()) {
+            (
+                Error::Validation(_)
+                | Error::Map(_)
+                | Error::Internal(_)
+                | Error::OutOfMemory(_)
+                | Error::Timeout(_),
+                Some(reason),
+            ) => Error::DeviceLost(reason),
+            _ => error,
+        }
+    }
 }
 
 #[cfg(test)]

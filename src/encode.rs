@@ -1,10 +1,8 @@
 //! Recording a plan into a `CommandEncoder`: the GPU-resident API.
 
-use wgpu::util::DeviceExt;
-
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::{scoped, Params, PipelineKey, Shader};
+use crate::kernels::{scoped, uniform_buffer, Params, PipelineKey, Shader};
 use crate::plan::{self, Placement, Plan, RowKernel};
 
 /// A `[rows, cols]` matrix shape, row-major.
@@ -373,6 +371,7 @@ impl Context {
         options: &Options,
     ) -> Result<()> {
         self.encode_inner(encoder, input, output, shape, options, None)
+            .map_err(|e| self.explain(e))
     }
 
     /// [`Context::encode`] with row statistics (`stats.mode`): with [`StatsMode::Write`]
@@ -394,6 +393,7 @@ impl Context {
         stats: StatsView<'_>,
     ) -> Result<()> {
         self.encode_inner(encoder, input, output, shape, options, Some(stats))
+            .map_err(|e| self.explain(e))
     }
 
     fn encode_inner(
@@ -508,13 +508,7 @@ impl Context {
                 .copy_from_slice(bytemuck::bytes_of(&params));
         }
         scoped(&self.device, || {
-            let uniforms = self
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("wgpu-softmax params"),
-                    contents: &bytes,
-                    usage: wgpu::BufferUsages::UNIFORM,
-                });
+            let uniforms = uniform_buffer(&self.device, &self.queue, "wgpu-softmax params", &bytes);
             let unused = self.kernels.dummy.as_entire_binding();
             let bind_groups: Vec<wgpu::BindGroup> = plan
                 .chunks

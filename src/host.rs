@@ -257,6 +257,7 @@ impl Context {
         {
             result = self.read_stats(buffer, values);
         }
+        let result = result.map_err(|e| self.explain(e));
         if result.is_ok() {
             for s in slots {
                 self.scratch.give_back(s);

@@ -139,6 +139,25 @@ pub(crate) fn scoped<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> Result<
     }
 }
 
+/// A uniform buffer holding `bytes`, written through the queue. (wgpu's
+/// `create_buffer_init` maps the new buffer, and panics where the device is lost; a
+/// queue write fails with an error that the caller's error scope catches.)
+pub(crate) fn uniform_buffer(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    label: &str,
+    bytes: &[u8],
+) -> wgpu::Buffer {
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (bytes.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT),
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    queue.write_buffer(&buffer, 0, bytes);
+    buffer
+}
+
 /// Bind group layout, pipeline layout and the lazily built pipelines of one device.
 pub(crate) struct Kernels {
     device: wgpu::Device,
