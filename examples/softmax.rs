@@ -289,7 +289,12 @@ fn run_file(path: &Path, args: &Args) -> Outcome<()> {
         None => ctx.run_blocking(&array.data, array.shape, &args.options),
         Some(path) => {
             let (result, stats) = ctx
-                .run_with_stats_blocking(&array.data, array.shape, &args.options)
+                .run_with_stats_blocking(
+                    &array.data,
+                    array.shape,
+                    &args.options,
+                    &Default::default(),
+                )
                 .map_err(runtime)?;
             let flat: &[f32] = bytemuck::cast_slice(&stats);
             npy::write(path, Shape::new(stats.len(), 2), false, flat)

@@ -24,6 +24,7 @@ fn softmax_split_stats(
     if row >= params.rows || part >= params.parts {
         return;
     }
+    begin_row(row);
     let c0 = part * params.part_cols;
     let c1 = min(c0 + params.part_cols, params.cols);
     let own = range_stats(row, c0, c1, lid, WORKGROUP_SIZE);

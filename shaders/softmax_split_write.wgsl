@@ -14,6 +14,7 @@ fn softmax_split_write(
     if row >= params.rows || part >= params.parts {
         return;
     }
+    begin_row(row);
     var st = stats_empty();
     for (var p = 0u; p < params.parts; p++) {
         let q = partials[row * params.parts + p];

@@ -21,6 +21,7 @@ fn softmax_subgroup_row(
     if row >= params.rows {
         return;
     }
+    begin_row(row);
     if row_fits_cache(lanes) {
         var cache: array<vec4<f32>, CACHE>;
         let own = cache_load(row, lane, lanes, &cache);

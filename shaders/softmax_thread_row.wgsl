@@ -15,6 +15,7 @@ fn softmax_thread_row(
     if row >= params.rows {
         return;
     }
+    begin_row(row);
     if row_fits_cache(1u) {
         var cache: array<vec4<f32>, CACHE>;
         let mb = cache_load(row, 0u, 1u, &cache);

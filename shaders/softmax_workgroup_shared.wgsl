@@ -50,6 +50,7 @@ fn softmax_workgroup_shared(
     if row >= params.rows {
         return;
     }
+    begin_row(row);
     if row_fits_cache(WORKGROUP_SIZE) {
         var cache: array<vec4<f32>, CACHE>;
         let mb = tree_max_bad(cache_load(row, lid, WORKGROUP_SIZE, &cache), lid);

@@ -60,6 +60,7 @@ fn softmax_workgroup_subgroup(
     if row >= params.rows {
         return;
     }
+    begin_row(row);
     if row_fits_cache(WORKGROUP_SIZE) {
         var cache: array<vec4<f32>, CACHE>;
         let mb = workgroup_max_bad(cache_load(row, lid, WORKGROUP_SIZE, &cache), sg_id, sg_count, sg_lane);

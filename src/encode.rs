@@ -75,6 +75,9 @@ pub struct Options {
     /// Forces the invocations per workgroup (a power of two within the kernel's and the
     /// device's bounds) instead of the planner's choice (for tuning).
     pub workgroup_size: Option<u32>,
+    /// A causal mask: row `i` keeps columns `j <= i + offset` (the offset of a KV cache),
+    /// the rest masked out. Rows count from the first row of the call.
+    pub causal: Option<u64>,
 }
 
 impl Default for Options {
@@ -85,6 +88,7 @@ impl Default for Options {
             masked_rows: MaskedRows::Nan,
             kernel: None,
             workgroup_size: None,
+            causal: None,
         }
     }
 }
@@ -118,6 +122,12 @@ impl Options {
     /// These options with a forced kernel.
     pub fn with_kernel(mut self, kernel: RowKernel) -> Self {
         self.kernel = Some(kernel);
+        self
+    }
+
+    /// These options with a causal mask at `offset`.
+    pub fn with_causal(mut self, offset: u64) -> Self {
+        self.causal = Some(offset);
         self
     }
 
@@ -164,12 +174,164 @@ pub struct StatsView<'a> {
     pub mode: StatsMode,
 }
 
-/// A checked statistics binding: the binding's range and the index of row 0 in it.
-pub(crate) struct StatsBinding<'a> {
+/// A checked binding of a caller's buffer region: the binding's range and the element
+/// index of the region's first element in it.
+#[derive(Clone, Copy)]
+pub(crate) struct RegionBinding<'a> {
     buffer: &'a wgpu::Buffer,
     offset: u64,
     size: u64,
-    first_row: u32,
+    first: u32,
+}
+
+impl<'a> RegionBinding<'a> {
+    /// Checks `count` elements of `elem` bytes at `offset` of `buffer`, and binds them
+    /// from the storage offset alignment below.
+    fn new(
+        which: &'static str,
+        buffer: &'a wgpu::Buffer,
+        offset: u64,
+        elem: u64,
+        count: u64,
+        caps: &plan::DeviceCaps,
+    ) -> Result<Self> {
+        if !offset.is_multiple_of(elem) {
+            return Err(Error::Misaligned {
+                offset,
+                required: elem,
+            });
+        }
+        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::MissingUsage {
+                which,
+                missing: "STORAGE",
+            });
+        }
+        let end = count
+            .checked_mul(elem)
+            .and_then(|b| b.checked_add(offset))
+            .ok_or_else(|| Error::Unsupported(format!("the {which} region overflows")))?;
+        if end > buffer.size() {
+            return Err(Error::BufferTooSmall {
+                which,
+                needed: end,
+                size: buffer.size(),
+            });
+        }
+        let align = u64::from(caps.storage_offset_alignment.max(elem as u32));
+        let start = offset - offset % align;
+        if end - start > caps.max_storage_binding_size {
+            return Err(Error::Unsupported(format!(
+                "the {which} region ({} bytes) exceeds one storage binding",
+                end - start
+            )));
+        }
+        Ok(RegionBinding {
+            buffer,
+            offset: start,
+            size: (end - start).max(elem),
+            first: ((offset - start) / elem) as u32,
+        })
+    }
+
+    fn resource(&self) -> wgpu::BindingResource<'a> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: self.buffer,
+            offset: self.offset,
+            size: wgpu::BufferSize::new(self.size),
+        })
+    }
+}
+
+/// A region of a caller's buffer: elements from `offset` bytes on.
+#[derive(Clone, Copy, Debug)]
+pub struct Region<'a> {
+    /// The buffer; it needs `BufferUsages::STORAGE`.
+    pub buffer: &'a wgpu::Buffer,
+    /// Byte offset of the first element; a multiple of 4.
+    pub offset: u64,
+}
+
+impl<'a> Region<'a> {
+    /// The region starting at byte 0 of `buffer`.
+    pub fn new(buffer: &'a wgpu::Buffer) -> Self {
+        Region { buffer, offset: 0 }
+    }
+
+    /// This region, starting `offset` bytes into the buffer.
+    pub fn with_offset(mut self, offset: u64) -> Self {
+        self.offset = offset;
+        self
+    }
+}
+
+/// Inputs fused into the op, in the caller's buffers, for
+/// [`Context::encode_with`]. All are optional; each costs no extra pass over the matrix.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RowInputs<'a> {
+    /// An additive f32 mask, `[mask_rows, cols]` packed: row `r` adds mask row
+    /// `r % mask_rows` to `x / T` (one row for all, one per row, or one per head group).
+    /// `-inf` entries mask out.
+    pub mask: Option<(Region<'a>, usize)>,
+    /// One u32 per row: columns at or past it are masked out (written as 0; log-softmax
+    /// `-inf`). Lengths above `cols` mean `cols`.
+    pub lengths: Option<Region<'a>>,
+    /// One f32 per row, multiplying [`Options::temperature`]. A row whose temperature is
+    /// not a finite number > 0 comes out NaN.
+    pub temperatures: Option<Region<'a>>,
+    /// Row statistics, written or given (see [`Context::encode_with_stats`]).
+    pub stats: Option<StatsView<'a>>,
+}
+
+/// The checked bindings of a [`RowInputs`].
+#[derive(Default)]
+pub(crate) struct InputBindings<'a> {
+    mask: Option<(RegionBinding<'a>, u32)>,
+    lengths: Option<RegionBinding<'a>>,
+    temperatures: Option<RegionBinding<'a>>,
+    stats: Option<(RegionBinding<'a>, StatsMode)>,
+}
+
+impl<'a> RowInputs<'a> {
+    /// Checks every input against a matrix whose rows `0..rows` are the op's rows
+    /// `row_origin..` (the host path passes its whole-matrix inputs with each chunk).
+    fn bind(&self, rows: u64, cols: usize, caps: &plan::DeviceCaps) -> Result<InputBindings<'a>> {
+        let mask = match self.mask {
+            Some((region, mask_rows)) => {
+                if mask_rows == 0 {
+                    return Err(Error::Unsupported("a mask needs at least one row".into()));
+                }
+                let count = (mask_rows as u64)
+                    .checked_mul(cols as u64)
+                    .ok_or_else(|| Error::Unsupported("the mask region overflows".into()))?;
+                let b = RegionBinding::new("mask", region.buffer, region.offset, 4, count, caps)?;
+                Some((
+                    b,
+                    u32::try_from(mask_rows).map_err(|_| {
+                        Error::Unsupported(format!("{mask_rows} mask rows exceed u32"))
+                    })?,
+                ))
+            }
+            None => None,
+        };
+        let per_row = |which, r: Option<Region<'a>>| -> Result<Option<RegionBinding<'a>>> {
+            r.map(|r| RegionBinding::new(which, r.buffer, r.offset, 4, rows, caps))
+                .transpose()
+        };
+        let stats = match self.stats {
+            Some(v) => Some((
+                RegionBinding::new("stats", v.buffer, v.offset, 8, rows, caps)?,
+                v.mode,
+            )),
+            None => None,
+        };
+        Ok(InputBindings {
+            mask,
+            lengths: per_row("lengths", self.lengths)?,
+            temperatures: per_row("temperatures", self.temperatures)?,
+            stats,
+        })
+    }
 }
 
 impl<'a> StatsView<'a> {
@@ -195,45 +357,6 @@ impl<'a> StatsView<'a> {
     pub fn with_offset(mut self, offset: u64) -> Self {
         self.offset = offset;
         self
-    }
-
-    fn binding(&self, rows: usize, caps: &plan::DeviceCaps) -> Result<StatsBinding<'a>> {
-        if !self.offset.is_multiple_of(8) {
-            return Err(Error::Misaligned {
-                offset: self.offset,
-                required: 8,
-            });
-        }
-        if !self.buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-            return Err(Error::MissingUsage {
-                which: "stats",
-                missing: "STORAGE",
-            });
-        }
-        let end = (rows as u64)
-            .checked_mul(8)
-            .and_then(|b| b.checked_add(self.offset))
-            .ok_or(Error::ShapeOverflow { rows, cols: 2 })?;
-        if end > self.buffer.size() {
-            return Err(Error::BufferTooSmall {
-                which: "stats",
-                needed: end,
-                size: self.buffer.size(),
-            });
-        }
-        let align = u64::from(caps.storage_offset_alignment.max(8));
-        let offset = self.offset - self.offset % align;
-        if end - offset > caps.max_storage_binding_size {
-            return Err(Error::Unsupported(format!(
-                "statistics of {rows} rows exceed one storage binding"
-            )));
-        }
-        Ok(StatsBinding {
-            buffer: self.buffer,
-            offset,
-            size: end - offset,
-            first_row: ((self.offset - offset) / 8) as u32,
-        })
     }
 }
 
@@ -343,6 +466,14 @@ impl<'a> MatrixView<'a> {
     }
 }
 
+/// The binding of an optional input, or the dummy buffer.
+fn optional<'a>(
+    region: Option<&RegionBinding<'a>>,
+    unused: &wgpu::BindingResource<'a>,
+) -> wgpu::BindingResource<'a> {
+    region.map_or(unused.clone(), RegionBinding::resource)
+}
+
 fn binding(buffer: &wgpu::Buffer, range: plan::BindingRange) -> wgpu::BindingResource<'_> {
     wgpu::BindingResource::Buffer(wgpu::BufferBinding {
         buffer,
@@ -370,16 +501,21 @@ impl Context {
         shape: Shape,
         options: &Options,
     ) -> Result<()> {
-        self.encode_inner(encoder, input, output, shape, options, None)
-            .map_err(|e| self.explain(e))
+        self.encode_with(
+            encoder,
+            input,
+            output,
+            shape,
+            options,
+            &RowInputs::default(),
+        )
     }
 
     /// [`Context::encode`] with row statistics (`stats.mode`): with [`StatsMode::Write`]
-    /// each row's
-    /// `(max, log-sum-exp)` of `x / T` is also written to `stats` (`[rows, 2]` f32); with
-    /// [`StatsMode::Given`] rows are normalised with the statistics read from `stats`
-    /// instead of their own, e.g. statistics combined with [`combine_stats`] over the
-    /// column shards of a vocabulary split across devices.
+    /// each row's `(max, log-sum-exp)` of `x / T` is also written to `stats` (`[rows, 2]`
+    /// f32); with [`StatsMode::Given`] rows are normalised with the statistics read from
+    /// `stats` instead of their own, e.g. statistics combined with [`combine_stats`] over
+    /// the column shards of a vocabulary split across devices.
     ///
     /// A row with NaN or `+inf` has statistics `(NaN, NaN)`, a fully masked row
     /// `(-inf, -inf)`; given such statistics, a row is written as NaN or masked.
@@ -392,18 +528,43 @@ impl Context {
         options: &Options,
         stats: StatsView<'_>,
     ) -> Result<()> {
-        self.encode_inner(encoder, input, output, shape, options, Some(stats))
-            .map_err(|e| self.explain(e))
+        let inputs = RowInputs {
+            stats: Some(stats),
+            ..RowInputs::default()
+        };
+        self.encode_with(encoder, input, output, shape, options, &inputs)
     }
 
-    fn encode_inner(
+    /// [`Context::encode`] with inputs fused into the op: an additive mask, per-row
+    /// valid lengths, per-row temperatures and row statistics (see [`RowInputs`]). The
+    /// mask, lengths and temperatures take three more storage bindings (9 in all), which
+    /// a device created with WebGPU's default limits (8) lacks: that gives
+    /// [`Error::Unsupported`].
+    pub fn encode_with(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         input: MatrixView<'_>,
         output: MatrixView<'_>,
         shape: Shape,
         options: &Options,
-        stats: Option<StatsView<'_>>,
+        inputs: &RowInputs<'_>,
+    ) -> Result<()> {
+        self.encode_inner(encoder, input, output, shape, options, inputs, 0)
+            .map_err(|e| self.explain(e))
+    }
+
+    /// The resident op on rows `row_origin..row_origin + shape.rows` of a larger matrix
+    /// whose row inputs start at its row 0 (the host path's chunks).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn encode_inner(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: MatrixView<'_>,
+        output: MatrixView<'_>,
+        shape: Shape,
+        options: &Options,
+        inputs: &RowInputs<'_>,
+        row_origin: usize,
     ) -> Result<()> {
         options.validate()?;
         shape.len()?;
@@ -419,10 +580,15 @@ impl Context {
                 return Err(Error::PartialOverlap);
             }
         }
-        let stats = match stats {
-            Some(view) => Some((view.binding(shape.rows, &self.caps)?, view.mode)),
-            None => None,
-        };
+        let total_rows = row_origin as u64 + shape.rows as u64;
+        // Row indices and row + causal offset + 1 are u32 in WGSL.
+        if total_rows + shape.cols as u64 + 1 > u64::from(u32::MAX) {
+            return Err(Error::ShapeOverflow {
+                rows: shape.rows,
+                cols: shape.cols,
+            });
+        }
+        let bindings = inputs.bind(total_rows, shape.cols, &self.caps)?;
         let plan = plan::plan(
             shape.rows,
             shape.cols,
@@ -431,37 +597,53 @@ impl Context {
             options.tuning(),
             &self.caps,
         )?;
-        self.record(encoder, &plan, input, output, shape, options, stats)
+        self.record(
+            encoder,
+            &plan,
+            (input, output),
+            shape,
+            options,
+            &bindings,
+            row_origin as u32,
+        )
     }
 
     /// Records `plan` in one compute pass: one uniform buffer holding every chunk's
     /// params, one bind group per chunk, one dispatch per chunk and shader (split rows:
     /// the stats pass of a run of chunks, then its write pass).
-    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         plan: &Plan,
-        input: MatrixView<'_>,
-        output: MatrixView<'_>,
+        (input, output): (MatrixView<'_>, MatrixView<'_>),
         shape: Shape,
         options: &Options,
-        stats: Option<(StatsBinding<'_>, StatsMode)>,
+        inputs: &InputBindings<'_>,
+        row_origin: u32,
     ) -> Result<()> {
-        let pipelines = Shader::of_kernel(plan.kernel)
+        let key = |shader| PipelineKey {
+            shader,
+            workgroup_size: plan.workgroup_size,
+            vec4: plan.vec4,
+            log: options.op == Op::LogSoftmax,
+            masked_rows_zero: options.masked_rows == MaskedRows::Zero,
+            stats_write: matches!(inputs.stats, Some((_, StatsMode::Write))),
+            stats_given: matches!(inputs.stats, Some((_, StatsMode::Given))),
+            causal: options.causal.is_some(),
+            mask: inputs.mask.is_some(),
+            lengths: inputs.lengths.is_some(),
+            temperatures: inputs.temperatures.is_some(),
+        };
+        let keys: Vec<PipelineKey> = Shader::of_kernel(plan.kernel)
             .iter()
-            .map(|&shader| {
-                self.kernels.pipeline(PipelineKey {
-                    shader,
-                    workgroup_size: plan.workgroup_size,
-                    vec4: plan.vec4,
-                    log: options.op == Op::LogSoftmax,
-                    masked_rows_zero: options.masked_rows == MaskedRows::Zero,
-                    stats_write: matches!(stats, Some((_, StatsMode::Write))),
-                    stats_given: matches!(stats, Some((_, StatsMode::Given))),
-                })
-            })
+            .map(|&s| key(s))
+            .collect();
+        let row_inputs = keys[0].row_inputs();
+        let pipelines = keys
+            .iter()
+            .map(|&k| self.kernels.pipeline(k))
             .collect::<Result<Vec<_>>>()?;
+        let (layout, _) = self.kernels.layout(row_inputs)?;
         let src = input.placement(shape.cols);
         let dst = output.placement(shape.cols);
         let split = plan.split.unwrap_or(plan::Split {
@@ -485,6 +667,7 @@ impl Context {
                 .min_uniform_buffer_offset_alignment
                 .max(1),
         ));
+        let first = |b: Option<&RegionBinding>| b.map_or(0, |b| b.first);
         let mut bytes = vec![0u8; slot as usize * plan.chunks.len()];
         for (i, chunk) in plan.chunks.iter().enumerate() {
             let params = Params {
@@ -500,8 +683,18 @@ impl Context {
                 parts: split.parts,
                 part_base: chunk.part_base,
                 col_base: chunk.col_base as u32,
-                row_base: stats.as_ref().map_or(0, |(b, _)| b.first_row) + chunk.first_row as u32,
-                _pad: [0; 3],
+                row_base: row_origin + chunk.first_row as u32,
+                stats_first: first(inputs.stats.as_ref().map(|(b, _)| b)),
+                // At least cols means no column is masked: kept below cols so that
+                // row + offset + 1 stays within u32.
+                causal_offset: options
+                    .causal
+                    .map_or(0, |o| o.min(shape.cols as u64) as u32),
+                mask_rows: inputs.mask.as_ref().map_or(1, |(_, rows)| *rows),
+                mask_first: first(inputs.mask.as_ref().map(|(b, _)| b)),
+                lengths_first: first(inputs.lengths.as_ref()),
+                temps_first: first(inputs.temperatures.as_ref()),
+                _pad: 0,
             };
             let at = i * slot as usize;
             bytes[at..at + std::mem::size_of::<Params>()]
@@ -532,28 +725,27 @@ impl Context {
                         }),
                         None => unused.clone(),
                     };
-                    let stats_view = match &stats {
-                        Some((b, _)) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: b.buffer,
-                            offset: b.offset,
-                            size: wgpu::BufferSize::new(b.size),
-                        }),
-                        None => unused.clone(),
-                    };
                     let params_view = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                         buffer: &uniforms,
                         offset: i as u64 * slot,
                         size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
                     });
-                    let resources = [
+                    let mut resources = vec![
                         params_view,
                         src_view,
                         src4_view,
                         dst_view,
                         dst4_view,
                         partials_view,
-                        stats_view,
+                        optional(inputs.stats.as_ref().map(|(b, _)| b), &unused),
                     ];
+                    if row_inputs {
+                        resources.extend([
+                            optional(inputs.mask.as_ref().map(|(b, _)| b), &unused),
+                            optional(inputs.lengths.as_ref(), &unused),
+                            optional(inputs.temperatures.as_ref(), &unused),
+                        ]);
+                    }
                     let entries: Vec<wgpu::BindGroupEntry> = resources
                         .into_iter()
                         .enumerate()
@@ -564,7 +756,7 @@ impl Context {
                         .collect();
                     self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                         label: Some("wgpu-softmax chunk"),
-                        layout: &self.kernels.layout,
+                        layout: &layout,
                         entries: &entries,
                     })
                 })

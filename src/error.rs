@@ -37,6 +37,16 @@ pub enum Error {
         /// Columns asked for.
         cols: usize,
     },
+    /// A host-API input (mask, lengths, temperatures, statistics) has the wrong length.
+    #[error("{which} holds {actual} values but the shape needs {expected}")]
+    InputLength {
+        /// Which input.
+        which: &'static str,
+        /// Values the shape needs.
+        expected: usize,
+        /// Values given.
+        actual: usize,
+    },
     /// The temperature is not a finite number greater than zero.
     #[error("temperature must be finite and > 0, got {0}")]
     InvalidTemperature(f32),

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::context::Context;
-use crate::encode::{MatrixView, Options, Shape, StatsMode, StatsView};
+use crate::encode::{MatrixView, Options, Region, RowInputs, Shape, StatsMode, StatsView};
 use crate::error::{Error, Result};
 use crate::kernels::scoped;
 use crate::plan::{self, Placement};
@@ -63,6 +63,55 @@ struct InFlight {
     mapped: MapResult,
 }
 
+/// Inputs fused into a host-API op (see [`RowInputs`] for what each does).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostInputs<'a> {
+    /// An additive mask: `mask_rows * cols` values and `mask_rows`; row `r` adds mask
+    /// row `r % mask_rows`.
+    pub mask: Option<(&'a [f32], usize)>,
+    /// One valid length per row.
+    pub lengths: Option<&'a [u32]>,
+    /// One temperature per row, multiplying [`Options::temperature`].
+    pub temperatures: Option<&'a [f32]>,
+}
+
+/// Device copies of a [`HostInputs`] and of the rows' statistics.
+#[derive(Default)]
+struct InputBuffers {
+    mask: Option<(wgpu::Buffer, usize)>,
+    lengths: Option<wgpu::Buffer>,
+    temperatures: Option<wgpu::Buffer>,
+    stats: Option<(wgpu::Buffer, StatsMode)>,
+}
+
+impl InputBuffers {
+    /// The inputs of the matrix's rows, for every chunk (each passes its first row).
+    fn row_inputs(&self) -> RowInputs<'_> {
+        RowInputs {
+            mask: self.mask.as_ref().map(|(b, rows)| (Region::new(b), *rows)),
+            lengths: self.lengths.as_ref().map(Region::new),
+            temperatures: self.temperatures.as_ref().map(Region::new),
+            stats: self.stats.as_ref().map(|(buffer, mode)| StatsView {
+                buffer,
+                offset: 0,
+                mode: *mode,
+            }),
+        }
+    }
+}
+
+fn check_len(which: &'static str, expected: usize, actual: usize) -> Result<()> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(Error::InputLength {
+            which,
+            expected,
+            actual,
+        })
+    }
+}
+
 impl Context {
     /// Softmax (or log-softmax, per `options`) of the row-major `shape` matrix in
     /// `input`, returned as a new vector.
@@ -102,7 +151,37 @@ impl Context {
         shape: Shape,
         options: &Options,
     ) -> Result<()> {
-        self.run_host(input, output, shape, options, None).await
+        let none = HostInputs::default();
+        self.run_host(input, output, shape, options, &none, None)
+            .await
+    }
+
+    /// [`Context::run`] with inputs fused into the op: an additive mask, per-row valid
+    /// lengths and per-row temperatures (see [`RowInputs`]). The mask, like one chunk
+    /// of the matrix, must fit one storage binding.
+    pub async fn run_with(
+        &self,
+        input: &[f32],
+        shape: Shape,
+        options: &Options,
+        inputs: &HostInputs<'_>,
+    ) -> Result<Vec<f32>> {
+        let mut output = vec![0.0f32; input.len()];
+        self.run_host(input, &mut output, shape, options, inputs, None)
+            .await?;
+        Ok(output)
+    }
+
+    /// Blocking [`Context::run_with`] (native targets).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn run_with_blocking(
+        &self,
+        input: &[f32],
+        shape: Shape,
+        options: &Options,
+        inputs: &HostInputs<'_>,
+    ) -> Result<Vec<f32>> {
+        pollster::block_on(self.run_with(input, shape, options, inputs))
     }
 
     /// [`Context::run`] that also returns each row's `(max, log-sum-exp)` of `x / T`
@@ -112,6 +191,7 @@ impl Context {
         input: &[f32],
         shape: Shape,
         options: &Options,
+        inputs: &HostInputs<'_>,
     ) -> Result<(Vec<f32>, Vec<[f32; 2]>)> {
         let mut output = vec![0.0f32; input.len()];
         let mut stats = vec![[0.0f32; 2]; shape.rows];
@@ -120,6 +200,7 @@ impl Context {
             &mut output,
             shape,
             options,
+            inputs,
             Some((&mut stats, StatsMode::Write)),
         )
         .await?;
@@ -136,6 +217,7 @@ impl Context {
         stats: &[[f32; 2]],
         shape: Shape,
         options: &Options,
+        inputs: &HostInputs<'_>,
     ) -> Result<Vec<f32>> {
         if stats.len() != shape.rows {
             return Err(Error::ShapeMismatch {
@@ -152,6 +234,7 @@ impl Context {
             &mut output,
             shape,
             options,
+            inputs,
             Some((&mut given, StatsMode::Given)),
         )
         .await?;
@@ -165,8 +248,9 @@ impl Context {
         input: &[f32],
         shape: Shape,
         options: &Options,
+        inputs: &HostInputs<'_>,
     ) -> Result<(Vec<f32>, Vec<[f32; 2]>)> {
-        pollster::block_on(self.run_with_stats(input, shape, options))
+        pollster::block_on(self.run_with_stats(input, shape, options, inputs))
     }
 
     /// Blocking [`Context::run_with_given_stats`] (native targets).
@@ -177,8 +261,9 @@ impl Context {
         stats: &[[f32; 2]],
         shape: Shape,
         options: &Options,
+        inputs: &HostInputs<'_>,
     ) -> Result<Vec<f32>> {
-        pollster::block_on(self.run_with_given_stats(input, stats, shape, options))
+        pollster::block_on(self.run_with_given_stats(input, stats, shape, options, inputs))
     }
 
     async fn run_host(
@@ -187,6 +272,7 @@ impl Context {
         output: &mut [f32],
         shape: Shape,
         options: &Options,
+        inputs: &HostInputs<'_>,
         stats: Option<(&mut [[f32; 2]], StatsMode)>,
     ) -> Result<()> {
         options.validate()?;
@@ -200,6 +286,21 @@ impl Context {
                     actual,
                 });
             }
+        }
+        if let Some((mask, mask_rows)) = inputs.mask {
+            let expected = mask_rows
+                .checked_mul(shape.cols)
+                .ok_or(Error::ShapeOverflow {
+                    rows: mask_rows,
+                    cols: shape.cols,
+                })?;
+            check_len("mask", expected, mask.len())?;
+        }
+        if let Some(lengths) = inputs.lengths {
+            check_len("lengths", shape.rows, lengths.len())?;
+        }
+        if let Some(temperatures) = inputs.temperatures {
+            check_len("temperatures", shape.rows, temperatures.len())?;
         }
         if shape.is_empty() {
             return Ok(());
@@ -236,24 +337,15 @@ impl Context {
         for _ in 0..chunks.min(2) {
             slots.push(self.take_scratch(chunk_bytes)?);
         }
-        let stats_buffer = match &stats {
-            Some((values, mode)) => Some(self.stats_buffer(values, *mode)?),
-            None => None,
-        };
-        let stats_binding = stats_buffer.as_ref().zip(stats.as_ref().map(|(_, m)| *m));
+        let mut buffers = self.input_buffers(inputs)?;
+        if let Some((values, mode)) = &stats {
+            buffers.stats = Some((self.stats_buffer(values, *mode)?, *mode));
+        }
         let mut result = self
-            .stream(
-                input,
-                output,
-                shape,
-                options,
-                chunk_rows,
-                &slots,
-                stats_binding,
-            )
+            .stream(input, output, shape, options, chunk_rows, &slots, &buffers)
             .await;
-        if let (Ok(()), Some((values, StatsMode::Write)), Some(buffer)) =
-            (&result, stats, &stats_buffer)
+        if let (Ok(()), Some((values, StatsMode::Write)), Some((buffer, _))) =
+            (&result, stats, &buffers.stats)
         {
             result = self.read_stats(buffer, values);
         }
@@ -266,6 +358,39 @@ impl Context {
         // On error the slots are dropped (their buffers freed): one may still be mapped
         // or in use by work that failed.
         result
+    }
+
+    /// Device copies of the row inputs, made once per call.
+    fn input_buffers(&self, inputs: &HostInputs<'_>) -> Result<InputBuffers> {
+        let upload = |label, bytes: &[u8]| {
+            scoped(&self.device, || {
+                let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: (bytes.len() as u64).max(16).next_multiple_of(4),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                self.queue.write_buffer(&buffer, 0, bytes);
+                buffer
+            })
+        };
+        Ok(InputBuffers {
+            mask: match inputs.mask {
+                Some((m, rows)) => {
+                    Some((upload("wgpu-softmax mask", bytemuck::cast_slice(m))?, rows))
+                }
+                None => None,
+            },
+            lengths: inputs
+                .lengths
+                .map(|l| upload("wgpu-softmax lengths", bytemuck::cast_slice(l)))
+                .transpose()?,
+            temperatures: inputs
+                .temperatures
+                .map(|t| upload("wgpu-softmax temperatures", bytemuck::cast_slice(t)))
+                .transpose()?,
+            stats: None,
+        })
     }
 
     /// A device buffer for the rows' statistics, holding `values` when they are given.
@@ -375,8 +500,9 @@ impl Context {
         options: &Options,
         chunk_rows: usize,
         slots: &[Scratch],
-        stats: Option<(&wgpu::Buffer, StatsMode)>,
+        buffers: &InputBuffers,
     ) -> Result<()> {
+        let row_inputs = buffers.row_inputs();
         let mut in_flight: Vec<InFlight> = Vec::new();
         let mut first_row = 0;
         let mut chunk_index = 0;
@@ -404,24 +530,15 @@ impl Context {
                             label: Some("wgpu-softmax host"),
                         });
                 let view = MatrixView::new(&scratch.data);
-                match stats {
-                    Some((buffer, mode)) => {
-                        let rows = StatsView {
-                            buffer,
-                            offset: first_row as u64 * 8,
-                            mode,
-                        };
-                        self.encode_with_stats(
-                            &mut encoder,
-                            view,
-                            view,
-                            chunk_shape,
-                            options,
-                            rows,
-                        )?
-                    }
-                    None => self.encode(&mut encoder, view, view, chunk_shape, options)?,
-                }
+                self.encode_inner(
+                    &mut encoder,
+                    view,
+                    view,
+                    chunk_shape,
+                    options,
+                    &row_inputs,
+                    first_row,
+                )?;
                 encoder.copy_buffer_to_buffer(&scratch.data, 0, &scratch.readback, 0, bytes);
                 Ok(self.queue.submit([encoder.finish()]))
             })??;

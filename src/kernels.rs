@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 use crate::plan::RowKernel;
 
 const COMMON: &str = include_str!("../shaders/common/softmax_common.wgsl");
+const ROW_INPUTS: &str = include_str!("../shaders/common/row_inputs.wgsl");
+const ROW_INPUTS_NONE: &str = include_str!("../shaders/common/row_inputs_none.wgsl");
 
 /// One compiled WGSL entry point: its file in `shaders/` and its entry point share the
 /// name. A [`RowKernel`] runs one shader, or two for split rows.
@@ -60,8 +62,9 @@ impl Shader {
         matches!(self, Shader::SubgroupRow | Shader::WorkgroupSubgroup)
     }
 
-    /// The WGSL source as compiled: the common helpers, then the shader's own file.
-    pub fn source(self) -> String {
+    /// The WGSL source as compiled: the common helpers, the row inputs (mask, lengths,
+    /// temperatures: three more bindings) or their stand-ins, then the shader's own file.
+    pub fn source(self, row_inputs: bool) -> String {
         let own = match self {
             Shader::ThreadRow => include_str!("../shaders/softmax_thread_row.wgsl"),
             Shader::SubgroupRow => include_str!("../shaders/softmax_subgroup_row.wgsl"),
@@ -72,7 +75,12 @@ impl Shader {
             Shader::SplitStats => include_str!("../shaders/softmax_split_stats.wgsl"),
             Shader::SplitWrite => include_str!("../shaders/softmax_split_write.wgsl"),
         };
-        format!("{COMMON}\n{own}")
+        let inputs = if row_inputs {
+            ROW_INPUTS
+        } else {
+            ROW_INPUTS_NONE
+        };
+        format!("{COMMON}\n{inputs}\n{own}")
     }
 
     /// The shaders a kernel runs, in order.
@@ -107,7 +115,13 @@ pub struct Params {
     pub part_base: u32,
     pub col_base: u32,
     pub row_base: u32,
-    pub _pad: [u32; 3],
+    pub stats_first: u32,
+    pub causal_offset: u32,
+    pub mask_rows: u32,
+    pub mask_first: u32,
+    pub lengths_first: u32,
+    pub temps_first: u32,
+    pub _pad: u32,
 }
 
 /// Everything that selects a distinct compiled pipeline.
@@ -120,6 +134,17 @@ pub(crate) struct PipelineKey {
     pub masked_rows_zero: bool,
     pub stats_write: bool,
     pub stats_given: bool,
+    pub causal: bool,
+    /// Which row inputs are bound; all false compiles the variant without their bindings.
+    pub mask: bool,
+    pub lengths: bool,
+    pub temperatures: bool,
+}
+
+impl PipelineKey {
+    pub fn row_inputs(&self) -> bool {
+        self.mask || self.lengths || self.temperatures
+    }
 }
 
 /// Runs `f` inside validation, out-of-memory and internal error scopes and returns the
@@ -161,9 +186,9 @@ pub(crate) fn uniform_buffer(
 /// Bind group layout, pipeline layout and the lazily built pipelines of one device.
 pub(crate) struct Kernels {
     device: wgpu::Device,
-    pub layout: wgpu::BindGroupLayout,
-    pipeline_layout: wgpu::PipelineLayout,
-    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
+    /// Keyed by whether the row-input bindings are present.
+    layouts: Mutex<HashMap<bool, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    modules: Mutex<HashMap<(Shader, bool), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     /// Bound to the vec4 views, the partials and the statistics when unused.
     pub dummy: wgpu::Buffer,
@@ -176,60 +201,82 @@ pub(crate) struct Kernels {
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         scoped(device, || {
-            let storage = |binding| wgpu::BindGroupLayoutEntry {
-                binding,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only: false },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            };
-            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("wgpu-softmax bindings"),
-                entries: &[
-                    wgpu::BindGroupLayoutEntry {
-                        binding: 0,
-                        visibility: wgpu::ShaderStages::COMPUTE,
-                        ty: wgpu::BindingType::Buffer {
-                            ty: wgpu::BufferBindingType::Uniform,
-                            has_dynamic_offset: false,
-                            min_binding_size: wgpu::BufferSize::new(
-                                std::mem::size_of::<Params>() as u64
-                            ),
-                        },
-                        count: None,
-                    },
-                    storage(1),
-                    storage(2),
-                    storage(3),
-                    storage(4),
-                    storage(5),
-                    storage(6),
-                ],
-            });
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some("wgpu-softmax pipeline layout"),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
             let dummy = device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("wgpu-softmax unused vec4 view"),
+                label: Some("wgpu-softmax unused binding"),
                 size: 16,
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
             Kernels {
                 device: device.clone(),
-                layout,
-                pipeline_layout,
+                layouts: Mutex::new(HashMap::new()),
                 modules: Mutex::new(HashMap::new()),
                 pipelines: Mutex::new(HashMap::new()),
                 dummy,
                 partials: Mutex::new(None),
             }
         })
+    }
+
+    /// The bind group layout (and pipeline layout) with or without the row-input
+    /// bindings 7-9, made on first use: a device with WebGPU's default limits has room
+    /// for the 6 storage bindings of plain kernels, not the 9 of kernels with row inputs.
+    pub fn layout(
+        &self,
+        row_inputs: bool,
+    ) -> Result<(wgpu::BindGroupLayout, wgpu::PipelineLayout)> {
+        let mut layouts = self.layouts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = layouts.get(&row_inputs) {
+            return Ok(l.clone());
+        }
+        let storage_bindings = if row_inputs { 9 } else { 6 };
+        let allowed = self.device.limits().max_storage_buffers_per_shader_stage;
+        if allowed < storage_bindings {
+            return Err(Error::Unsupported(format!(
+                "row inputs need {storage_bindings} storage buffers per shader stage; the \
+                 device allows {allowed} (ask for a higher max_storage_buffers_per_shader_stage)"
+            )));
+        }
+        let layout = scoped(&self.device, || {
+            let mut entries = vec![wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: false,
+                    min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+                },
+                count: None,
+            }];
+            entries.extend(
+                (1..=storage_bindings).map(|binding| wgpu::BindGroupLayoutEntry {
+                    binding,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only: false },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                }),
+            );
+            let bind_group_layout =
+                self.device
+                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                        label: Some("wgpu-softmax bindings"),
+                        entries: &entries,
+                    });
+            let pipeline_layout =
+                self.device
+                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: Some("wgpu-softmax pipeline layout"),
+                        bind_group_layouts: &[Some(&bind_group_layout)],
+                        immediate_size: 0,
+                    });
+            (bind_group_layout, pipeline_layout)
+        })?;
+        layouts.insert(row_inputs, layout.clone());
+        Ok(layout)
     }
 
     /// The partials scratch buffer, at least `bytes` long.
@@ -256,11 +303,13 @@ impl Kernels {
         if let Some(p) = pipelines.get(&key) {
             return Ok(p.clone());
         }
+        let (_, pipeline_layout) = self.layout(key.row_inputs())?;
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        let module = match modules.get(&key.shader) {
+        let module_key = (key.shader, key.row_inputs());
+        let module = match modules.get(&module_key) {
             Some(m) => m.clone(),
             None => {
-                let source = key.shader.source();
+                let source = key.shader.source(key.row_inputs());
                 let m = scoped(&self.device, || {
                     self.device
                         .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -268,25 +317,34 @@ impl Kernels {
                             source: wgpu::ShaderSource::Wgsl(source.into()),
                         })
                 })?;
-                modules.insert(key.shader, m.clone());
+                modules.insert(module_key, m.clone());
                 m
             }
         };
         drop(modules);
         let bool_constant = |b: bool| if b { 1.0 } else { 0.0 };
-        let constants = [
+        let mut constants = vec![
             ("LOG_SOFTMAX", bool_constant(key.log)),
             ("MASKED_ROWS_ZERO", bool_constant(key.masked_rows_zero)),
             ("VEC4", bool_constant(key.vec4)),
             ("WORKGROUP_SIZE", f64::from(key.workgroup_size)),
             ("STATS_WRITE", bool_constant(key.stats_write)),
             ("STATS_GIVEN", bool_constant(key.stats_given)),
+            ("CAUSAL", bool_constant(key.causal)),
         ];
+        // These exist only in the row-inputs variant.
+        if key.row_inputs() {
+            constants.extend([
+                ("HAS_MASK", bool_constant(key.mask)),
+                ("HAS_LENGTHS", bool_constant(key.lengths)),
+                ("HAS_TEMPERATURES", bool_constant(key.temperatures)),
+            ]);
+        }
         let pipeline = scoped(&self.device, || {
             self.device
                 .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(key.shader.entry_point()),
-                    layout: Some(&self.pipeline_layout),
+                    layout: Some(&pipeline_layout),
                     module: &module,
                     entry_point: Some(key.shader.entry_point()),
                     compilation_options: wgpu::PipelineCompilationOptions {
@@ -308,15 +366,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn params_block_is_64_bytes_like_the_wgsl_struct() {
-        assert_eq!(std::mem::size_of::<Params>(), 64);
+    fn params_block_is_80_bytes_like_the_wgsl_struct() {
+        assert_eq!(std::mem::size_of::<Params>(), 80);
     }
 
     #[test]
     fn every_kernel_has_shaders_whose_entry_points_are_in_their_source() {
         for k in RowKernel::ALL {
             for shader in Shader::of_kernel(k) {
-                let src = shader.source();
+                let src = shader.source(false);
                 assert!(
                     src.contains(&format!("fn {}(", shader.entry_point())),
                     "{k:?}"

@@ -67,8 +67,12 @@ pub mod plan;
 pub mod reference;
 
 pub use context::{Context, ContextOptions};
-pub use encode::{combine_stats, MaskedRows, MatrixView, Op, Options, Shape, StatsMode, StatsView};
+pub use encode::{
+    combine_stats, MaskedRows, MatrixView, Op, Options, Region, RowInputs, Shape, StatsMode,
+    StatsView,
+};
 pub use error::{Error, Result};
+pub use host::HostInputs;
 pub use kernels::{Shader, COPY_VEC4_SOURCE};
 pub use plan::RowKernel;
 pub use wgpu;

@@ -2,6 +2,7 @@
 //! the numerics contract.
 
 use crate::encode::{MaskedRows, Op, Options};
+use crate::host::HostInputs;
 
 /// A tolerance `|y - r| <= abs + rel * |r|`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -50,16 +51,28 @@ impl Tolerance {
 /// Softmax or log-softmax of each row of a `[rows, cols]` matrix, in f64, by the rules of
 /// the numerics contract: the row max is subtracted first; `-inf` entries give 0
 /// (log: `-inf`); a row with NaN or `+inf` gives NaN; a row of only `-inf` gives NaN, or
-/// with [`MaskedRows::Zero`] 0 (log: `-inf`).
+/// with [`MaskedRows::Zero`] 0 (log: `-inf`). The causal mask of `options` applies.
 pub fn softmax_f64(input: &[f32], cols: usize, options: &Options) -> Vec<f64> {
-    let t = f64::from(options.temperature);
+    softmax_f64_with(input, cols, options, &HostInputs::default())
+}
+
+/// [`softmax_f64`] with row inputs: row `r`'s values are `x / (T * T_r) + mask[r %
+/// mask_rows]`, masked out (ignored, whatever `x` is) at columns past its length or,
+/// with a causal mask, past `r + offset`; a row with an invalid `T_r` gives NaN.
+pub fn softmax_f64_with(
+    input: &[f32],
+    cols: usize,
+    options: &Options,
+    inputs: &HostInputs<'_>,
+) -> Vec<f64> {
     let mut out = Vec::with_capacity(input.len());
-    for row in input.chunks(cols.max(1)) {
-        let poisoned = row.iter().any(|x| x.is_nan() || *x == f32::INFINITY);
-        let m = row
+    for (r, row) in input.chunks(cols.max(1)).enumerate() {
+        let z = scaled_row(r, row, options, inputs);
+        let poisoned = z.iter().any(|v| v.is_nan() || *v == f64::INFINITY);
+        let m = z
             .iter()
-            .filter(|x| x.is_finite())
-            .fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+            .filter(|v| v.is_finite())
+            .fold(f64::NEG_INFINITY, |m, &v| m.max(v));
         if poisoned || m == f64::NEG_INFINITY {
             let fill = match (poisoned, options.masked_rows, options.op) {
                 (false, MaskedRows::Zero, Op::Softmax) => 0.0,
@@ -69,46 +82,91 @@ pub fn softmax_f64(input: &[f32], cols: usize, options: &Options) -> Vec<f64> {
             out.extend(std::iter::repeat_n(fill, row.len()));
             continue;
         }
-        let scaled = |x: f32| (f64::from(x) - m) / t;
-        let sum: f64 = row
+        let sum: f64 = z
             .iter()
-            .filter(|x| x.is_finite())
-            .map(|&x| scaled(x).exp())
+            .filter(|v| v.is_finite())
+            .map(|&v| (v - m).exp())
             .sum();
         let log_sum = sum.ln();
-        out.extend(row.iter().map(|&x| match (options.op, x.is_finite()) {
-            (Op::Softmax, true) => scaled(x).exp() / sum,
+        out.extend(z.iter().map(|&v| match (options.op, v.is_finite()) {
+            (Op::Softmax, true) => (v - m).exp() / sum,
             (Op::Softmax, false) => 0.0,
-            (Op::LogSoftmax, true) => scaled(x) - log_sum,
+            (Op::LogSoftmax, true) => v - m - log_sum,
             (Op::LogSoftmax, false) => f64::NEG_INFINITY,
         }));
     }
     out
 }
 
+/// Row `r`'s values `x / T + mask` in f64, `-inf` where masked out, NaN everywhere for an
+/// invalid per-row temperature.
+fn scaled_row(r: usize, row: &[f32], options: &Options, inputs: &HostInputs<'_>) -> Vec<f64> {
+    let cols = row.len();
+    let mut t = f64::from(options.temperature);
+    if let Some(temps) = inputs.temperatures {
+        let tr = temps[r];
+        if !(tr.is_finite() && tr > 0.0) {
+            return vec![f64::NAN; cols];
+        }
+        t *= f64::from(tr);
+    }
+    let mut cap = cols;
+    if let Some(lengths) = inputs.lengths {
+        cap = cap.min(lengths[r] as usize);
+    }
+    if let Some(offset) = options.causal {
+        cap = cap.min((r as u64).saturating_add(offset).saturating_add(1) as usize);
+    }
+    row.iter()
+        .enumerate()
+        .map(|(j, &x)| {
+            if j >= cap {
+                return f64::NEG_INFINITY;
+            }
+            let mask = inputs
+                .mask
+                .map_or(0.0, |(m, rows)| f64::from(m[(r % rows) * cols + j]));
+            f64::from(x) / t + mask
+        })
+        .collect()
+}
+
 /// Each row's `(max, log-sum-exp)` of `x / T` in f64: `(NaN, NaN)` for a row with NaN
 /// or `+inf`, `(-inf, -inf)` for a row of only `-inf`.
 pub fn row_stats_f64(input: &[f32], cols: usize, temperature: f32) -> Vec<[f64; 2]> {
-    let t = f64::from(temperature);
+    let options = Options::default().with_temperature(temperature);
+    row_stats_f64_with(input, cols, &options, &HostInputs::default())
+}
+
+/// [`row_stats_f64`] with row inputs and the causal mask of `options` (see
+/// [`softmax_f64_with`]).
+pub fn row_stats_f64_with(
+    input: &[f32],
+    cols: usize,
+    options: &Options,
+    inputs: &HostInputs<'_>,
+) -> Vec<[f64; 2]> {
     input
         .chunks(cols.max(1))
-        .map(|row| {
-            if row.iter().any(|x| x.is_nan() || *x == f32::INFINITY) {
+        .enumerate()
+        .map(|(r, row)| {
+            let z = scaled_row(r, row, options, inputs);
+            if z.iter().any(|v| v.is_nan() || *v == f64::INFINITY) {
                 return [f64::NAN; 2];
             }
-            let m = row
+            let m = z
                 .iter()
-                .filter(|x| x.is_finite())
-                .fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+                .filter(|v| v.is_finite())
+                .fold(f64::NEG_INFINITY, |m, &v| m.max(v));
             if m == f64::NEG_INFINITY {
                 return [f64::NEG_INFINITY; 2];
             }
-            let sum: f64 = row
+            let sum: f64 = z
                 .iter()
-                .filter(|x| x.is_finite())
-                .map(|&x| ((f64::from(x) - m) / t).exp())
+                .filter(|v| v.is_finite())
+                .map(|&v| (v - m).exp())
                 .sum();
-            [m / t, m / t + sum.ln()]
+            [m, m + sum.ln()]
         })
         .collect()
 }

@@ -21,7 +21,25 @@ fn every_softmax_shader_validates_with_the_capabilities_it_declares() {
         } else {
             Capabilities::empty()
         };
-        validate(shader.entry_point(), &shader.source(), caps).unwrap();
+        for row_inputs in [false, true] {
+            validate(shader.entry_point(), &shader.source(row_inputs), caps).unwrap();
+        }
+    }
+}
+
+#[test]
+fn only_the_row_input_variant_declares_bindings_7_to_9() {
+    for shader in Shader::ALL {
+        let count = |row_inputs| {
+            let module = naga::front::wgsl::parse_str(&shader.source(row_inputs)).unwrap();
+            module
+                .global_variables
+                .iter()
+                .filter(|(_, v)| v.binding.as_ref().is_some_and(|b| b.binding >= 7))
+                .count()
+        };
+        assert_eq!(count(false), 0, "{shader:?}");
+        assert_eq!(count(true), 3, "{shader:?}");
     }
 }
 
@@ -30,7 +48,7 @@ fn the_subgroup_shaders_do_need_the_subgroup_capability() {
     for shader in Shader::ALL.into_iter().filter(|s| s.needs_subgroups()) {
         let e = validate(
             shader.entry_point(),
-            &shader.source(),
+            &shader.source(false),
             Capabilities::empty(),
         );
         assert!(e.is_err(), "{shader:?}");

@@ -8,8 +8,13 @@ use common::{check_output, ctx, normal_matrix};
 use wgpu_softmax::reference::row_stats_f64;
 use wgpu_softmax::wgpu;
 use wgpu_softmax::{
-    combine_stats, Context, Error, MaskedRows, MatrixView, Options, RowKernel, Shape, StatsView,
+    combine_stats, Context, Error, HostInputs, MaskedRows, MatrixView, Options, RowKernel, Shape,
+    StatsView,
 };
+
+fn none() -> HostInputs<'static> {
+    HostInputs::default()
+}
 
 fn kernels(ctx: &Context) -> Vec<RowKernel> {
     RowKernel::ALL
@@ -55,7 +60,7 @@ fn written_statistics_match_the_reference_with_every_kernel() {
             for t in [1.0, 2.5] {
                 let o = Options::softmax().with_kernel(kernel).with_temperature(t);
                 let shape = Shape::new(5, cols);
-                let (y, stats) = ctx.run_with_stats_blocking(&x, shape, &o).unwrap();
+                let (y, stats) = ctx.run_with_stats_blocking(&x, shape, &o, &none()).unwrap();
                 check_output(&y, &x, shape, &o);
                 check_stats(&stats, &x, cols, t);
             }
@@ -76,9 +81,9 @@ fn given_statistics_reproduce_the_softmax_with_every_kernel() {
                         .with_kernel(kernel)
                         .with_temperature(0.7)
                         .with_masked_rows(masked);
-                    let (_, stats) = ctx.run_with_stats_blocking(&x, shape, &o).unwrap();
+                    let (_, stats) = ctx.run_with_stats_blocking(&x, shape, &o, &none()).unwrap();
                     let y = ctx
-                        .run_with_given_stats_blocking(&x, &stats, shape, &o)
+                        .run_with_given_stats_blocking(&x, &stats, shape, &o, &none())
                         .unwrap();
                     check_output(&y, &x, shape, &o);
                 }
@@ -114,10 +119,10 @@ fn a_vocabulary_sharded_across_two_contexts_matches_the_unsplit_softmax() {
     ] {
         let (shape_a, shape_b) = (Shape::new(rows, at), Shape::new(rows, cols - at));
         let (_, sa) = first
-            .run_with_stats_blocking(&xa, shape_a, &options)
+            .run_with_stats_blocking(&xa, shape_a, &options, &none())
             .unwrap();
         let (_, sb) = second
-            .run_with_stats_blocking(&xb, shape_b, &options)
+            .run_with_stats_blocking(&xb, shape_b, &options, &none())
             .unwrap();
         let combined: Vec<[f32; 2]> = sa
             .iter()
@@ -126,10 +131,10 @@ fn a_vocabulary_sharded_across_two_contexts_matches_the_unsplit_softmax() {
             .collect();
         check_stats(&combined, &x, cols, options.temperature);
         let ya = first
-            .run_with_given_stats_blocking(&xa, &combined, shape_a, &options)
+            .run_with_given_stats_blocking(&xa, &combined, shape_a, &options, &none())
             .unwrap();
         let yb = second
-            .run_with_given_stats_blocking(&xb, &combined, shape_b, &options)
+            .run_with_given_stats_blocking(&xb, &combined, shape_b, &options, &none())
             .unwrap();
         let mut y = Vec::with_capacity(x.len());
         for (ra, rb) in ya.chunks(at).zip(yb.chunks(cols - at)) {
@@ -256,6 +261,7 @@ fn bad_statistics_buffers_are_refused() {
             &[[0.0, 0.0]],
             Shape::new(2, 3),
             &Options::softmax(),
+            &none(),
         )
         .unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { .. }));

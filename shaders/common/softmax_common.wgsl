@@ -11,6 +11,13 @@
 //   5 partials storage  per-(row, part) statistics of the split-row kernels (else a dummy)
 //   6 stats   storage   row statistics, (max, log-sum-exp) of x / T per row, written with
 //                       STATS_WRITE or read with STATS_GIVEN (else a dummy)
+//   7-9                 mask, lengths and temperatures: see row_inputs.wgsl, which (or
+//                       row_inputs_none.wgsl, declaring no bindings) follows this file
+//
+// Row inputs: the value of element (r, c) is x / T + mask[r % mask_rows, c], with T the
+// scalar temperature times row r's own, and -inf (masked out, whatever x is) at columns
+// past row r's valid length or, with CAUSAL, past r + causal_offset. Internally it is
+// kept as x + T * mask, so that with no mask (or 0/-inf mask entries) x is untouched.
 //
 // All storage bindings are read_write so that in-place use can bind one buffer to both
 // sides. Element c of row r of the input is element src_offset + r * src_stride + c -
@@ -38,11 +45,17 @@ struct Params {
     parts: u32,
     part_base: u32,
     col_base: u32,
-    // Index in `stats` of this dispatch's first row.
+    // Index in the whole matrix of this dispatch's first row.
     row_base: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // Element indices, in their bindings, of row 0's statistics, the mask's [0, 0], row 0's
+    // length and row 0's temperature.
+    stats_first: u32,
+    causal_offset: u32,
+    mask_rows: u32,
+    mask_first: u32,
+    lengths_first: u32,
+    temps_first: u32,
+    _pad: u32,
 }
 
 // Write log-softmax ((x - max) * inv_t - ln(sum)) instead of softmax.
@@ -58,6 +71,8 @@ override STATS_WRITE: bool = false;
 // a matrix split by columns (a vocabulary sharded across devices) come out exactly as if
 // unsplit, given the statistics combined over all shards.
 override STATS_GIVEN: bool = false;
+// Row r keeps columns c <= r + causal_offset.
+override CAUSAL: bool = false;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> src: array<f32>;
@@ -73,6 +88,47 @@ const EXP_MASK: u32 = 0x7f800000u;
 const NEG_INF_BITS: u32 = 0xff800000u;
 const NAN_BITS: u32 = 0x7fc00000u;
 
+// The row being processed (each invocation works on one row at a time): its index in the
+// whole matrix, 1 / T, how many leading columns are valid, and whether its temperature
+// was invalid (which makes the row NaN). Set by begin_row.
+var<private> row_global: u32;
+var<private> row_inv_t: f32;
+var<private> row_cap: u32;
+var<private> row_bad: u32;
+
+fn begin_row(row: u32) {
+    row_global = params.row_base + row;
+    // 0 for an invalid per-row temperature.
+    let scale = row_temperature_scale(row_global);
+    row_bad = u32(scale == 0.0);
+    row_inv_t = params.inv_temperature * select(scale, 1.0, scale == 0.0);
+    var cap = min(params.cols, row_length(row_global));
+    if CAUSAL {
+        // The planner keeps causal_offset below cols, so this cannot overflow.
+        cap = min(cap, row_global + params.causal_offset + 1u);
+    }
+    row_cap = cap;
+}
+
+// Element `col` of row `row` of the input, with the row inputs applied.
+fn load1(row: u32, col: u32) -> f32 {
+    var x = apply_mask1(col, src[src_index(row, col)]);
+    if (CAUSAL || ROW_INPUTS) && col >= row_cap {
+        x = bitcast<f32>(NEG_INF_BITS);
+    }
+    return x;
+}
+
+// Elements col .. col + 3 (col a multiple of 4) of row `row`, with the row inputs applied.
+fn load4(row: u32, col: u32) -> vec4<f32> {
+    var v = apply_mask4(col, src4[src_index(row, col) / 4u]);
+    if CAUSAL || ROW_INPUTS {
+        let c = vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u);
+        v = select(v, vec4<f32>(bitcast<f32>(NEG_INF_BITS)), c >= vec4<u32>(row_cap));
+    }
+    return v;
+}
+
 // Running statistics of (part of) a row. `bad` is 1 once a NaN or +inf was seen.
 struct Stats {
     m: f32,
@@ -87,7 +143,7 @@ fn stats_empty() -> Stats {
 // s * exp(delta * inv_t) for delta <= 0, exactly 0 when s is 0 (so an empty partial,
 // whose max is LOWEST, never computes exp of an overflowed difference into the sum).
 fn rescale(s: f32, delta: f32) -> f32 {
-    return select(0.0, s * exp(delta * params.inv_temperature), s != 0.0);
+    return select(0.0, s * exp(delta * row_inv_t), s != 0.0);
 }
 
 fn merge(a: Stats, b: Stats) -> Stats {
@@ -98,23 +154,25 @@ fn merge(a: Stats, b: Stats) -> Stats {
 // The statistics a row is written with: its own (and, with STATS_WRITE, the `leader`
 // invocation stores them as (max, log-sum-exp) of x / T), or with STATS_GIVEN those in
 // `stats`, as the (m, s) pair that gives exp(x / T - lse).
-fn resolve_stats(row: u32, st: Stats, leader: bool) -> Stats {
-    let at = params.row_base + row;
+fn resolve_stats(row: u32, own: Stats, leader: bool) -> Stats {
+    let at = params.stats_first + row_global;
+    var st = own;
+    st.bad |= row_bad;
     if STATS_GIVEN {
         let q = stats[at];
         let lse_bits = bitcast<u32>(q.y);
         if (lse_bits & EXP_MASK) == EXP_MASK {
             // -inf: a fully masked row (sum 0); NaN or +inf: a poisoned row.
-            return Stats(LOWEST, 0.0, u32(lse_bits != NEG_INF_BITS));
+            return Stats(LOWEST, 0.0, row_bad | u32(lse_bits != NEG_INF_BITS));
         }
-        return Stats(q.x / params.inv_temperature, exp(q.y - q.x), 0u);
+        return Stats(q.x / row_inv_t, exp(q.y - q.x), row_bad);
     }
     if STATS_WRITE && leader {
         var out = vec2<f32>(bitcast<f32>(NAN_BITS));
         if st.bad == 0u && st.s == 0.0 {
             out = vec2<f32>(bitcast<f32>(NEG_INF_BITS));
         } else if st.bad == 0u {
-            let max_z = st.m * params.inv_temperature;
+            let max_z = st.m * row_inv_t;
             out = vec2<f32>(max_z, max_z + log(st.s));
         }
         stats[at] = out;
@@ -132,7 +190,7 @@ fn accumulate1(st: Stats, x: f32) -> Stats {
     if x > st.m {
         return Stats(x, rescale(st.s, st.m - x) + 1.0, st.bad);
     }
-    return Stats(st.m, st.s + exp((x - st.m) * params.inv_temperature), st.bad);
+    return Stats(st.m, st.s + exp((x - st.m) * row_inv_t), st.bad);
 }
 
 fn accumulate4(st: Stats, v: vec4<f32>) -> Stats {
@@ -147,7 +205,7 @@ fn accumulate4(st: Stats, v: vec4<f32>) -> Stats {
         out.s = rescale(st.s, st.m - mx);
         out.m = mx;
     }
-    let e = exp((vm - vec4<f32>(out.m)) * params.inv_temperature);
+    let e = exp((vm - vec4<f32>(out.m)) * row_inv_t);
     out.s += dot(select(e, vec4<f32>(0.0), non_finite), vec4<f32>(1.0));
     return out;
 }
@@ -179,9 +237,8 @@ fn range_stats(row: u32, c0: u32, c1: u32, first: u32, step: u32) -> Stats {
     var block = stats_empty();
     var count = 0u;
     let end4 = body_end(c0, c1);
-    let base4 = src_index(row, c0) / 4u;
     for (var i = first; i < (end4 - c0) / 4u; i += step) {
-        block = accumulate4(block, src4[base4 + i]);
+        block = accumulate4(block, load4(row, c0 + 4u * i));
         count += 1u;
         if count == BLOCK {
             total = merge(total, block);
@@ -190,7 +247,7 @@ fn range_stats(row: u32, c0: u32, c1: u32, first: u32, step: u32) -> Stats {
         }
     }
     for (var j = end4 + first; j < c1; j += step) {
-        block = accumulate1(block, src[src_index(row, j)]);
+        block = accumulate1(block, load1(row, j));
         count += 1u;
         if count == BLOCK {
             total = merge(total, block);
@@ -209,14 +266,14 @@ fn row_stats(row: u32, first: u32, step: u32) -> Stats {
 fn softmax1(x: f32, m: f32, inv_s: f32, log_s: f32) -> f32 {
     let neg_inf = bitcast<u32>(x) == NEG_INF_BITS;
     if LOG_SOFTMAX {
-        return select((x - m) * params.inv_temperature - log_s, bitcast<f32>(NEG_INF_BITS), neg_inf);
+        return select((x - m) * row_inv_t - log_s, bitcast<f32>(NEG_INF_BITS), neg_inf);
     }
-    return select(exp((x - m) * params.inv_temperature) * inv_s, 0.0, neg_inf);
+    return select(exp((x - m) * row_inv_t) * inv_s, 0.0, neg_inf);
 }
 
 fn softmax4(v: vec4<f32>, m: f32, inv_s: f32, log_s: f32) -> vec4<f32> {
     let neg_inf = bitcast<vec4<u32>>(v) == vec4<u32>(NEG_INF_BITS);
-    let d = (v - vec4<f32>(m)) * params.inv_temperature;
+    let d = (v - vec4<f32>(m)) * row_inv_t;
     if LOG_SOFTMAX {
         return select(d - vec4<f32>(log_s), vec4<f32>(bitcast<f32>(NEG_INF_BITS)), neg_inf);
     }
@@ -244,7 +301,7 @@ fn write_special(row: u32, c0: u32, c1: u32, first: u32, step: u32, bad: u32, s:
 // Writes the scalar tail of columns [c0, c1) (all of them unless VEC4).
 fn write_tail(row: u32, c0: u32, c1: u32, first: u32, step: u32, m: f32, inv_s: f32, log_s: f32) {
     for (var j = body_end(c0, c1) + first; j < c1; j += step) {
-        dst[dst_index(row, j)] = softmax1(src[src_index(row, j)], m, inv_s, log_s);
+        dst[dst_index(row, j)] = softmax1(load1(row, j), m, inv_s, log_s);
     }
 }
 
@@ -257,10 +314,9 @@ fn range_write(row: u32, c0: u32, c1: u32, first: u32, step: u32, st: Stats) {
     let inv_s = 1.0 / st.s;
     let log_s = log(st.s);
     let n4 = (body_end(c0, c1) - c0) / 4u;
-    let src4_base = src_index(row, c0) / 4u;
     let dst4_base = dst_index(row, c0) / 4u;
     for (var i = first; i < n4; i += step) {
-        dst4[dst4_base + i] = softmax4(src4[src4_base + i], st.m, inv_s, log_s);
+        dst4[dst4_base + i] = softmax4(load4(row, c0 + 4u * i), st.m, inv_s, log_s);
     }
     write_tail(row, c0, c1, first, step, st.m, inv_s, log_s);
 }
@@ -304,13 +360,12 @@ fn max_bad1(acc: MaxBad, x: f32) -> MaxBad {
 // Loads vec4s first + k * step (k < CACHE) of the row body into `cache` and returns
 // their max and poison flag, tail scalars included. Slots past the row stay unused.
 fn cache_load(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f32>, CACHE>>) -> MaxBad {
-    let base4 = src_index(row, 0u) / 4u;
     let n4 = params.cols / 4u;
     var acc = MaxBad(LOWEST, 0u);
     for (var k = 0u; k < CACHE; k++) {
         let i = first + k * step;
         if i < n4 {
-            let v = src4[base4 + i];
+            let v = load4(row, 4u * i);
             (*cache)[k] = v;
             let bits = bitcast<vec4<u32>>(v);
             let non_finite = (bits & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
@@ -320,7 +375,7 @@ fn cache_load(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f
         }
     }
     for (var j = n4 * 4u + first; j < params.cols; j += step) {
-        acc = max_bad1(acc, src[src_index(row, j)]);
+        acc = max_bad1(acc, load1(row, j));
     }
     return acc;
 }
@@ -334,7 +389,7 @@ fn cache_exp_sum(row: u32, first: u32, step: u32, cache: ptr<function, array<vec
         if first + k * step < n4 {
             let v = (*cache)[k];
             let non_finite = (bitcast<vec4<u32>>(v) & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
-            let e = select(exp((v - vec4<f32>(m)) * params.inv_temperature), vec4<f32>(0.0), non_finite);
+            let e = select(exp((v - vec4<f32>(m)) * row_inv_t), vec4<f32>(0.0), non_finite);
             if !LOG_SOFTMAX {
                 (*cache)[k] = e;
             }
@@ -342,9 +397,9 @@ fn cache_exp_sum(row: u32, first: u32, step: u32, cache: ptr<function, array<vec
         }
     }
     for (var j = n4 * 4u + first; j < params.cols; j += step) {
-        let x = src[src_index(row, j)];
+        let x = load1(row, j);
         let non_finite = (bitcast<u32>(x) & EXP_MASK) == EXP_MASK;
-        s += select(exp((x - m) * params.inv_temperature), 0.0, non_finite);
+        s += select(exp((x - m) * row_inv_t), 0.0, non_finite);
     }
     return s;
 }
@@ -361,7 +416,7 @@ fn cache_write(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<
     // The cache holds exp((x - m) * inv_t); given statistics have another max.
     var scale = inv_s;
     if STATS_GIVEN {
-        scale = exp((m - st.m) * params.inv_temperature) * inv_s;
+        scale = exp((m - st.m) * row_inv_t) * inv_s;
     }
     let dst4_base = dst_index(row, 0u) / 4u;
     let n4 = params.cols / 4u;

@@ -1,0 +1,59 @@
+// Row inputs, compiled in when an op has any of them (see softmax_common.wgsl). They
+// take three more storage bindings, so kernels without them compile
+// row_inputs_none.wgsl instead and stay within WebGPU's default of 8 per stage.
+//
+// Bindings (group 0):
+//   7 mask          storage  f32 [mask_rows, cols]: row r adds mask row r % mask_rows
+//   8 lengths       storage  u32 per row: columns at or past it are masked out
+//   9 temperatures  storage  f32 per row: multiplies the scalar temperature
+// Each is a 16-byte dummy when its flag is off.
+
+const ROW_INPUTS: bool = true;
+
+override HAS_MASK: bool = false;
+override HAS_LENGTHS: bool = false;
+override HAS_TEMPERATURES: bool = false;
+
+@group(0) @binding(7) var<storage, read_write> mask: array<f32>;
+@group(0) @binding(8) var<storage, read_write> lengths: array<u32>;
+@group(0) @binding(9) var<storage, read_write> temperatures: array<f32>;
+
+fn row_length(r: u32) -> u32 {
+    if HAS_LENGTHS {
+        return lengths[params.lengths_first + r];
+    }
+    return params.cols;
+}
+
+// 1 / T_r for row r's temperature, or 0 when it is not a finite number > 0.
+fn row_temperature_scale(r: u32) -> f32 {
+    if HAS_TEMPERATURES {
+        let t = temperatures[params.temps_first + r];
+        let bits = bitcast<u32>(t);
+        let finite = (bits & EXP_MASK) != EXP_MASK;
+        let positive = bits != 0u && (bits & 0x80000000u) == 0u;
+        return select(0.0, 1.0 / t, finite && positive);
+    }
+    return 1.0;
+}
+
+fn mask_index(col: u32) -> u32 {
+    return params.mask_first + (row_global % params.mask_rows) * params.cols + col;
+}
+
+// x + T * mask: x / T + mask in the kernels' unscaled units.
+fn apply_mask1(col: u32, x: f32) -> f32 {
+    if HAS_MASK {
+        return x + mask[mask_index(col)] / row_inv_t;
+    }
+    return x;
+}
+
+fn apply_mask4(col: u32, v: vec4<f32>) -> vec4<f32> {
+    if HAS_MASK {
+        let at = mask_index(col);
+        let m = vec4<f32>(mask[at], mask[at + 1u], mask[at + 2u], mask[at + 3u]);
+        return v + m / row_inv_t;
+    }
+    return v;
+}
