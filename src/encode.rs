@@ -290,6 +290,8 @@ pub(crate) struct InputBindings<'a> {
     lengths: Option<RegionBinding<'a>>,
     temperatures: Option<RegionBinding<'a>>,
     stats: Option<(RegionBinding<'a>, StatsMode)>,
+    /// The op's row 0 is row `row_origin` of the inputs.
+    row_origin: u32,
 }
 
 impl<'a> RowInputs<'a> {
@@ -330,6 +332,7 @@ impl<'a> RowInputs<'a> {
             lengths: per_row("lengths", self.lengths)?,
             temperatures: per_row("temperatures", self.temperatures)?,
             stats,
+            row_origin: 0,
         })
     }
 }
@@ -588,7 +591,8 @@ impl Context {
                 cols: shape.cols,
             });
         }
-        let bindings = inputs.bind(total_rows, shape.cols, &self.caps)?;
+        let mut bindings = inputs.bind(total_rows, shape.cols, &self.caps)?;
+        bindings.row_origin = row_origin as u32;
         let plan = plan::plan(
             shape.rows,
             shape.cols,
@@ -597,15 +601,7 @@ impl Context {
             options.tuning(),
             &self.caps,
         )?;
-        self.record(
-            encoder,
-            &plan,
-            (input, output),
-            shape,
-            options,
-            &bindings,
-            row_origin as u32,
-        )
+        self.record(encoder, &plan, (input, output), shape, options, &bindings)
     }
 
     /// Records `plan` in one compute pass: one uniform buffer holding every chunk's
@@ -619,7 +615,6 @@ impl Context {
         shape: Shape,
         options: &Options,
         inputs: &InputBindings<'_>,
-        row_origin: u32,
     ) -> Result<()> {
         let key = |shader| PipelineKey {
             shader,
@@ -683,7 +678,7 @@ impl Context {
                 parts: split.parts,
                 part_base: chunk.part_base,
                 col_base: chunk.col_base as u32,
-                row_base: row_origin + chunk.first_row as u32,
+                row_base: inputs.row_origin + chunk.first_row as u32,
                 stats_first: first(inputs.stats.as_ref().map(|(b, _)| b)),
                 // At least cols means no column is masked: kept below cols so that
                 // row + offset + 1 stays within u32.
