@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use wgpu_softmax::bandwidth::CopyKernel;
 use wgpu_softmax::wgpu;
-use wgpu_softmax::{Context, MatrixView, Options, RowKernel, Shape};
+use wgpu_softmax::{Context, MatrixView, Options, Region, RowInputs, RowKernel, Shape, StatsView};
 
 const DEFAULT_COLS: [usize; 9] = [32, 128, 512, 1024, 4096, 16384, 32000, 131072, 262144];
 const LATENCY_COLS: [usize; 2] = [32000, 262144];
@@ -392,6 +392,118 @@ fn markdown(ctx: &Context, args: &Args, rows: &[Row], lat: &[(usize, f64, f64)])
     s
 }
 
+/// The cost of each fused input over plain softmax: the resident op on one matrix,
+/// plain and with each input, in interleaved rounds; the median per-round ratio of
+/// plain time to time with the input (1.0: free).
+fn feature_costs(
+    ctx: &Context,
+    args: &Args,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<(&'static str, f64)>, String> {
+    let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+    let upload = |bytes: &[u8]| {
+        let b = buffer(
+            ctx,
+            (bytes.len() as u64).max(16).next_multiple_of(16),
+            usage,
+        );
+        ctx.queue().write_buffer(&b, 0, bytes);
+        b
+    };
+    let shape = Shape::new(rows, cols);
+    let input = upload(bytemuck::cast_slice(&logits(rows * cols, 3)));
+    let output = buffer(ctx, (rows * cols * 4) as u64, usage);
+    let lengths: Vec<u32> = (0..rows as u32)
+        .map(|r| cols as u32 - r % cols as u32)
+        .collect();
+    let temps: Vec<f32> = (0..rows).map(|r| 0.5 + (r % 4) as f32).collect();
+    let mask_one: Vec<f32> = (0..cols)
+        .map(|c| if c % 7 == 0 { f32::NEG_INFINITY } else { 0.0 })
+        .collect();
+    let (lengths, temps, mask_one) = (
+        upload(bytemuck::cast_slice(&lengths)),
+        upload(bytemuck::cast_slice(&temps)),
+        upload(bytemuck::cast_slice(&mask_one)),
+    );
+    let stats = buffer(ctx, rows as u64 * 8, usage);
+    let plain = RowInputs::default();
+    let variants: Vec<(&'static str, Options, RowInputs)> = vec![
+        (
+            "causal mask",
+            args.options.with_causal(cols as u64 / 2),
+            plain,
+        ),
+        (
+            "per-row lengths",
+            args.options,
+            RowInputs {
+                lengths: Some(Region::new(&lengths)),
+                ..plain
+            },
+        ),
+        (
+            "per-row temperatures",
+            args.options,
+            RowInputs {
+                temperatures: Some(Region::new(&temps)),
+                ..plain
+            },
+        ),
+        (
+            "additive mask (one row for all)",
+            args.options,
+            RowInputs {
+                mask: Some((Region::new(&mask_one), 1)),
+                ..plain
+            },
+        ),
+        (
+            "row statistics written",
+            args.options,
+            RowInputs {
+                stats: Some(StatsView::write(&stats)),
+                ..plain
+            },
+        ),
+        (
+            "all of the above",
+            args.options.with_causal(cols as u64 / 2),
+            RowInputs {
+                lengths: Some(Region::new(&lengths)),
+                temperatures: Some(Region::new(&temps)),
+                mask: Some((Region::new(&mask_one), 1)),
+                stats: Some(StatsView::write(&stats)),
+            },
+        ),
+    ];
+    let mut costs = Vec::new();
+    for (name, options, inputs) in &variants {
+        let base: Recorder = &|enc| {
+            ctx.encode(
+                enc,
+                MatrixView::new(&input),
+                MatrixView::new(&output),
+                shape,
+                &args.options,
+            )
+        };
+        let with: Recorder = &|enc| {
+            ctx.encode_with(
+                enc,
+                MatrixView::new(&input),
+                MatrixView::new(&output),
+                shape,
+                options,
+                inputs,
+            )
+        };
+        let t = time_rounds(ctx, args.iters, args.repeats, &[base, with])?;
+        costs.push((*name, median_ratio(&t[0], &t[1])));
+    }
+    Ok(costs)
+}
+
 fn csv(rows: &[Row]) -> String {
     let mut s = String::from("rows,cols,softmax_s,copy_kernel_s,copy_engine_s,host_s,transfer_s,softmax_over_copy,host_over_transfer\n");
     for r in rows {
@@ -473,7 +585,16 @@ fn run(args: Args) -> Result<(), String> {
         let (call, empty) = latency(&ctx, cols, &planned)?;
         lat.push((cols, call, empty));
     }
-    let table = markdown(&ctx, &args, &rows, &lat);
+    let (feature_rows, feature_cols) = (((size / 4) as usize / 4096).max(1), 4096);
+    eprintln!("measuring fused inputs on {feature_rows} x {feature_cols} ...");
+    let costs = feature_costs(&ctx, &args, feature_rows, feature_cols)?;
+    let mut table = markdown(&ctx, &args, &rows, &lat);
+    table += &format!(
+        "\n| fused input ({feature_rows} x {feature_cols}) | plain softmax time / time with it |\n| --- | --- |\n"
+    );
+    for (name, ratio) in &costs {
+        table += &format!("| {name} | {ratio:.2} |\n");
+    }
     println!("{table}");
     std::fs::create_dir_all(&args.out).map_err(|e| e.to_string())?;
     std::fs::write(args.out.join("report.md"), &table).map_err(|e| e.to_string())?;
