@@ -601,7 +601,79 @@ impl Context {
             options.tuning(),
             &self.caps,
         )?;
-        self.record(encoder, &plan, (input, output), shape, options, &bindings)
+        let shaders = Shader::of_kernel(plan.kernel);
+        self.record(
+            encoder,
+            (&plan, shaders),
+            (input, output),
+            shape,
+            options,
+            &bindings,
+        )
+    }
+
+    /// Records the gradient of softmax (or log-softmax, per `options.op`) into the
+    /// caller's encoder, in one fused kernel: `y` holds the forward op's output, and
+    /// `grad` holds the incoming gradient `dy` and receives `dx` in its place:
+    /// softmax `dx = y * (dy - sum(dy * y)) / T`, log-softmax
+    /// `dx = (dy - exp(y) * sum(dy)) / T`, with `T` the forward op's scalar temperature.
+    /// Only the op, temperature and tuning of `options` apply. `y` and `grad` must not
+    /// overlap.
+    pub fn encode_backward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        y: MatrixView<'_>,
+        grad: MatrixView<'_>,
+        shape: Shape,
+        options: &Options,
+    ) -> Result<()> {
+        self.encode_backward_inner(encoder, y, grad, shape, options)
+            .map_err(|e| self.explain(e))
+    }
+
+    fn encode_backward_inner(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        y: MatrixView<'_>,
+        grad: MatrixView<'_>,
+        shape: Shape,
+        options: &Options,
+    ) -> Result<()> {
+        options.validate()?;
+        shape.len()?;
+        if shape.is_empty() {
+            return Ok(());
+        }
+        let y_range = y.check("input", shape)?;
+        let g_range = grad.check("output", shape)?;
+        if y.buffer == grad.buffer && y_range.start < g_range.end && g_range.start < y_range.end {
+            return Err(Error::PartialOverlap);
+        }
+        let tuning = plan::Tuning {
+            kernel: Some(plan::RowKernel::WorkgroupShared),
+            workgroup_size: options.workgroup_size,
+        };
+        let plan = plan::plan(
+            shape.rows,
+            shape.cols,
+            y.placement(shape.cols),
+            grad.placement(shape.cols),
+            tuning,
+            &self.caps,
+        )?;
+        let none = RowInputs::default().bind(shape.rows as u64, shape.cols, &self.caps)?;
+        let forward = Options {
+            causal: None,
+            ..*options
+        };
+        self.record(
+            encoder,
+            (&plan, &[Shader::Backward]),
+            (y, grad),
+            shape,
+            &forward,
+            &none,
+        )
     }
 
     /// Records `plan` in one compute pass: one uniform buffer holding every chunk's
@@ -610,7 +682,7 @@ impl Context {
     fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        plan: &Plan,
+        (plan, shaders): (&Plan, &[Shader]),
         (input, output): (MatrixView<'_>, MatrixView<'_>),
         shape: Shape,
         options: &Options,
@@ -629,10 +701,7 @@ impl Context {
             lengths: inputs.lengths.is_some(),
             temperatures: inputs.temperatures.is_some(),
         };
-        let keys: Vec<PipelineKey> = Shader::of_kernel(plan.kernel)
-            .iter()
-            .map(|&s| key(s))
-            .collect();
+        let keys: Vec<PipelineKey> = shaders.iter().map(|&s| key(s)).collect();
         let row_inputs = keys[0].row_inputs();
         let pipelines = keys
             .iter()

@@ -393,6 +393,112 @@ impl Context {
         })
     }
 
+    /// The gradient of softmax (or log-softmax, per `options.op`) from the forward output
+    /// `y` and the incoming gradient `dy` (see [`Context::encode_backward`]), returned
+    /// as a new vector. Chunks of rows go through the GPU one after another.
+    pub async fn run_backward(
+        &self,
+        y: &[f32],
+        dy: &[f32],
+        shape: Shape,
+        options: &Options,
+    ) -> Result<Vec<f32>> {
+        options.validate()?;
+        let expected = shape.len()?;
+        check_len("y", expected, y.len())?;
+        check_len("dy", expected, dy.len())?;
+        let mut dx = vec![0.0f32; expected];
+        if shape.is_empty() {
+            return Ok(dx);
+        }
+        let row_bytes = shape.cols as u64 * 4;
+        let chunk_rows =
+            ((self.options.host_chunk_bytes / row_bytes) as usize).clamp(1, shape.rows);
+        let chunk_bytes = chunk_rows as u64 * row_bytes;
+        let slots = [
+            self.take_scratch(chunk_bytes)?,
+            self.take_scratch(chunk_bytes)?,
+        ];
+        let mut result = Ok(());
+        for first_row in (0..shape.rows).step_by(chunk_rows) {
+            let rows = chunk_rows.min(shape.rows - first_row);
+            let elements = first_row * shape.cols..(first_row + rows) * shape.cols;
+            let bytes = (elements.len() * 4) as u64;
+            let submitted = scoped(&self.device, || -> Result<wgpu::SubmissionIndex> {
+                let (y_slot, grad_slot) = (&slots[0], &slots[1]);
+                self.queue.write_buffer(
+                    &y_slot.data,
+                    0,
+                    bytemuck::cast_slice(&y[elements.clone()]),
+                );
+                self.queue.write_buffer(
+                    &grad_slot.data,
+                    0,
+                    bytemuck::cast_slice(&dy[elements.clone()]),
+                );
+                let mut encoder =
+                    self.device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("wgpu-softmax backward"),
+                        });
+                self.encode_backward(
+                    &mut encoder,
+                    MatrixView::new(&y_slot.data),
+                    MatrixView::new(&grad_slot.data),
+                    Shape::new(rows, shape.cols),
+                    options,
+                )?;
+                encoder.copy_buffer_to_buffer(&grad_slot.data, 0, &grad_slot.readback, 0, bytes);
+                Ok(self.queue.submit([encoder.finish()]))
+            });
+            let submission = match submitted {
+                Ok(Ok(index)) => index,
+                Ok(Err(e)) | Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            let mapped: MapResult = Arc::new(Mutex::new(None));
+            let flag = mapped.clone();
+            slots[1]
+                .readback
+                .map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+                    *flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                });
+            let done = InFlight {
+                slot: 1,
+                submission,
+                elements,
+                mapped,
+            };
+            if let Err(e) = self.finish(done, &slots, &mut dx).await {
+                result = Err(e);
+                break;
+            }
+        }
+        match result {
+            Ok(()) => {
+                for s in slots {
+                    self.scratch.give_back(s);
+                }
+                Ok(dx)
+            }
+            Err(e) => Err(self.explain(e)),
+        }
+    }
+
+    /// Blocking [`Context::run_backward`] (native targets).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn run_backward_blocking(
+        &self,
+        y: &[f32],
+        dy: &[f32],
+        shape: Shape,
+        options: &Options,
+    ) -> Result<Vec<f32>> {
+        pollster::block_on(self.run_backward(y, dy, shape, options))
+    }
+
     /// A device buffer for the rows' statistics, holding `values` when they are given.
     fn stats_buffer(&self, values: &[[f32; 2]], mode: StatsMode) -> Result<wgpu::Buffer> {
         scoped(&self.device, || {

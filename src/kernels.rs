@@ -32,17 +32,20 @@ pub enum Shader {
     SplitStats,
     /// `softmax_split_write`.
     SplitWrite,
+    /// `softmax_backward`.
+    Backward,
 }
 
 impl Shader {
     /// Every shader, for validation.
-    pub const ALL: [Shader; 6] = [
+    pub const ALL: [Shader; 7] = [
         Shader::ThreadRow,
         Shader::SubgroupRow,
         Shader::WorkgroupShared,
         Shader::WorkgroupSubgroup,
         Shader::SplitStats,
         Shader::SplitWrite,
+        Shader::Backward,
     ];
 
     /// The entry point, which is also the file name and pipeline label.
@@ -54,6 +57,7 @@ impl Shader {
             Shader::WorkgroupSubgroup => "softmax_workgroup_subgroup",
             Shader::SplitStats => "softmax_split_stats",
             Shader::SplitWrite => "softmax_split_write",
+            Shader::Backward => "softmax_backward",
         }
     }
 
@@ -74,6 +78,7 @@ impl Shader {
             }
             Shader::SplitStats => include_str!("../shaders/softmax_split_stats.wgsl"),
             Shader::SplitWrite => include_str!("../shaders/softmax_split_write.wgsl"),
+            Shader::Backward => include_str!("../shaders/softmax_backward.wgsl"),
         };
         let inputs = if row_inputs {
             ROW_INPUTS

@@ -171,6 +171,36 @@ pub fn row_stats_f64_with(
         .collect()
 }
 
+/// f32 backward (softmax or log-softmax gradient): `1e-5 + 1e-4 * |r|`.
+pub const BACKWARD_F32: Tolerance = Tolerance {
+    abs: 1e-5,
+    rel: 1e-4,
+};
+
+/// The gradient in f64 from the forward output `y` and the incoming gradient `dy`:
+/// softmax `y * (dy - sum(dy * y)) / T`, log-softmax `(dy - exp(y) * sum(dy)) / T`.
+pub fn backward_f64(y: &[f32], dy: &[f32], cols: usize, options: &Options) -> Vec<f64> {
+    let t = f64::from(options.temperature);
+    let mut out = Vec::with_capacity(y.len());
+    for (yr, gr) in y.chunks(cols.max(1)).zip(dy.chunks(cols.max(1))) {
+        let pairs = yr
+            .iter()
+            .zip(gr)
+            .map(|(&a, &b)| (f64::from(a), f64::from(b)));
+        match options.op {
+            Op::Softmax => {
+                let dot: f64 = pairs.clone().map(|(a, b)| a * b).sum();
+                out.extend(pairs.map(|(a, b)| a * (b - dot) / t));
+            }
+            Op::LogSoftmax => {
+                let sum: f64 = pairs.clone().map(|(_, b)| b).sum();
+                out.extend(pairs.map(|(a, b)| (b - a.exp() * sum) / t));
+            }
+        }
+    }
+    out
+}
+
 /// The first element outside the tolerance, as `(index, got, expected)`.
 pub fn first_mismatch(got: &[f32], expected: &[f64], tol: Tolerance) -> Option<(usize, f32, f64)> {
     got.iter()

@@ -1,0 +1,85 @@
+// Kernel softmax_backward: the gradient of softmax (or, with LOG_SOFTMAX, log-softmax)
+// in one fused kernel. `src` holds the forward output y; `dst` holds the incoming
+// gradient dy and receives dx in its place:
+//   softmax:     dx = y * (dy - sum(dy * y)) / T
+//   log-softmax: dx = (dy - exp(y) * sum(dy)) / T
+// (T the scalar temperature of the forward op, 1 unless it was scaled).
+//
+// Dispatch: as softmax_workgroup_shared (2-D grid, one row per workgroup). Each
+// invocation sums its strided share of the row (blocked, as range_stats does), a tree
+// over workgroup memory adds the shares (WORKGROUP_SIZE a power of two, at most
+// MAX_WORKGROUP), and a second sweep writes dx. Each element of dst is read and then
+// written by the same invocation, after the barrier that ends the reduction.
+
+const MAX_WORKGROUP: u32 = 256u;
+
+var<workgroup> tree_sum: array<f32, MAX_WORKGROUP>;
+
+// The factor of dy in the row sum: y for softmax, 1 for log-softmax.
+fn weight4(y: vec4<f32>) -> vec4<f32> {
+    return select(y, vec4<f32>(1.0), LOG_SOFTMAX);
+}
+
+fn weight1(y: f32) -> f32 {
+    return select(y, 1.0, LOG_SOFTMAX);
+}
+
+fn gradient4(y: vec4<f32>, dy: vec4<f32>, total: f32) -> vec4<f32> {
+    if LOG_SOFTMAX {
+        return (dy - exp(y) * total) * params.inv_temperature;
+    }
+    return y * (dy - vec4<f32>(total)) * params.inv_temperature;
+}
+
+fn gradient1(y: f32, dy: f32, total: f32) -> f32 {
+    if LOG_SOFTMAX {
+        return (dy - exp(y) * total) * params.inv_temperature;
+    }
+    return y * (dy - total) * params.inv_temperature;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn softmax_backward(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wg.y * params.grid_x + wg.x;
+    if row >= params.rows {
+        return;
+    }
+    let end4 = body_end(0u, params.cols);
+    let n4 = end4 / 4u;
+    let y4_base = src_index(row, 0u) / 4u;
+    let g4_base = dst_index(row, 0u) / 4u;
+    var total = 0.0;
+    var block = 0.0;
+    var count = 0u;
+    for (var i = lid; i < n4; i += WORKGROUP_SIZE) {
+        block += dot(dst4[g4_base + i], weight4(src4[y4_base + i]));
+        count += 1u;
+        if count == BLOCK {
+            total += block;
+            block = 0.0;
+            count = 0u;
+        }
+    }
+    for (var j = end4 + lid; j < params.cols; j += WORKGROUP_SIZE) {
+        block += dst[dst_index(row, j)] * weight1(src[src_index(row, j)]);
+    }
+    tree_sum[lid] = total + block;
+    workgroupBarrier();
+    for (var half = WORKGROUP_SIZE / 2u; half > 0u; half /= 2u) {
+        if lid < half {
+            tree_sum[lid] = tree_sum[lid] + tree_sum[lid + half];
+        }
+        workgroupBarrier();
+    }
+    let sum = tree_sum[0];
+    for (var i = lid; i < n4; i += WORKGROUP_SIZE) {
+        dst4[g4_base + i] = gradient4(src4[y4_base + i], dst4[g4_base + i], sum);
+    }
+    for (var j = end4 + lid; j < params.cols; j += WORKGROUP_SIZE) {
+        let at = dst_index(row, j);
+        dst[at] = gradient1(src[src_index(row, j)], dst[at], sum);
+    }
+}
