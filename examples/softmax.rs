@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example softmax -- --rows 256 --cols 32000
 //! cargo run --release --example softmax -- --input logits.npy --output probs.npy --log
+//! cargo run --release --example softmax -- --input scores.npy --mask mask.npy --causal
 //! ```
 //!
 //! Exit status: 0 on success, 1 for a run-time failure (file, GPU, result out of
@@ -20,26 +21,48 @@ use std::time::{Duration, Instant};
 use wgpu_softmax::bandwidth::CopyKernel;
 use wgpu_softmax::reference::{self, Tolerance};
 use wgpu_softmax::wgpu;
-use wgpu_softmax::{Context, ContextOptions, MatrixView, Op, Options, Shape};
+use wgpu_softmax::{
+    Context, ContextOptions, HostInputs, MaskedRows, MatrixView, Op, Options, Shape,
+};
 
 const USAGE: &str = "\
 softmax: batched softmax and log-softmax on the GPU (wgpu)
 
 Usage:
   softmax [--rows N] [--cols N] [--seed N] [--log] [--temperature T]
+          [--causal] [--causal-offset K] [--masked-rows nan|zero]
       Softmax of a seeded random normal(0, 3) logit matrix: timed, checked against
       an f64 reference, and compared with a plain copy kernel's bandwidth.
-  softmax --input X.npy [--output Y.npy] [--log] [--temperature T]
+  softmax --input X.npy [--output Y.npy] [--stats S.npy] [--log] [--temperature T]
+          [--mask M.npy] [--lengths L.npy] [--temperatures R.npy]
+          [--causal] [--causal-offset K] [--masked-rows nan|zero]
       Softmax of each row of a float32 .npy array (1-D: one row; 2-D: rows x cols).
       Writes Y.npy in the input's shape, or without --output prints a summary.
 
 Flags:
   --input X.npy     read logits from a little-endian float32 ('<f4') .npy file
   --output Y.npy    write the result to Y.npy (only with --input)
-  --stats S.npy     also write each row's (max, log-sum-exp) of x / T as a
-                    [rows, 2] float32 array (only with --input)
+  --stats S.npy     also write each row's (max, log-sum-exp) of x / T (with every
+                    mask and per-row input applied) as a [rows, 2] float32 array
+                    (only with --input)
   --log             log-softmax instead of softmax
   --temperature T   divide the logits by T (finite, > 0; default 1)
+  --mask M.npy      add a float32 mask to x / T (only with --input): [mask_rows,
+                    cols], row r adding mask row r % mask_rows, or 1-D [cols] for
+                    every row; -inf masks a column out. Its cols must be the
+                    input's. float16 masks are not supported yet
+  --lengths L.npy   one valid length per row, 1-D int32 ('<i4', >= 0) or uint32
+                    ('<u4') (only with --input): columns at or past a row's
+                    length are masked out
+  --temperatures R.npy
+                    one float32 temperature per row, multiplying T (only with
+                    --input); a row whose temperature is not finite and > 0
+                    comes out NaN
+  --causal          causal mask: row i keeps columns j <= i (+ K)
+  --causal-offset K the causal mask's offset K, an integer >= 0 (implies --causal)
+  --masked-rows nan|zero
+                    what a row with every column masked out gives: NaN (default,
+                    as PyTorch) or zero probability (0; log-softmax -inf)
   --rows N          rows of the random matrix (default 4096)
   --cols N          columns of the random matrix (default 32000)
   --seed N          seed of the random matrix (default 42)
@@ -48,7 +71,9 @@ Flags:
   -h, --help        print this help
 
 WGPU_BACKEND (vulkan, gl, metal, dx12) restricts the backends searched.
-Exit status: 0 success, 1 run-time error or result out of tolerance, 2 bad usage.
+Exit status: 0 success, 1 run-time error (including a file that does not fit the
+input: a mask of other cols, a per-row file of other length, a negative length) or
+result out of tolerance, 2 bad usage.
 ";
 
 const DEFAULT_ROWS: usize = 4096;
@@ -116,7 +141,8 @@ fn main() -> ExitCode {
 /// What the command line asks for.
 enum Command {
     Help,
-    Run(Args),
+    /// Boxed: `Args` is large next to `Help`, and it is made once.
+    Run(Box<Args>),
 }
 
 /// A checked command line: every combination here is valid.
@@ -124,6 +150,7 @@ struct Args {
     input: Option<PathBuf>,
     output: Option<PathBuf>,
     stats: Option<PathBuf>,
+    files: RowFiles,
     options: Options,
     rows: usize,
     cols: usize,
@@ -131,65 +158,124 @@ struct Args {
     context: ContextOptions,
 }
 
+/// The per-row input files (`--mask`, `--lengths`, `--temperatures`): their sizes
+/// depend on the input's shape, so only `--input` can take them.
+#[derive(Default)]
+struct RowFiles {
+    mask: Option<PathBuf>,
+    lengths: Option<PathBuf>,
+    temperatures: Option<PathBuf>,
+}
+
+/// The command line as given, before the checks across flags.
+#[derive(Default)]
+struct Parsed {
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+    stats: Option<PathBuf>,
+    files: RowFiles,
+    rows: Option<usize>,
+    cols: Option<usize>,
+    seed: Option<u64>,
+    log: bool,
+    temperature: Option<f32>,
+    causal: Option<u64>,
+    masked_rows: MaskedRows,
+    context: ContextOptions,
+}
+
 fn parse_args(args: impl IntoIterator<Item = OsString>) -> Outcome<Command> {
     let mut args = args.into_iter();
-    let (mut input, mut output, mut stats) = (None, None, None);
-    let (mut rows, mut cols) = (None, None);
-    let mut seed = DEFAULT_SEED;
-    let mut log = false;
-    let mut temperature = 1.0f32;
-    let mut context = ContextOptions::default();
+    let mut parsed = Parsed::default();
     while let Some(arg) = args.next() {
         let Some(flag) = arg.to_str() else {
             return Err(Failure::Usage(format!("unexpected argument {arg:?}")));
         };
+        if flag == "-h" || flag == "--help" {
+            return Ok(Command::Help);
+        }
+        parsed.apply(flag, &mut args)?;
+    }
+    parsed.finish().map(|args| Command::Run(Box::new(args)))
+}
+
+impl Parsed {
+    /// Takes one flag and, if it has one, its value.
+    fn apply(&mut self, flag: &str, args: &mut impl Iterator<Item = OsString>) -> Outcome<()> {
+        let path = |args: &mut _| value(args, flag).map(PathBuf::from).map(Some);
         match flag {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--log" => log = true,
-            "--input" => input = Some(PathBuf::from(value(&mut args, flag)?)),
-            "--output" => output = Some(PathBuf::from(value(&mut args, flag)?)),
-            "--stats" => stats = Some(PathBuf::from(value(&mut args, flag)?)),
-            "--temperature" => temperature = parse_temperature(&text_value(&mut args, flag)?)?,
-            "--rows" => rows = Some(parse_count(flag, &text_value(&mut args, flag)?)?),
-            "--cols" => cols = Some(parse_count(flag, &text_value(&mut args, flag)?)?),
-            "--seed" => seed = parse_number(flag, &text_value(&mut args, flag)?)?,
+            "--log" => self.log = true,
+            "--input" => self.input = path(args)?,
+            "--output" => self.output = path(args)?,
+            "--stats" => self.stats = path(args)?,
+            "--mask" => self.files.mask = path(args)?,
+            "--lengths" => self.files.lengths = path(args)?,
+            "--temperatures" => self.files.temperatures = path(args)?,
+            // A bare --causal keeps an offset given before it.
+            "--causal" => self.causal = self.causal.or(Some(0)),
+            "--causal-offset" => self.causal = Some(parse_offset(&text_value(args, flag)?)?),
+            "--masked-rows" => self.masked_rows = parse_masked_rows(&text_value(args, flag)?)?,
+            "--temperature" => {
+                self.temperature = Some(parse_temperature(&text_value(args, flag)?)?)
+            }
+            "--rows" => self.rows = Some(parse_count(flag, &text_value(args, flag)?)?),
+            "--cols" => self.cols = Some(parse_count(flag, &text_value(args, flag)?)?),
+            "--seed" => self.seed = Some(parse_number(flag, &text_value(args, flag)?)?),
             "--max-gpu-mib" => {
-                let mib = parse_count(flag, &text_value(&mut args, flag)?)? as u64;
+                let mib = parse_count(flag, &text_value(args, flag)?)? as u64;
                 // Two chunks in flight, each a device buffer and a readback buffer.
-                context.host_chunk_bytes = mib.saturating_mul(1 << 20) / 4;
+                self.context.host_chunk_bytes = mib.saturating_mul(1 << 20) / 4;
             }
             _ if flag.starts_with('-') => {
                 return Err(Failure::Usage(format!("unknown flag {flag}")))
             }
             _ => return Err(Failure::Usage(format!("unexpected argument {flag:?}"))),
         }
+        Ok(())
     }
-    if input.is_some() && (rows.is_some() || cols.is_some()) {
-        return Err(Failure::Usage(
-            "--rows and --cols make a random matrix; they do not go with --input".into(),
-        ));
+
+    /// Checks the flags against each other and settles the defaults.
+    fn finish(self) -> Outcome<Args> {
+        if self.input.is_some() && (self.rows.is_some() || self.cols.is_some()) {
+            return Err(Failure::Usage(
+                "--rows and --cols make a random matrix; they do not go with --input".into(),
+            ));
+        }
+        let needs_input = [
+            ("--output", self.output.is_some()),
+            ("--stats", self.stats.is_some()),
+            ("--mask", self.files.mask.is_some()),
+            ("--lengths", self.files.lengths.is_some()),
+            ("--temperatures", self.files.temperatures.is_some()),
+        ];
+        if self.input.is_none() {
+            if let Some((flag, _)) = needs_input.iter().find(|(_, given)| *given) {
+                return Err(Failure::Usage(format!("{flag} needs --input")));
+            }
+        }
+        let mut options = if self.log {
+            Options::log_softmax()
+        } else {
+            Options::softmax()
+        };
+        options = options
+            .with_temperature(self.temperature.unwrap_or(1.0))
+            .with_masked_rows(self.masked_rows);
+        if let Some(offset) = self.causal {
+            options = options.with_causal(offset);
+        }
+        Ok(Args {
+            input: self.input,
+            output: self.output,
+            stats: self.stats,
+            files: self.files,
+            options,
+            rows: self.rows.unwrap_or(DEFAULT_ROWS),
+            cols: self.cols.unwrap_or(DEFAULT_COLS),
+            seed: self.seed.unwrap_or(DEFAULT_SEED),
+            context: self.context,
+        })
     }
-    if input.is_none() && output.is_some() {
-        return Err(Failure::Usage("--output needs --input".into()));
-    }
-    if input.is_none() && stats.is_some() {
-        return Err(Failure::Usage("--stats needs --input".into()));
-    }
-    let options = if log {
-        Options::log_softmax()
-    } else {
-        Options::softmax()
-    };
-    Ok(Command::Run(Args {
-        input,
-        output,
-        stats,
-        options: options.with_temperature(temperature),
-        rows: rows.unwrap_or(DEFAULT_ROWS),
-        cols: cols.unwrap_or(DEFAULT_COLS),
-        seed,
-        context,
-    }))
 }
 
 /// The value after `flag`. A following flag is not taken as the value, so that
@@ -229,6 +315,26 @@ fn parse_temperature(text: &str) -> Outcome<f32> {
         Err(Failure::Usage(format!(
             "--temperature must be finite and > 0, got {text}"
         )))
+    }
+}
+
+/// `--causal-offset`: rows count from 0, so a negative offset has no meaning; it is
+/// refused rather than read as "no causal mask".
+fn parse_offset(text: &str) -> Outcome<u64> {
+    text.parse().map_err(|_| {
+        Failure::Usage(format!(
+            "--causal-offset must be an integer >= 0, got {text:?}"
+        ))
+    })
+}
+
+fn parse_masked_rows(text: &str) -> Outcome<MaskedRows> {
+    match text {
+        "nan" => Ok(MaskedRows::Nan),
+        "zero" => Ok(MaskedRows::Zero),
+        _ => Err(Failure::Usage(format!(
+            "--masked-rows must be nan or zero, got {text:?}"
+        ))),
     }
 }
 
@@ -280,41 +386,61 @@ fn zeroed(len: usize) -> Outcome<Vec<f32>> {
     Ok(v)
 }
 
-/// `--input`: the file is read and checked before the GPU is touched, so a bad file
+/// `--input`: the files are read and checked before the GPU is touched, so a bad file
 /// fails fast and with nothing but the error on stderr.
 fn run_file(path: &Path, args: &Args) -> Outcome<()> {
     let array = npy::read(path).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
+    let row_data = RowData::load(&args.files, array.shape)?;
     let ctx = Context::with_options_blocking(args.context.clone()).map_err(runtime)?;
-    let result = match &args.stats {
-        None => ctx.run_blocking(&array.data, array.shape, &args.options),
-        Some(path) => {
-            let (result, stats) = ctx
-                .run_with_stats_blocking(
-                    &array.data,
-                    array.shape,
-                    &args.options,
-                    &Default::default(),
-                )
-                .map_err(runtime)?;
-            let flat: &[f32] = bytemuck::cast_slice(&stats);
-            npy::write(path, Shape::new(stats.len(), 2), false, flat)
-                .map_err(|e| runtime(format!("cannot write {}: {e}", path.display())))?;
-            Ok(result)
+    let result = compute_file(&ctx, &array, &row_data, args)?;
+    match &args.output {
+        Some(out) => npy::write(out, array.shape, array.is_vector, &result)
+            .map_err(|e| runtime(format!("cannot write {}: {e}", out.display()))),
+        None => print_summary(&ctx, &array, &result, &args.options),
+    }
+}
+
+/// The GPU part of `--input`, writing `--stats` on the way. The plain path stays the
+/// plain `run_blocking` when no per-row input is given.
+fn compute_file(
+    ctx: &Context,
+    array: &npy::Array,
+    row_data: &RowData,
+    args: &Args,
+) -> Outcome<Vec<f32>> {
+    let (data, shape, options) = (&array.data, array.shape, &args.options);
+    let inputs = row_data.host_inputs();
+    let Some(path) = &args.stats else {
+        return if row_data.is_empty() {
+            ctx.run_blocking(data, shape, options)
+        } else {
+            ctx.run_with_blocking(data, shape, options, &inputs)
         }
-    }
-    .map_err(runtime)?;
-    if let Some(out) = &args.output {
-        return npy::write(out, array.shape, array.is_vector, &result)
-            .map_err(|e| runtime(format!("cannot write {}: {e}", out.display())));
-    }
-    say!("{}", adapter_line(&ctx))?;
+        .map_err(runtime);
+    };
+    let (result, stats) = ctx
+        .run_with_stats_blocking(data, shape, options, &inputs)
+        .map_err(runtime)?;
+    let flat: &[f32] = bytemuck::cast_slice(&stats);
+    npy::write(path, Shape::new(stats.len(), 2), false, flat)
+        .map_err(|e| runtime(format!("cannot write {}: {e}", path.display())))?;
+    Ok(result)
+}
+
+/// `--input` without `--output`: what ran where, and the start of the first row.
+fn print_summary(
+    ctx: &Context,
+    array: &npy::Array,
+    result: &[f32],
+    options: &Options,
+) -> Outcome<()> {
+    say!("{}", adapter_line(ctx))?;
     let Shape { rows, cols } = array.shape;
-    let t = args.options.temperature;
-    let op = op_name(&args.options);
+    let described = describe(options);
     if array.is_vector {
-        say!("shape: {cols} (1-D, one row; op {op}, temperature {t})")?;
+        say!("shape: {cols} (1-D, one row; {described})")?;
     } else {
-        say!("shape: {rows} x {cols} (op {op}, temperature {t})")?;
+        say!("shape: {rows} x {cols} ({described})")?;
     }
     let shown: Vec<String> = result
         .iter()
@@ -323,6 +449,23 @@ fn run_file(path: &Path, args: &Args) -> Outcome<()> {
         .collect();
     let more = if cols > SUMMARY_VALUES { ", ..." } else { "" };
     say!("first row: [{}{more}]", shown.join(", "))
+}
+
+/// The options a summary line names: the op and temperature always, the causal mask
+/// and masked-row policy only when they are asked for.
+fn describe(options: &Options) -> String {
+    let mut text = format!(
+        "op {}, temperature {}",
+        op_name(options),
+        options.temperature
+    );
+    if let Some(offset) = options.causal {
+        text += &format!(", causal offset {offset}");
+    }
+    if options.masked_rows == MaskedRows::Zero {
+        text += ", masked rows zero";
+    }
+    text
 }
 
 /// No `--input`: the benchmark and self-check.
@@ -335,11 +478,10 @@ fn run_generated(args: &Args) -> Outcome<()> {
     let ctx = Context::with_options_blocking(args.context.clone()).map_err(runtime)?;
     say!("{}", adapter_line(&ctx))?;
     say!(
-        "shape: {} x {} (op {}, temperature {})",
+        "shape: {} x {} ({})",
         shape.rows,
         shape.cols,
-        op_name(options),
-        options.temperature
+        describe(options)
     )?;
     // The first call builds the pipeline, which depends on the row length only: one
     // row keeps shader compilation out of the timing.
@@ -370,7 +512,8 @@ fn check(input: &[f32], output: &[f32], cols: usize, options: &Options) -> Outco
     let mut max_error = 0.0f64;
     let mut first_bad = None;
     for (i, (x, y)) in input.chunks(block).zip(output.chunks(block)).enumerate() {
-        let expected = reference::softmax_f64(x, cols, options);
+        let block_options = causal_from_row(options, i * block / cols);
+        let expected = reference::softmax_f64_with(x, cols, &block_options, &HostInputs::default());
         max_error = max_error.max(reference::max_abs_error(y, &expected));
         if first_bad.is_none() {
             first_bad = reference::first_mismatch(y, &expected, tolerance)
@@ -391,6 +534,136 @@ fn check(input: &[f32], output: &[f32], cols: usize, options: &Options) -> Outco
             at % cols
         ))),
     }
+}
+
+/// `options` for a block of rows starting at `first_row`: the reference counts causal
+/// rows from the first row it is given, so the offset moves by the rows before it.
+fn causal_from_row(options: &Options, first_row: usize) -> Options {
+    match options.causal {
+        Some(offset) => options.with_causal(offset.saturating_add(first_row as u64)),
+        None => *options,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-row inputs
+
+/// The per-row inputs read from their files and checked against the input's shape.
+#[derive(Default)]
+struct RowData {
+    /// The mask's values and its row count.
+    mask: Option<(Vec<f32>, usize)>,
+    lengths: Option<Vec<u32>>,
+    temperatures: Option<Vec<f32>>,
+}
+
+impl RowData {
+    /// Reads every file given. Sizes are checked here rather than left to the library,
+    /// so that a wrong file is named and fails before the GPU is touched.
+    fn load(files: &RowFiles, shape: Shape) -> Outcome<Self> {
+        Ok(RowData {
+            mask: files
+                .mask
+                .as_deref()
+                .map(|p| load_mask(p, shape.cols))
+                .transpose()?,
+            lengths: files
+                .lengths
+                .as_deref()
+                .map(|p| load_lengths(p, shape.rows))
+                .transpose()?,
+            temperatures: files
+                .temperatures
+                .as_deref()
+                .map(|p| load_temperatures(p, shape.rows))
+                .transpose()?,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.mask.is_none() && self.lengths.is_none() && self.temperatures.is_none()
+    }
+
+    fn host_inputs(&self) -> HostInputs<'_> {
+        HostInputs {
+            mask: self.mask.as_ref().map(|(m, rows)| (m.as_slice(), *rows)),
+            lengths: self.lengths.as_deref(),
+            temperatures: self.temperatures.as_deref(),
+        }
+    }
+}
+
+/// A failure of the file given to `flag`, naming both.
+fn file_failure(flag: &str, path: &Path, message: impl Display) -> Failure {
+    runtime(format!("{flag} {}: {message}", path.display()))
+}
+
+/// `--mask`: `[mask_rows, cols]` float32, or `[cols]` for one row shared by all.
+fn load_mask(path: &Path, cols: usize) -> Outcome<(Vec<f32>, usize)> {
+    let fail = |e| file_failure("--mask", path, e);
+    let raw = npy::open(path).map_err(fail)?;
+    if raw.dtype == npy::Dtype::F16 {
+        return Err(fail(
+            "float16 masks are not supported by the library yet; save the mask as \
+             float32 ('<f4')"
+                .into(),
+        ));
+    }
+    if raw.shape.cols != cols {
+        return Err(fail(format!(
+            "the mask has {} columns but the input has {cols}",
+            raw.shape.cols
+        )));
+    }
+    let mask = raw.decode::<f32>().map_err(fail)?;
+    Ok((mask.data, mask.shape.rows))
+}
+
+/// `--lengths`: int32 or uint32, as NumPy and PyTorch users hold lengths; a negative
+/// int32 length has no meaning and is refused rather than wrapped to a huge one.
+fn load_lengths(path: &Path, rows: usize) -> Outcome<Vec<u32>> {
+    let fail = |e| file_failure("--lengths", path, e);
+    let raw = npy::open(path).map_err(fail)?;
+    match raw.dtype {
+        npy::Dtype::U32 => per_row::<u32>(raw, rows).map_err(fail),
+        npy::Dtype::I32 => {
+            let signed = per_row::<i32>(raw, rows).map_err(fail)?;
+            signed
+                .iter()
+                .enumerate()
+                .map(|(row, &n)| {
+                    u32::try_from(n)
+                        .map_err(|_| fail(format!("row {row} has a negative length ({n})")))
+                })
+                .collect()
+        }
+        other => Err(fail(format!(
+            "lengths must be int32 ('<i4') or uint32 ('<u4'), not {other}"
+        ))),
+    }
+}
+
+/// `--temperatures`: one float32 per row.
+fn load_temperatures(path: &Path, rows: usize) -> Outcome<Vec<f32>> {
+    let fail = |e| file_failure("--temperatures", path, e);
+    per_row::<f32>(npy::open(path).map_err(fail)?, rows).map_err(fail)
+}
+
+/// The values of a 1-D file holding one value per input row.
+fn per_row<T: npy::Element>(raw: npy::Raw, rows: usize) -> Result<Vec<T>, String> {
+    if !raw.is_vector {
+        return Err(format!(
+            "shape {} is not 1-D: one value per row is needed",
+            raw.shape_text()
+        ));
+    }
+    if raw.shape.cols != rows {
+        return Err(format!(
+            "holds {} values but the input has {rows} rows",
+            raw.shape.cols
+        ));
+    }
+    Ok(raw.decode::<T>()?.data)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -559,71 +832,185 @@ fn submit_and_wait(
 // .npy files
 
 /// A minimal reader and writer of NumPy's `.npy` format (versions 1.0 to 3.0) for
-/// little-endian float32 arrays of rank 1 or 2, C order.
+/// little-endian arrays of rank 1 or 2, C order: float32, int32 and uint32 are read,
+/// float32 written.
 mod npy {
+    use std::fmt;
     use std::io::Write;
     use std::path::Path;
 
     use wgpu_softmax::Shape;
 
     const MAGIC: &[u8] = b"\x93NUMPY";
-    const DESCR: &str = "<f4";
     /// NumPy pads the header so the data starts on a 64-byte boundary.
     const ALIGN: usize = 64;
 
-    /// A float32 array read from a file.
-    pub struct Array {
+    /// The element types the reader knows. float16 is known only so that a caller can
+    /// refuse it by name: no [`Element`] decodes it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Dtype {
+        F16,
+        F32,
+        I32,
+        U32,
+    }
+
+    impl Dtype {
+        const ALL: [Dtype; 4] = [Dtype::F16, Dtype::F32, Dtype::I32, Dtype::U32];
+
+        /// The little-endian descr NumPy writes for it.
+        fn descr(self) -> &'static str {
+            match self {
+                Dtype::F16 => "<f2",
+                Dtype::F32 => "<f4",
+                Dtype::I32 => "<i4",
+                Dtype::U32 => "<u4",
+            }
+        }
+
+        fn size(self) -> usize {
+            if self == Dtype::F16 {
+                2
+            } else {
+                4
+            }
+        }
+    }
+
+    impl fmt::Display for Dtype {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let name = match self {
+                Dtype::F16 => "float16",
+                Dtype::F32 => "float32",
+                Dtype::I32 => "int32",
+                Dtype::U32 => "uint32",
+            };
+            write!(f, "{name} ('{}')", self.descr())
+        }
+    }
+
+    /// A 4-byte element type the reader decodes.
+    pub trait Element: Sized {
+        const DTYPE: Dtype;
+        fn from_le(bytes: [u8; 4]) -> Self;
+    }
+
+    macro_rules! element {
+        ($type:ty, $dtype:ident) => {
+            impl Element for $type {
+                const DTYPE: Dtype = Dtype::$dtype;
+                fn from_le(bytes: [u8; 4]) -> Self {
+                    <$type>::from_le_bytes(bytes)
+                }
+            }
+        };
+    }
+    element!(f32, F32);
+    element!(i32, I32);
+    element!(u32, U32);
+
+    /// An array read from a file.
+    pub struct Array<T = f32> {
         /// 1-D arrays are one row.
         pub shape: Shape,
         /// Whether the file held a 1-D array, so the output can keep that shape.
         pub is_vector: bool,
-        pub data: Vec<f32>,
+        pub data: Vec<T>,
     }
 
+    /// A checked file whose values are not decoded yet: the caller picks the element
+    /// type from `dtype`, or refuses it.
+    pub struct Raw {
+        pub shape: Shape,
+        pub is_vector: bool,
+        pub dtype: Dtype,
+        bytes: Vec<u8>,
+        /// Where the data starts in `bytes`.
+        data_at: usize,
+    }
+
+    impl Raw {
+        /// The values as `T`, or an error if the file holds another dtype.
+        pub fn decode<T: Element>(self) -> Result<Array<T>, String> {
+            if self.dtype != T::DTYPE {
+                return Err(format!(
+                    "the file holds {} values; {} is needed",
+                    self.dtype,
+                    T::DTYPE
+                ));
+            }
+            let data = self.bytes[self.data_at..]
+                .chunks_exact(4)
+                .map(|b| T::from_le([b[0], b[1], b[2], b[3]]))
+                .collect();
+            Ok(Array {
+                shape: self.shape,
+                is_vector: self.is_vector,
+                data,
+            })
+        }
+
+        /// The shape as NumPy writes it, for messages.
+        pub fn shape_text(&self) -> String {
+            describe_shape(self.shape, self.is_vector)
+        }
+    }
+
+    /// A float32 file (the logits).
     pub fn read(path: &Path) -> Result<Array, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-        parse(&bytes)
+        open(path)?.decode()
     }
 
-    fn parse(bytes: &[u8]) -> Result<Array, String> {
+    /// Reads and checks a file of any dtype the reader knows.
+    pub fn open(path: &Path) -> Result<Raw, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+        parse(bytes)
+    }
+
+    fn parse(bytes: Vec<u8>) -> Result<Raw, String> {
         if !bytes.starts_with(MAGIC) {
             return Err("not an .npy file (no \\x93NUMPY magic)".into());
         }
         let truncated = || "truncated .npy header".to_string();
         let (len, start) = match bytes.get(MAGIC.len()) {
-            Some(1) => (le_u16(bytes, 8).ok_or_else(truncated)? as usize, 10),
-            Some(2 | 3) => (le_u32(bytes, 8).ok_or_else(truncated)? as usize, 12),
+            Some(1) => (le_u16(&bytes, 8).ok_or_else(truncated)? as usize, 10),
+            Some(2 | 3) => (le_u32(&bytes, 8).ok_or_else(truncated)? as usize, 12),
             Some(v) => return Err(format!("unsupported .npy format version {v}")),
             None => return Err(truncated()),
         };
         let header = bytes.get(start..start + len).ok_or_else(truncated)?;
         let header = std::str::from_utf8(header).map_err(|_| "the .npy header is not text")?;
-        let (shape, is_vector) = parse_header(header)?;
-        // Shape::len checks that the byte count fits a usize too.
-        let count = shape.len().map_err(|e| e.to_string())?;
-        let data = &bytes[start + len..];
-        if data.len() != count * 4 {
-            return Err(format!(
-                "shape {header_shape} needs {} bytes of data but the file has {}{}",
-                count * 4,
-                data.len(),
-                if data.len() < count * 4 {
-                    " (truncated)"
-                } else {
-                    ""
-                },
-                header_shape = describe_shape(shape, is_vector)
-            ));
-        }
-        let data = data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        Ok(Array {
+        let (shape, is_vector, dtype) = parse_header(header)?;
+        let data_at = start + len;
+        check_data_len(bytes.len() - data_at, shape, is_vector, dtype)?;
+        Ok(Raw {
             shape,
             is_vector,
-            data,
+            dtype,
+            bytes,
+            data_at,
         })
+    }
+
+    /// The data must be exactly the shape's bytes: fewer is a truncated file, more is
+    /// not what the header says.
+    fn check_data_len(
+        actual: usize,
+        shape: Shape,
+        is_vector: bool,
+        dtype: Dtype,
+    ) -> Result<(), String> {
+        // Shape::len checks that the count of 4-byte elements fits a usize; 2-byte
+        // elements take fewer bytes still.
+        let needed = shape.len().map_err(|e| e.to_string())? * dtype.size();
+        if actual == needed {
+            return Ok(());
+        }
+        Err(format!(
+            "shape {} needs {needed} bytes of data but the file has {actual}{}",
+            describe_shape(shape, is_vector),
+            if actual < needed { " (truncated)" } else { "" },
+        ))
     }
 
     fn le_u16(bytes: &[u8], at: usize) -> Option<u16> {
@@ -634,8 +1021,9 @@ mod npy {
         Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
     }
 
-    /// Checks the header dict and returns the matrix shape and whether it is 1-D.
-    fn parse_header(header: &str) -> Result<(Shape, bool), String> {
+    /// Checks the header dict and returns the matrix shape, whether it is 1-D, and the
+    /// dtype.
+    fn parse_header(header: &str) -> Result<(Shape, bool, Dtype), String> {
         let mut parser = Parser { rest: header };
         let entries = parser.dict()?;
         if !parser.rest.trim().is_empty() {
@@ -648,20 +1036,7 @@ mod npy {
                 .map(|(_, v)| v)
                 .ok_or_else(|| format!("the .npy header lacks '{key}'"))
         };
-        match field("descr")? {
-            Value::Str(d) if d == DESCR => {}
-            Value::Str(d) if d.starts_with('>') => {
-                return Err(format!(
-                    "big-endian data ('{d}') is not supported; save it as '{DESCR}'"
-                ))
-            }
-            Value::Str(d) => {
-                return Err(format!(
-                    "unsupported dtype '{d}': only float32 ('{DESCR}') is supported"
-                ))
-            }
-            _ => return Err("unsupported dtype: only float32 ('<f4') is supported".into()),
-        }
+        let dtype = parse_dtype(field("descr")?)?;
         match field("fortran_order")? {
             Value::Bool(false) => {}
             Value::Bool(true) => {
@@ -686,11 +1061,31 @@ mod npy {
         };
         if shape.is_empty() {
             return Err(format!(
-                "shape {} has an empty axis; softmax needs at least one element per row",
+                "shape {} has an empty axis; every array here needs at least one element",
                 tuple(dims)
             ));
         }
-        Ok((shape, is_vector))
+        Ok((shape, is_vector, dtype))
+    }
+
+    fn parse_dtype(descr: &Value) -> Result<Dtype, String> {
+        let Value::Str(d) = descr else {
+            return Err("malformed .npy header: 'descr' is not a string".into());
+        };
+        if let Some(dtype) = Dtype::ALL.into_iter().find(|t| t.descr() == d) {
+            return Ok(dtype);
+        }
+        if d.starts_with('>') {
+            Err(format!(
+                "big-endian data ('{d}') is not supported; save it little-endian"
+            ))
+        } else {
+            // The reader does not know which file this is, so it names every use.
+            Err(format!(
+                "unsupported dtype '{d}': arrays are float32 ('<f4'), or for --lengths \
+                 int32 ('<i4') or uint32 ('<u4')"
+            ))
+        }
     }
 
     /// A Python tuple, as NumPy writes shapes: `(3,)`, `(2, 3)`.
@@ -820,7 +1215,8 @@ mod npy {
     /// `is_vector`).
     pub fn write(path: &Path, shape: Shape, is_vector: bool, data: &[f32]) -> std::io::Result<()> {
         let mut header = format!(
-            "{{'descr': '{DESCR}', 'fortran_order': False, 'shape': {}, }}",
+            "{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
+            Dtype::F32.descr(),
             describe_shape(shape, is_vector)
         );
         // Magic, version and length take 10 bytes; the header ends with '\n'.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use wgpu_softmax::reference::{self, Tolerance};
-use wgpu_softmax::Options;
+use wgpu_softmax::{HostInputs, MaskedRows, Options};
 
 /// `target/<profile>/examples/softmax`, found from this test's own path
 /// (`target/<profile>/deps/cli-<hash>`).
@@ -87,6 +87,14 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+fn i32_bytes(values: &[i32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn u32_bytes(values: &[u32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
 /// Reads an `.npy` v1.0 file the CLI wrote: its header text and its values. Checks the
 /// layout NumPy expects: data 64-byte aligned, header ending in a newline.
 fn read_npy(path: &Path) -> (String, Vec<f32>) {
@@ -116,7 +124,17 @@ fn round_trip(test: &str, shape: &str, values: &[f32], flags: &[&str]) -> (Strin
 }
 
 fn assert_matches_reference(got: &[f32], input: &[f32], cols: usize, options: &Options) {
-    let expected = reference::softmax_f64(input, cols, options);
+    assert_matches_reference_with(got, input, cols, options, &HostInputs::default());
+}
+
+fn assert_matches_reference_with(
+    got: &[f32],
+    input: &[f32],
+    cols: usize,
+    options: &Options,
+    inputs: &HostInputs<'_>,
+) {
+    let expected = reference::softmax_f64_with(input, cols, options, inputs);
     assert_eq!(got.len(), expected.len());
     let mismatch = reference::first_mismatch(got, &expected, Tolerance::for_op(options.op));
     assert_eq!(mismatch, None, "got {got:?}, expected {expected:?}");
@@ -347,4 +365,247 @@ fn stats_flag_writes_max_and_log_sum_exp_per_row() {
 #[test]
 fn stats_without_input_is_a_usage_error() {
     assert_fails(&["--stats", "s.npy"], 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Masks, causal masks, per-row lengths and temperatures
+
+/// A [4, 3] input: row 3 repeats row 1, so both must come out alike under a 2-row mask.
+const LOGITS_4X3: [f32; 12] = [7.0, 4.0, 0.0, 1.0, 2.0, 3.0, -1.0, 0.5, 2.0, 1.0, 2.0, 3.0];
+/// A [3, 4] input for causal masks.
+const LOGITS_3X4: [f32; 12] = [1.0, 2.0, 3.0, 4.0, 0.5, -1.0, 2.0, 0.0, 3.0, 3.0, 1.0, -2.0];
+/// A [3, 5] input for lengths.
+const LOGITS_3X5: [f32; 15] = [
+    1.0, 2.0, 3.0, 4.0, 5.0, 0.0, -1.0, 2.0, 1.0, 0.5, 3.0, 3.0, 1.0, -2.0, 4.0,
+];
+
+/// A temp `.npy` file of int32 values of the given shape.
+fn i32_file(test: &str, name: &str, shape: &str, values: &[i32]) -> TempFile {
+    TempFile::with_contents(test, name, &npy("<i4", shape, &i32_bytes(values)))
+}
+
+/// A temp `.npy` file of float32 values of the given shape.
+fn f32_file(test: &str, name: &str, shape: &str, values: &[f32]) -> TempFile {
+    TempFile::with_contents(test, name, &npy("<f4", shape, &f32_bytes(values)))
+}
+
+/// Runs `--input` (a [3, 5] `LOGITS_3X5` file) with `flags`, expecting the failure
+/// every bad row input gives: exit status 1 before the GPU is touched.
+fn assert_row_input_refused(test: &str, flags: &[&str]) {
+    let input = f32_file(test, "in.npy", "(3, 5)", &LOGITS_3X5);
+    let mut args = vec!["--input", input.arg()];
+    args.extend(flags);
+    assert_fails(&args, 1);
+}
+
+#[test]
+fn mask_rows_repeat_over_the_input_rows() {
+    let mask = [0.0, f32::NEG_INFINITY, 0.0, 1.0, 0.0, -2.0];
+    let file = f32_file("mask_2d", "mask.npy", "(2, 3)", &mask);
+    let (_, got) = round_trip("mask_2d", "(4, 3)", &LOGITS_4X3, &["--mask", file.arg()]);
+    let inputs = HostInputs {
+        mask: Some((&mask, 2)),
+        ..Default::default()
+    };
+    assert_matches_reference_with(&got, &LOGITS_4X3, 3, &Options::softmax(), &inputs);
+    assert_eq!(got[1], 0.0, "the -inf entry masks out row 0, column 1");
+    assert_eq!(
+        got[3..6],
+        got[9..12],
+        "equal rows 1 and 3 both take mask row 1"
+    );
+}
+
+#[test]
+fn one_d_mask_applies_to_every_row() {
+    let mask = [f32::NEG_INFINITY, 0.0, 1.5];
+    let file = f32_file("mask_1d", "mask.npy", "(3,)", &mask);
+    let (_, got) = round_trip("mask_1d", "(4, 3)", &LOGITS_4X3, &["--mask", file.arg()]);
+    let inputs = HostInputs {
+        mask: Some((&mask, 1)),
+        ..Default::default()
+    };
+    assert_matches_reference_with(&got, &LOGITS_4X3, 3, &Options::softmax(), &inputs);
+    assert!(got.chunks(3).all(|row| row[0] == 0.0), "{got:?}");
+}
+
+#[test]
+fn causal_flag_keeps_columns_up_to_the_row() {
+    let (_, got) = round_trip("causal", "(3, 4)", &LOGITS_3X4, &["--causal"]);
+    assert_matches_reference(&got, &LOGITS_3X4, 4, &Options::softmax().with_causal(0));
+    assert_eq!(got[0], 1.0, "row 0 keeps column 0 only: {got:?}");
+    assert_eq!(
+        &got[6..8],
+        &[0.0; 2],
+        "row 1 drops columns 2 and 3: {got:?}"
+    );
+    assert_eq!(got[11], 0.0, "row 2 drops column 3: {got:?}");
+}
+
+#[test]
+fn causal_offset_shifts_the_diagonal() {
+    let flags = ["--causal-offset", "1"];
+    let (_, got) = round_trip("causal_offset", "(3, 4)", &LOGITS_3X4, &flags);
+    assert_matches_reference(&got, &LOGITS_3X4, 4, &Options::softmax().with_causal(1));
+    assert_eq!(
+        &got[2..4],
+        &[0.0; 2],
+        "row 0 keeps columns 0 and 1: {got:?}"
+    );
+    assert!(
+        got[8..12].iter().all(|&p| p > 0.0),
+        "row 2 keeps all: {got:?}"
+    );
+}
+
+#[test]
+fn causal_offset_in_a_generated_run_checks_out_across_check_blocks() {
+    // Rows of 2^19 + 1 columns make each reference block one row, so rows past the
+    // first are checked with the offset their place in the matrix gives them.
+    let out = cli(&["--rows", "3", "--cols", "524289", "--causal-offset", "1"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(stdout.contains("causal offset 1"), "{stdout}");
+    assert!(stdout.contains("): ok"), "{stdout}");
+}
+
+#[test]
+fn int32_lengths_mask_columns_past_each_row_length() {
+    let lengths = i32_file("lengths_i32", "lengths.npy", "(3,)", &[2, 5, 9]);
+    let flags = ["--lengths", lengths.arg()];
+    let (_, got) = round_trip("lengths_i32", "(3, 5)", &LOGITS_3X5, &flags);
+    let inputs = HostInputs {
+        lengths: Some(&[2, 5, 9]),
+        ..Default::default()
+    };
+    assert_matches_reference_with(&got, &LOGITS_3X5, 5, &Options::softmax(), &inputs);
+    assert_eq!(&got[2..5], &[0.0; 3], "{got:?}");
+}
+
+#[test]
+fn uint32_lengths_are_read_too() {
+    let bytes = npy("<u4", "(3,)", &u32_bytes(&[1, 3, 4]));
+    let lengths = TempFile::with_contents("lengths_u32", "lengths.npy", &bytes);
+    let flags = ["--lengths", lengths.arg()];
+    let (_, got) = round_trip("lengths_u32", "(3, 5)", &LOGITS_3X5, &flags);
+    let inputs = HostInputs {
+        lengths: Some(&[1, 3, 4]),
+        ..Default::default()
+    };
+    assert_matches_reference_with(&got, &LOGITS_3X5, 5, &Options::softmax(), &inputs);
+    assert_eq!(got[0], 1.0, "{got:?}");
+}
+
+#[test]
+fn per_row_temperatures_multiply_the_temperature() {
+    let temps = [0.5f32, 1.0, 4.0];
+    let file = f32_file("temperatures", "temps.npy", "(3,)", &temps);
+    let flags = ["--temperatures", file.arg(), "--temperature", "2"];
+    let (_, got) = round_trip("temperatures", "(3, 5)", &LOGITS_3X5, &flags);
+    let inputs = HostInputs {
+        temperatures: Some(&temps),
+        ..Default::default()
+    };
+    let options = Options::softmax().with_temperature(2.0);
+    assert_matches_reference_with(&got, &LOGITS_3X5, 5, &options, &inputs);
+}
+
+#[test]
+fn masked_rows_zero_gives_zeros_for_a_zero_length_row() {
+    let lengths = i32_file("masked_zero", "lengths.npy", "(3,)", &[0, 5, 3]);
+    let flags = ["--lengths", lengths.arg(), "--masked-rows", "zero"];
+    let (_, got) = round_trip("masked_zero", "(3, 5)", &LOGITS_3X5, &flags);
+    assert_eq!(&got[..5], &[0.0; 5], "{got:?}");
+    let inputs = HostInputs {
+        lengths: Some(&[0, 5, 3]),
+        ..Default::default()
+    };
+    let options = Options::softmax().with_masked_rows(MaskedRows::Zero);
+    assert_matches_reference_with(&got, &LOGITS_3X5, 5, &options, &inputs);
+}
+
+#[test]
+fn stats_take_the_row_inputs_into_account() {
+    let lengths = i32_file("stats_inputs", "lengths.npy", "(3,)", &[2, 5, 1]);
+    let input = f32_file("stats_inputs", "in.npy", "(3, 5)", &LOGITS_3X5);
+    let stats = TempFile::new("stats_inputs", "stats.npy");
+    let args = [
+        "--input",
+        input.arg(),
+        "--stats",
+        stats.arg(),
+        "--lengths",
+        lengths.arg(),
+        "--causal",
+    ];
+    let out = cli(&args);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let inputs = HostInputs {
+        lengths: Some(&[2, 5, 1]),
+        ..Default::default()
+    };
+    let options = Options::softmax().with_causal(0);
+    let want = reference::row_stats_f64_with(&LOGITS_3X5, 5, &options, &inputs);
+    let (_, got) = read_npy(&stats.0);
+    for (g, w) in got.chunks(2).zip(&want) {
+        let close = |g: f32, w: f64| (f64::from(g) - w).abs() <= 1e-5 * (1.0 + w.abs());
+        assert!(
+            close(g[0], w[0]) && close(g[1], w[1]),
+            "{got:?} vs {want:?}"
+        );
+    }
+}
+
+#[test]
+fn mask_of_another_width_is_an_error() {
+    let mask = f32_file("mask_width", "mask.npy", "(1, 4)", &[0.0; 4]);
+    assert_row_input_refused("mask_width", &["--mask", mask.arg()]);
+}
+
+#[test]
+fn float16_mask_is_refused_by_name() {
+    let file = TempFile::with_contents("mask_f16", "mask.npy", &npy("<f2", "(5,)", &[0; 10]));
+    let input = f32_file("mask_f16", "in.npy", "(3, 5)", &LOGITS_3X5);
+    let out = cli(&["--input", input.arg(), "--mask", file.arg()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("float16"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn lengths_count_other_than_rows_is_an_error() {
+    let lengths = i32_file("lengths_count", "lengths.npy", "(2,)", &[1, 2]);
+    assert_row_input_refused("lengths_count", &["--lengths", lengths.arg()]);
+}
+
+#[test]
+fn negative_length_is_an_error() {
+    let lengths = i32_file("lengths_negative", "lengths.npy", "(3,)", &[1, -1, 2]);
+    assert_row_input_refused("lengths_negative", &["--lengths", lengths.arg()]);
+}
+
+#[test]
+fn temperatures_count_other_than_rows_is_an_error() {
+    let temps = f32_file("temps_count", "temps.npy", "(4,)", &[1.0; 4]);
+    assert_row_input_refused("temps_count", &["--temperatures", temps.arg()]);
+}
+
+#[test]
+fn unknown_masked_rows_policy_is_a_usage_error() {
+    assert_fails(&["--rows", "1", "--cols", "3", "--masked-rows", "maybe"], 2);
+}
+
+#[test]
+fn negative_causal_offset_is_a_usage_error() {
+    assert_fails(&["--rows", "1", "--cols", "3", "--causal-offset", "-1"], 2);
+}
+
+#[test]
+fn mask_without_input_is_a_usage_error() {
+    assert_fails(&["--mask", "m.npy"], 2);
 }

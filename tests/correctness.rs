@@ -325,3 +325,27 @@ fn the_adapter_is_on_the_backend_wgpu_backend_names() {
         "WGPU_BACKEND={wanted} but the adapter is on {backend:?}"
     );
 }
+
+#[test]
+fn the_readme_examples_print_what_the_readme_says() {
+    let Some(ctx) = ctx() else { return };
+    let x = [7.0, 4.0, 0.0];
+    let close =
+        |got: &[f32], want: [f32; 3]| got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-5);
+    let y = ctx
+        .run_blocking(&x, Shape::new(1, 3), &Options::softmax())
+        .unwrap();
+    assert!(close(&y, [0.951747, 0.047385, 0.000868]), "{y:?}");
+    let hot = ctx
+        .run_blocking(
+            &x,
+            Shape::new(1, 3),
+            &Options::softmax().with_temperature(3.0),
+        )
+        .unwrap();
+    assert!(close(&hot, [0.68266, 0.25114, 0.06620]), "{hot:?}");
+    let log = ctx
+        .run_blocking(&x, Shape::new(1, 3), &Options::log_softmax())
+        .unwrap();
+    assert!(close(&log, [-0.04946, -3.04946, -7.04946]), "{log:?}");
+}
