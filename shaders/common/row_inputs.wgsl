@@ -37,14 +37,24 @@ fn row_temperature_scale(r: u32) -> f32 {
     return 1.0;
 }
 
+// Index in `mask` of the current row's mask row, and the row's T (which scales the mask
+// into the kernels' unscaled units); set by begin_row_inputs.
+var<private> row_mask_base: u32;
+var<private> row_t: f32;
+
+fn begin_row_inputs() {
+    row_mask_base = params.mask_first + (row_global % params.mask_rows) * params.cols;
+    row_t = 1.0 / row_inv_t;
+}
+
 fn mask_index(col: u32) -> u32 {
-    return params.mask_first + (row_global % params.mask_rows) * params.cols + col;
+    return row_mask_base + col;
 }
 
 // x + T * mask: x / T + mask in the kernels' unscaled units.
 fn apply_mask1(col: u32, x: f32) -> f32 {
     if HAS_MASK {
-        return x + mask[mask_index(col)] / row_inv_t;
+        return x + mask[mask_index(col)] * row_t;
     }
     return x;
 }
@@ -53,7 +63,7 @@ fn apply_mask4(col: u32, v: vec4<f32>) -> vec4<f32> {
     if HAS_MASK {
         let at = mask_index(col);
         let m = vec4<f32>(mask[at], mask[at + 1u], mask[at + 2u], mask[at + 3u]);
-        return v + m / row_inv_t;
+        return v + m * row_t;
     }
     return v;
 }

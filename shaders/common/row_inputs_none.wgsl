@@ -2,6 +2,8 @@
 
 const ROW_INPUTS: bool = false;
 
+fn begin_row_inputs() {}
+
 fn row_length(r: u32) -> u32 {
     return params.cols;
 }

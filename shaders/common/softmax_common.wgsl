@@ -108,20 +108,23 @@ fn begin_row(row: u32) {
         cap = min(cap, row_global + params.causal_offset + 1u);
     }
     row_cap = cap;
+    begin_row_inputs();
 }
 
-// Element `col` of row `row` of the input, with the row inputs applied.
-fn load1(row: u32, col: u32) -> f32 {
-    var x = apply_mask1(col, src[src_index(row, col)]);
+// Element `col` of the current row, at index `at` of the input, with the row inputs
+// applied.
+fn load1(col: u32, at: u32) -> f32 {
+    var x = apply_mask1(col, src[at]);
     if (CAUSAL || ROW_INPUTS) && col >= row_cap {
         x = bitcast<f32>(NEG_INF_BITS);
     }
     return x;
 }
 
-// Elements col .. col + 3 (col a multiple of 4) of row `row`, with the row inputs applied.
-fn load4(row: u32, col: u32) -> vec4<f32> {
-    var v = apply_mask4(col, src4[src_index(row, col) / 4u]);
+// Elements col .. col + 3 (col a multiple of 4) of the current row, at vec4 index `at4`
+// of the input, with the row inputs applied.
+fn load4(col: u32, at4: u32) -> vec4<f32> {
+    var v = apply_mask4(col, src4[at4]);
     if CAUSAL || ROW_INPUTS {
         let c = vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u);
         v = select(v, vec4<f32>(bitcast<f32>(NEG_INF_BITS)), c >= vec4<u32>(row_cap));
@@ -237,8 +240,9 @@ fn range_stats(row: u32, c0: u32, c1: u32, first: u32, step: u32) -> Stats {
     var block = stats_empty();
     var count = 0u;
     let end4 = body_end(c0, c1);
+    let base = src_index(row, c0);
     for (var i = first; i < (end4 - c0) / 4u; i += step) {
-        block = accumulate4(block, load4(row, c0 + 4u * i));
+        block = accumulate4(block, load4(c0 + 4u * i, base / 4u + i));
         count += 1u;
         if count == BLOCK {
             total = merge(total, block);
@@ -247,7 +251,7 @@ fn range_stats(row: u32, c0: u32, c1: u32, first: u32, step: u32) -> Stats {
         }
     }
     for (var j = end4 + first; j < c1; j += step) {
-        block = accumulate1(block, load1(row, j));
+        block = accumulate1(block, load1(j, base + (j - c0)));
         count += 1u;
         if count == BLOCK {
             total = merge(total, block);
@@ -301,7 +305,7 @@ fn write_special(row: u32, c0: u32, c1: u32, first: u32, step: u32, bad: u32, s:
 // Writes the scalar tail of columns [c0, c1) (all of them unless VEC4).
 fn write_tail(row: u32, c0: u32, c1: u32, first: u32, step: u32, m: f32, inv_s: f32, log_s: f32) {
     for (var j = body_end(c0, c1) + first; j < c1; j += step) {
-        dst[dst_index(row, j)] = softmax1(load1(row, j), m, inv_s, log_s);
+        dst[dst_index(row, j)] = softmax1(load1(j, src_index(row, j)), m, inv_s, log_s);
     }
 }
 
@@ -314,9 +318,10 @@ fn range_write(row: u32, c0: u32, c1: u32, first: u32, step: u32, st: Stats) {
     let inv_s = 1.0 / st.s;
     let log_s = log(st.s);
     let n4 = (body_end(c0, c1) - c0) / 4u;
+    let src4_base = src_index(row, c0) / 4u;
     let dst4_base = dst_index(row, c0) / 4u;
     for (var i = first; i < n4; i += step) {
-        dst4[dst4_base + i] = softmax4(load4(row, c0 + 4u * i), st.m, inv_s, log_s);
+        dst4[dst4_base + i] = softmax4(load4(c0 + 4u * i, src4_base + i), st.m, inv_s, log_s);
     }
     write_tail(row, c0, c1, first, step, st.m, inv_s, log_s);
 }
@@ -361,11 +366,12 @@ fn max_bad1(acc: MaxBad, x: f32) -> MaxBad {
 // their max and poison flag, tail scalars included. Slots past the row stay unused.
 fn cache_load(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f32>, CACHE>>) -> MaxBad {
     let n4 = params.cols / 4u;
+    let base = src_index(row, 0u);
     var acc = MaxBad(LOWEST, 0u);
     for (var k = 0u; k < CACHE; k++) {
         let i = first + k * step;
         if i < n4 {
-            let v = load4(row, 4u * i);
+            let v = load4(4u * i, base / 4u + i);
             (*cache)[k] = v;
             let bits = bitcast<vec4<u32>>(v);
             let non_finite = (bits & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
@@ -375,7 +381,7 @@ fn cache_load(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f
         }
     }
     for (var j = n4 * 4u + first; j < params.cols; j += step) {
-        acc = max_bad1(acc, load1(row, j));
+        acc = max_bad1(acc, load1(j, base + j));
     }
     return acc;
 }
@@ -397,7 +403,7 @@ fn cache_exp_sum(row: u32, first: u32, step: u32, cache: ptr<function, array<vec
         }
     }
     for (var j = n4 * 4u + first; j < params.cols; j += step) {
-        let x = load1(row, j);
+        let x = load1(j, src_index(row, j));
         let non_finite = (bitcast<u32>(x) & EXP_MASK) == EXP_MASK;
         s += select(exp((x - m) * row_inv_t), 0.0, non_finite);
     }
