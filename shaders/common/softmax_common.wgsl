@@ -304,8 +304,11 @@ fn write_special(row: u32, c0: u32, c1: u32, first: u32, step: u32, bad: u32, s:
 
 // Writes the scalar tail of columns [c0, c1) (all of them unless VEC4).
 fn write_tail(row: u32, c0: u32, c1: u32, first: u32, step: u32, m: f32, inv_s: f32, log_s: f32) {
+    // Indices of column c0, so the loop adds rather than recomputes them.
+    let src_c0 = src_index(row, c0);
+    let dst_c0 = dst_index(row, c0);
     for (var j = body_end(c0, c1) + first; j < c1; j += step) {
-        dst[dst_index(row, j)] = softmax1(load1(j, src_index(row, j)), m, inv_s, log_s);
+        dst[dst_c0 + (j - c0)] = softmax1(load1(j, src_c0 + (j - c0)), m, inv_s, log_s);
     }
 }
 
