@@ -89,6 +89,8 @@ const CHECK_BLOCK_ELEMENTS: usize = 1 << 20;
 const RESIDENT_BYTES: u64 = 64 << 20;
 /// Kernel runs per submission in the resident benchmark.
 const RESIDENT_ITERATIONS: u32 = 5;
+/// Rounds of the resident benchmark, softmax and copy taking turns.
+const RESIDENT_ROUNDS: usize = 5;
 /// How long to wait for the benchmark submissions; software adapters are slow.
 const GPU_TIMEOUT: Duration = Duration::from_secs(600);
 /// Values of the first row shown by the `--input` summary.
@@ -779,30 +781,48 @@ fn bench_resident(ctx: &Context, input: &[f32], shape: Shape, options: &Options)
         copy_kernel.record(encoder);
         Ok(())
     };
-    let softmax_rate = elements_per_second(ctx, elements, softmax)?;
-    let copy_rate = elements_per_second(ctx, elements, copy)?;
+    let (softmax_rate, copy_rate, ratio) = compare_rates(ctx, elements, softmax, copy)?;
     say!(
-        "resident softmax: {:.1} M elements/s ({} x {} on the GPU, {} runs per submission)",
+        "resident softmax: {:.1} M elements/s ({} x {} on the GPU, {} runs per submission, \
+         median of {} rounds)",
         softmax_rate / 1e6,
         resident.rows,
         resident.cols,
-        RESIDENT_ITERATIONS
+        RESIDENT_ITERATIONS,
+        RESIDENT_ROUNDS
     )?;
     say!("copy kernel: {:.1} M elements/s", copy_rate / 1e6)?;
-    say!("softmax / copy: {:.2}", softmax_rate / copy_rate)
+    say!("softmax / copy: {ratio:.2} (median of the per-round ratios)")
 }
 
-/// One warm-up run (pipeline creation, first-touch of the buffers), then
-/// `RESIDENT_ITERATIONS` runs recorded into one submission and timed from submit until
-/// the GPU is done.
-fn elements_per_second(
+/// One warm-up run of each (pipeline creation, first touch of the buffers), then
+/// `RESIDENT_ROUNDS` rounds in which each records `RESIDENT_ITERATIONS` runs into one
+/// submission, timed from submit until the GPU is done. The two take turns within a
+/// round, so a slow spell of a shared machine hits both: their ratio is taken per round.
+/// Returns both median rates (elements/s) and the median ratio.
+fn compare_rates(
     ctx: &Context,
     elements: usize,
-    mut record: impl FnMut(&mut wgpu::CommandEncoder) -> Outcome<()>,
-) -> Outcome<f64> {
-    submit_and_wait(ctx, 1, &mut record)?;
-    let seconds = submit_and_wait(ctx, RESIDENT_ITERATIONS, &mut record)?;
-    Ok(elements as f64 * f64::from(RESIDENT_ITERATIONS) / seconds)
+    mut softmax: impl FnMut(&mut wgpu::CommandEncoder) -> Outcome<()>,
+    mut copy: impl FnMut(&mut wgpu::CommandEncoder) -> Outcome<()>,
+) -> Outcome<(f64, f64, f64)> {
+    submit_and_wait(ctx, 1, &mut softmax)?;
+    submit_and_wait(ctx, 1, &mut copy)?;
+    let rate = |seconds: f64| elements as f64 * f64::from(RESIDENT_ITERATIONS) / seconds;
+    let (mut s, mut c, mut r) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RESIDENT_ROUNDS {
+        let a = rate(submit_and_wait(ctx, RESIDENT_ITERATIONS, &mut softmax)?);
+        let b = rate(submit_and_wait(ctx, RESIDENT_ITERATIONS, &mut copy)?);
+        s.push(a);
+        c.push(b);
+        r.push(a / b);
+    }
+    Ok((median(s), median(c), median(r)))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn submit_and_wait(
