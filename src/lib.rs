@@ -11,6 +11,13 @@
 //!   `CommandEncoder`, on the app's own `Device` ([`Context::from_device`]), reading and
 //!   writing the app's buffers ([`MatrixView`]: byte offset, row stride; in-place allowed).
 //!
+//! Fused into the same kernels, with no extra pass over the matrix: a scalar and a
+//! per-row temperature, an additive mask, a causal mask, per-row valid lengths
+//! ([`HostInputs`], [`RowInputs`], [`Context::run_with`], [`Context::encode_with`]), a
+//! policy for fully masked rows ([`MaskedRows`]), per-row statistics for vocabularies
+//! sharded across devices ([`Context::run_with_stats`], [`combine_stats`]), and the
+//! backward pass ([`Context::run_backward`], [`Context::encode_backward`]).
+//!
 //! ```no_run
 //! use wgpu_softmax::{Context, Options, Shape};
 //! # fn main() -> Result<(), wgpu_softmax::Error> {
@@ -23,11 +30,13 @@
 //!
 //! # Method
 //!
-//! Per row, one sweep keeps a running `(max, sum of exp(x - max))` pair per invocation;
-//! the pairs are merged across the workgroup (subgroup operations where the device has
-//! `Features::SUBGROUP`, workgroup memory otherwise); a second sweep writes
-//! `exp(x - max) / sum` (one reciprocal per row) or `(x - max) - ln(sum)`. Short rows run
-//! one invocation per row. See [`plan`] for how the kernel and dispatch are chosen.
+//! A row that fits the invocations' registers is read once: its max, then
+//! `exp(x - max)` once per element, summed and written scaled by one reciprocal. A longer
+//! row is swept once for a running `(max, sum of exp(x - max))` pair per invocation and
+//! once more to write. Reductions use subgroup operations where the device has
+//! `Features::SUBGROUP`, workgroup memory otherwise. Short rows run one invocation (or
+//! one subgroup) per row; few long rows are split over many workgroups. See [`plan`] for
+//! how the kernel and dispatch are chosen.
 //!
 //! # Numerics contract
 //!
