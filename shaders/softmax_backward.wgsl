@@ -7,13 +7,9 @@
 //
 // Dispatch: as softmax_workgroup_shared (2-D grid, one row per workgroup). Each
 // invocation sums its strided share of the row (blocked, as range_stats does), a tree
-// over workgroup memory adds the shares (WORKGROUP_SIZE a power of two, at most
-// MAX_WORKGROUP), and a second sweep writes dx. Each element of dst is read and then
+// over workgroup memory (common/workgroup_tree.wgsl) adds the shares, and a second
+// sweep writes dx. Each element of dst is read and then
 // written by the same invocation, after the barrier that ends the reduction.
-
-const MAX_WORKGROUP: u32 = 256u;
-
-var<workgroup> tree_sum: array<f32, MAX_WORKGROUP>;
 
 // The factor of dy in the row sum: y for softmax, 1 for log-softmax.
 fn weight4(y: vec4<f32>) -> vec4<f32> {
@@ -66,15 +62,7 @@ fn softmax_backward(
     for (var j = end4 + lid; j < params.cols; j += WORKGROUP_SIZE) {
         block += dst[dst_index(row, j)] * weight1(src[src_index(row, j)]);
     }
-    tree_sum[lid] = total + block;
-    workgroupBarrier();
-    for (var half = WORKGROUP_SIZE / 2u; half > 0u; half /= 2u) {
-        if lid < half {
-            tree_sum[lid] = tree_sum[lid] + tree_sum[lid + half];
-        }
-        workgroupBarrier();
-    }
-    let sum = tree_sum[0];
+    let sum = tree_sum(total + block, lid);
     for (var i = lid; i < n4; i += WORKGROUP_SIZE) {
         dst4[g4_base + i] = gradient4(src4[y4_base + i], dst4[g4_base + i], sum);
     }

@@ -14,6 +14,7 @@ use crate::plan::RowKernel;
 const COMMON: &str = include_str!("../shaders/common/softmax_common.wgsl");
 const ROW_INPUTS: &str = include_str!("../shaders/common/row_inputs.wgsl");
 const ROW_INPUTS_NONE: &str = include_str!("../shaders/common/row_inputs_none.wgsl");
+const WORKGROUP_TREE: &str = include_str!("../shaders/common/workgroup_tree.wgsl");
 
 /// One compiled WGSL entry point: its file in `shaders/` and its entry point share the
 /// name. A [`RowKernel`] runs one shader, or two for split rows.
@@ -67,7 +68,8 @@ impl Shader {
     }
 
     /// The WGSL source as compiled: the common helpers, the row inputs (mask, lengths,
-    /// temperatures: three more bindings) or their stand-ins, then the shader's own file.
+    /// temperatures: three more bindings) or their stand-ins, the workgroup-memory trees
+    /// for the shaders that use them, then the shader's own file.
     pub fn source(self, row_inputs: bool) -> String {
         let own = match self {
             Shader::ThreadRow => include_str!("../shaders/softmax_thread_row.wgsl"),
@@ -85,7 +87,11 @@ impl Shader {
         } else {
             ROW_INPUTS_NONE
         };
-        format!("{COMMON}\n{inputs}\n{own}")
+        let tree = match self {
+            Shader::WorkgroupShared | Shader::SplitStats | Shader::Backward => WORKGROUP_TREE,
+            _ => "",
+        };
+        format!("{COMMON}\n{inputs}\n{tree}\n{own}")
     }
 
     /// The shaders a kernel runs, in order.
