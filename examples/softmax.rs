@@ -5,6 +5,7 @@
 //! cargo run --release --example softmax -- --rows 256 --cols 32000
 //! cargo run --release --example softmax -- --input logits.npy --output probs.npy --log
 //! cargo run --release --example softmax -- --input scores.npy --mask mask.npy --causal
+//! cargo run --release --example softmax -- --input x.npy --backward --grad dy.npy --output dx.npy
 //! ```
 //!
 //! Exit status: 0 on success, 1 for a run-time failure (file, GPU, result out of
@@ -38,6 +39,11 @@ Usage:
           [--causal] [--causal-offset K] [--masked-rows nan|zero]
       Softmax of each row of a float32 .npy array (1-D: one row; 2-D: rows x cols).
       Writes Y.npy in the input's shape, or without --output prints a summary.
+  softmax --input X.npy --backward --grad DY.npy [--output DX.npy] [--log]
+          [--temperature T]
+      The gradient dx of softmax (or log-softmax) of X.npy, given the incoming
+      gradient DY.npy: y = softmax(x / T), then dx from y and dy, both on the GPU.
+      Writes DX.npy in the input's shape, or without --output prints a summary.
 
 Flags:
   --input X.npy     read logits from a little-endian float32 ('<f4') .npy file
@@ -45,6 +51,10 @@ Flags:
   --stats S.npy     also write each row's (max, log-sum-exp) of x / T (with every
                     mask and per-row input applied) as a [rows, 2] float32 array
                     (only with --input)
+  --backward        compute the gradient dx of the op instead of its output (only
+                    with --input and --grad); takes only --log and --temperature
+  --grad DY.npy     the incoming gradient dy for --backward: float32 ('<f4'), of
+                    the input's shape
   --log             log-softmax instead of softmax
   --temperature T   divide the logits by T (finite, > 0; default 1)
   --mask M.npy      add a float32 mask to x / T (only with --input): [mask_rows,
@@ -72,8 +82,8 @@ Flags:
 
 WGPU_BACKEND (vulkan, gl, metal, dx12) restricts the backends searched.
 Exit status: 0 success, 1 run-time error (including a file that does not fit the
-input: a mask of other cols, a per-row file of other length, a negative length) or
-result out of tolerance, 2 bad usage.
+input: a mask of other cols, a per-row file of other length, a negative length, a
+gradient of another shape) or result out of tolerance, 2 bad usage.
 ";
 
 const DEFAULT_ROWS: usize = 4096;
@@ -152,6 +162,8 @@ struct Args {
     input: Option<PathBuf>,
     output: Option<PathBuf>,
     stats: Option<PathBuf>,
+    /// `--backward`'s gradient file: when given, `--input` computes the gradient.
+    grad: Option<PathBuf>,
     files: RowFiles,
     options: Options,
     rows: usize,
@@ -175,6 +187,8 @@ struct Parsed {
     input: Option<PathBuf>,
     output: Option<PathBuf>,
     stats: Option<PathBuf>,
+    backward: bool,
+    grad: Option<PathBuf>,
     files: RowFiles,
     rows: Option<usize>,
     cols: Option<usize>,
@@ -210,6 +224,8 @@ impl Parsed {
             "--input" => self.input = path(args)?,
             "--output" => self.output = path(args)?,
             "--stats" => self.stats = path(args)?,
+            "--backward" => self.backward = true,
+            "--grad" => self.grad = path(args)?,
             "--mask" => self.files.mask = path(args)?,
             "--lengths" => self.files.lengths = path(args)?,
             "--temperatures" => self.files.temperatures = path(args)?,
@@ -238,6 +254,7 @@ impl Parsed {
 
     /// Checks the flags against each other and settles the defaults.
     fn finish(self) -> Outcome<Args> {
+        self.check_backward()?;
         if self.input.is_some() && (self.rows.is_some() || self.cols.is_some()) {
             return Err(Failure::Usage(
                 "--rows and --cols make a random matrix; they do not go with --input".into(),
@@ -270,6 +287,7 @@ impl Parsed {
             input: self.input,
             output: self.output,
             stats: self.stats,
+            grad: self.grad,
             files: self.files,
             options,
             rows: self.rows.unwrap_or(DEFAULT_ROWS),
@@ -277,6 +295,35 @@ impl Parsed {
             seed: self.seed.unwrap_or(DEFAULT_SEED),
             context: self.context,
         })
+    }
+
+    /// `--backward` and `--grad` come together, with `--input`. The gradient kernel
+    /// applies only the op and scalar temperature, so every other forward input is
+    /// refused rather than silently left out of dx.
+    fn check_backward(&self) -> Outcome<()> {
+        match (self.backward, self.grad.is_some()) {
+            (false, false) => return Ok(()),
+            (false, true) => return Err(Failure::Usage("--grad needs --backward".into())),
+            (true, false) => return Err(Failure::Usage("--backward needs --grad DY.npy".into())),
+            (true, true) => {}
+        }
+        if self.input.is_none() {
+            return Err(Failure::Usage("--backward needs --input X.npy".into()));
+        }
+        let forward_only = [
+            ("--mask", self.files.mask.is_some()),
+            ("--lengths", self.files.lengths.is_some()),
+            ("--temperatures", self.files.temperatures.is_some()),
+            ("--causal or --causal-offset", self.causal.is_some()),
+            ("--stats", self.stats.is_some()),
+        ];
+        match forward_only.iter().find(|(_, given)| *given) {
+            Some((flag, _)) => Err(Failure::Usage(format!(
+                "--backward does not take {flag}: the backward pass takes only --log, \
+                 --temperature and --masked-rows (for the forward pass it differentiates)"
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -392,14 +439,52 @@ fn zeroed(len: usize) -> Outcome<Vec<f32>> {
 /// fails fast and with nothing but the error on stderr.
 fn run_file(path: &Path, args: &Args) -> Outcome<()> {
     let array = npy::read(path).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
+    let grad = args
+        .grad
+        .as_deref()
+        .map(|p| load_grad(p, &array))
+        .transpose()?;
     let row_data = RowData::load(&args.files, array.shape)?;
     let ctx = Context::with_options_blocking(args.context.clone()).map_err(runtime)?;
-    let result = compute_file(&ctx, &array, &row_data, args)?;
+    let result = match &grad {
+        Some(dy) => compute_backward(&ctx, &array, dy, &args.options)?,
+        None => compute_file(&ctx, &array, &row_data, args)?,
+    };
     match &args.output {
         Some(out) => npy::write(out, array.shape, array.is_vector, &result)
             .map_err(|e| runtime(format!("cannot write {}: {e}", out.display()))),
-        None => print_summary(&ctx, &array, &result, &args.options),
+        None => print_summary(&ctx, &array, &result, &args.options, grad.is_some()),
     }
+}
+
+/// `--grad`: dy pairs with x element for element, and dx is written in x's shape, so
+/// the NumPy shapes must agree exactly (a 1-D `(n,)` is not a `(1, n)`).
+fn load_grad(path: &Path, input: &npy::Array) -> Outcome<Vec<f32>> {
+    let fail = |e| file_failure("--grad", path, e);
+    let grad = npy::read(path).map_err(fail)?;
+    if (grad.shape, grad.is_vector) != (input.shape, input.is_vector) {
+        return Err(fail(format!(
+            "shape {} differs from the input's {}",
+            grad.shape_text(),
+            input.shape_text()
+        )));
+    }
+    Ok(grad.data)
+}
+
+/// `--backward`: the library's gradient takes the forward output, not the logits, so
+/// the forward op runs first with the same options (op and temperature).
+fn compute_backward(
+    ctx: &Context,
+    array: &npy::Array,
+    dy: &[f32],
+    options: &Options,
+) -> Outcome<Vec<f32>> {
+    let y = ctx
+        .run_blocking(&array.data, array.shape, options)
+        .map_err(runtime)?;
+    ctx.run_backward_blocking(&y, dy, array.shape, options)
+        .map_err(runtime)
 }
 
 /// The GPU part of `--input`, writing `--stats` on the way. The plain path stays the
@@ -429,16 +514,22 @@ fn compute_file(
     Ok(result)
 }
 
-/// `--input` without `--output`: what ran where, and the start of the first row.
+/// `--input` without `--output`: what ran where, and the start of the first row;
+/// `gradient` labels both as the backward pass's, so dx is not read as probabilities.
 fn print_summary(
     ctx: &Context,
     array: &npy::Array,
     result: &[f32],
     options: &Options,
+    gradient: bool,
 ) -> Outcome<()> {
     say!("{}", adapter_line(ctx))?;
     let Shape { rows, cols } = array.shape;
-    let described = describe(options);
+    let described = if gradient {
+        format!("gradient of {}", describe(options))
+    } else {
+        describe(options)
+    };
     if array.is_vector {
         say!("shape: {cols} (1-D, one row; {described})")?;
     } else {
@@ -450,7 +541,12 @@ fn print_summary(
         .map(|v| format!("{v:?}"))
         .collect();
     let more = if cols > SUMMARY_VALUES { ", ..." } else { "" };
-    say!("first row: [{}{more}]", shown.join(", "))
+    let label = if gradient {
+        "gradient, first row"
+    } else {
+        "first row"
+    };
+    say!("{label}: [{}{more}]", shown.join(", "))
 }
 
 /// The options a summary line names: the op and temperature always, the causal mask
@@ -936,6 +1032,13 @@ mod npy {
         /// Whether the file held a 1-D array, so the output can keep that shape.
         pub is_vector: bool,
         pub data: Vec<T>,
+    }
+
+    impl<T> Array<T> {
+        /// The shape as NumPy writes it, for messages.
+        pub fn shape_text(&self) -> String {
+            describe_shape(self.shape, self.is_vector)
+        }
     }
 
     /// A checked file whose values are not decoded yet: the caller picks the element

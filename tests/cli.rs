@@ -609,3 +609,111 @@ fn negative_causal_offset_is_a_usage_error() {
 fn mask_without_input_is_a_usage_error() {
     assert_fails(&["--mask", "m.npy"], 2);
 }
+
+// ---------------------------------------------------------------------------------------
+// Backward pass
+
+/// A [2, 4] input and incoming gradient for `--backward`.
+const LOGITS_2X4: [f32; 8] = [1.0, 2.0, 0.5, -1.0, 3.0, 0.0, 1.5, 2.0];
+const GRAD_2X4: [f32; 8] = [0.5, -1.0, 2.0, 0.25, -0.5, 1.0, 0.0, 3.0];
+
+/// Runs `--backward` on `logits` and `grad`, both saved with `shape`, and returns the
+/// output file's header and values.
+fn backward_round_trip(
+    test: &str,
+    shape: &str,
+    (logits, grad): (&[f32], &[f32]),
+    flags: &[&str],
+) -> (String, Vec<f32>) {
+    let dy = f32_file(test, "grad.npy", shape, grad);
+    let mut args = vec!["--backward", "--grad", dy.arg()];
+    args.extend(flags);
+    round_trip(test, shape, logits, &args)
+}
+
+/// Checks dx against `backward_f64` of the f32-rounded forward output, as the CLI feeds
+/// the library's y to the backward pass. The absolute slack covers the GPU's y differing
+/// from the reference's by f32 rounding.
+fn assert_gradient_matches(
+    got: &[f32],
+    (logits, dy): (&[f32], &[f32]),
+    cols: usize,
+    options: &Options,
+) {
+    let y: Vec<f32> = reference::softmax_f64(logits, cols, options)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let expected = reference::backward_f64(&y, dy, cols, options);
+    let tolerance = Tolerance {
+        abs: reference::BACKWARD_F32.abs + 1e-5,
+        ..reference::BACKWARD_F32
+    };
+    assert_eq!(got.len(), expected.len());
+    let mismatch = reference::first_mismatch(got, &expected, tolerance);
+    assert_eq!(mismatch, None, "got {got:?}, expected {expected:?}");
+}
+
+#[test]
+fn backward_gives_the_softmax_gradient() {
+    let data = (&LOGITS_2X4[..], &GRAD_2X4[..]);
+    let (header, got) = backward_round_trip("backward", "(2, 4)", data, &[]);
+    assert!(header.contains("'shape': (2, 4)"), "{header}");
+    assert_gradient_matches(&got, data, 4, &Options::softmax());
+}
+
+#[test]
+fn backward_with_log_and_temperature_gives_the_log_softmax_gradient() {
+    let data = (&LOGITS_2X4[..], &GRAD_2X4[..]);
+    let flags = ["--log", "--temperature", "2"];
+    let (_, got) = backward_round_trip("backward_log", "(2, 4)", data, &flags);
+    let options = Options::log_softmax().with_temperature(2.0);
+    assert_gradient_matches(&got, data, 4, &options);
+}
+
+#[test]
+fn backward_of_one_d_input_stays_one_d() {
+    let data = (&LOGITS_2X4[..4], &GRAD_2X4[..4]);
+    let (header, got) = backward_round_trip("backward_one_d", "(4,)", data, &[]);
+    assert!(header.contains("'shape': (4,)"), "{header}");
+    assert_gradient_matches(&got, data, 4, &Options::softmax());
+}
+
+#[test]
+fn backward_without_grad_is_a_usage_error() {
+    let input = f32_file("backward_no_grad", "in.npy", "(2, 4)", &LOGITS_2X4);
+    assert_fails(&["--input", input.arg(), "--backward"], 2);
+}
+
+#[test]
+fn grad_without_backward_is_a_usage_error() {
+    let input = f32_file("grad_alone", "in.npy", "(2, 4)", &LOGITS_2X4);
+    let dy = f32_file("grad_alone", "grad.npy", "(2, 4)", &GRAD_2X4);
+    assert_fails(&["--input", input.arg(), "--grad", dy.arg()], 2);
+}
+
+#[test]
+fn backward_with_a_mask_is_a_usage_error() {
+    let input = f32_file("backward_mask", "in.npy", "(2, 4)", &LOGITS_2X4);
+    let dy = f32_file("backward_mask", "grad.npy", "(2, 4)", &GRAD_2X4);
+    let args = [
+        "--input",
+        input.arg(),
+        "--backward",
+        "--grad",
+        dy.arg(),
+        "--mask",
+        "m.npy",
+    ];
+    assert_fails(&args, 2);
+}
+
+#[test]
+fn gradient_of_another_shape_is_an_error() {
+    let input = f32_file("grad_shape", "in.npy", "(2, 4)", &LOGITS_2X4);
+    let dy = f32_file("grad_shape", "grad.npy", "(4, 2)", &GRAD_2X4);
+    assert_fails(
+        &["--input", input.arg(), "--backward", "--grad", dy.arg()],
+        1,
+    );
+}
