@@ -219,14 +219,7 @@ impl Context {
         options: &Options,
         inputs: &HostInputs<'_>,
     ) -> Result<Vec<f32>> {
-        if stats.len() != shape.rows {
-            return Err(Error::ShapeMismatch {
-                rows: shape.rows,
-                cols: 2,
-                expected: shape.rows * 2,
-                actual: stats.len() * 2,
-            });
-        }
+        check_len("stats", shape.rows, stats.len())?;
         let mut output = vec![0.0f32; input.len()];
         let mut given = stats.to_vec();
         self.run_host(

@@ -264,5 +264,12 @@ fn bad_statistics_buffers_are_refused() {
             &none(),
         )
         .unwrap_err();
-    assert!(matches!(e, Error::ShapeMismatch { .. }));
+    assert_eq!(
+        e,
+        Error::InputLength {
+            which: "stats",
+            expected: 2,
+            actual: 1
+        }
+    );
 }
