@@ -2,7 +2,9 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::{scoped, uniform_buffer, Params, PipelineKey, Shader};
+use crate::kernels::{
+    scoped, uniform_buffer, BindingKey, Bindings, Bound, Params, PipelineKey, Shader,
+};
 use crate::plan::{self, Placement, Plan, RowKernel};
 
 /// A `[rows, cols]` matrix shape, row-major.
@@ -233,14 +235,6 @@ impl<'a> RegionBinding<'a> {
             first: ((offset - start) / elem) as u32,
         })
     }
-
-    fn resource(&self) -> wgpu::BindingResource<'a> {
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: self.buffer,
-            offset: self.offset,
-            size: wgpu::BufferSize::new(self.size),
-        })
-    }
 }
 
 /// A region of a caller's buffer: elements from `offset` bytes on.
@@ -469,20 +463,59 @@ impl<'a> MatrixView<'a> {
     }
 }
 
-/// The binding of an optional input, or the dummy buffer.
-fn optional<'a>(
-    region: Option<&RegionBinding<'a>>,
-    unused: &wgpu::BindingResource<'a>,
-) -> wgpu::BindingResource<'a> {
-    region.map_or(unused.clone(), RegionBinding::resource)
-}
-
-fn binding(buffer: &wgpu::Buffer, range: plan::BindingRange) -> wgpu::BindingResource<'_> {
-    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-        buffer,
-        offset: range.offset,
-        size: wgpu::BufferSize::new(range.size),
-    })
+impl Context {
+    /// The uniform buffer (written through the queue) and one bind group per chunk for
+    /// `key`.
+    fn make_bindings(
+        &self,
+        key: &BindingKey,
+        layout: &wgpu::BindGroupLayout,
+        slot: u64,
+    ) -> std::sync::Arc<Bindings> {
+        let uniforms = uniform_buffer(
+            &self.device,
+            &self.queue,
+            "wgpu-softmax params",
+            &key.params,
+        );
+        let bind_groups = key
+            .chunks
+            .iter()
+            .enumerate()
+            .map(|(i, bound)| {
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &uniforms,
+                        offset: i as u64 * slot,
+                        size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+                    }),
+                }];
+                entries.extend(bound.iter().enumerate().map(|(k, b)| wgpu::BindGroupEntry {
+                    binding: k as u32 + 1,
+                    resource: match b {
+                        Bound::Unused => self.kernels.dummy.as_entire_binding(),
+                        Bound::Range(buffer, offset, size) => {
+                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer,
+                                offset: *offset,
+                                size: wgpu::BufferSize::new(*size),
+                            })
+                        }
+                    },
+                }));
+                self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("wgpu-softmax chunk"),
+                    layout,
+                    entries: &entries,
+                })
+            })
+            .collect();
+        std::sync::Arc::new(Bindings {
+            _uniforms: uniforms,
+            bind_groups,
+        })
+    }
 }
 
 impl Context {
@@ -764,67 +797,59 @@ impl Context {
             bytes[at..at + std::mem::size_of::<Params>()]
                 .copy_from_slice(bytemuck::bytes_of(&params));
         }
+        // What each chunk binds, after the params block (bindings 1..).
+        let region = |b: Option<&RegionBinding<'_>>| {
+            b.map_or(Bound::Unused, |b| {
+                Bound::Range(b.buffer.clone(), b.offset, b.size)
+            })
+        };
+        let chunk_bindings: Vec<Vec<Bound>> = plan
+            .chunks
+            .iter()
+            .map(|chunk| {
+                let src = Bound::Range(input.buffer.clone(), chunk.src.offset, chunk.src.size);
+                let dst = Bound::Range(output.buffer.clone(), chunk.dst.offset, chunk.dst.size);
+                let (src4, dst4) = if plan.vec4 {
+                    (src.clone(), dst.clone())
+                } else {
+                    (Bound::Unused, Bound::Unused)
+                };
+                let partials = partials.as_ref().map_or(Bound::Unused, |b| {
+                    let size = (u64::from(chunk.rows) * u64::from(split.parts) * 16).max(16);
+                    Bound::Range(b.clone(), 0, size)
+                });
+                let mut all = vec![
+                    src,
+                    src4,
+                    dst,
+                    dst4,
+                    partials,
+                    region(inputs.stats.as_ref().map(|(b, _)| b)),
+                ];
+                if row_inputs {
+                    all.extend([
+                        region(inputs.mask.as_ref().map(|(b, _)| b)),
+                        region(inputs.lengths.as_ref()),
+                        region(inputs.temperatures.as_ref()),
+                    ]);
+                }
+                all
+            })
+            .collect();
+        let key = BindingKey {
+            params: bytes,
+            chunks: chunk_bindings,
+        };
+        let bindings = match self.kernels.cached_bindings(&key) {
+            Some(b) => b,
+            None => {
+                let made = scoped(&self.device, || self.make_bindings(&key, &layout, slot))?;
+                self.kernels.cache_bindings(key, made.clone());
+                made
+            }
+        };
         scoped(&self.device, || {
-            let uniforms = uniform_buffer(&self.device, &self.queue, "wgpu-softmax params", &bytes);
-            let unused = self.kernels.dummy.as_entire_binding();
-            let bind_groups: Vec<wgpu::BindGroup> = plan
-                .chunks
-                .iter()
-                .enumerate()
-                .map(|(i, chunk)| {
-                    let src_view = binding(input.buffer, chunk.src);
-                    let dst_view = binding(output.buffer, chunk.dst);
-                    let (src4_view, dst4_view) = if plan.vec4 {
-                        (src_view.clone(), dst_view.clone())
-                    } else {
-                        (unused.clone(), unused.clone())
-                    };
-                    let partials_view = match &partials {
-                        Some(buffer) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer,
-                            offset: 0,
-                            size: wgpu::BufferSize::new(
-                                (u64::from(chunk.rows) * u64::from(split.parts) * 16).max(16),
-                            ),
-                        }),
-                        None => unused.clone(),
-                    };
-                    let params_view = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &uniforms,
-                        offset: i as u64 * slot,
-                        size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
-                    });
-                    let mut resources = vec![
-                        params_view,
-                        src_view,
-                        src4_view,
-                        dst_view,
-                        dst4_view,
-                        partials_view,
-                        optional(inputs.stats.as_ref().map(|(b, _)| b), &unused),
-                    ];
-                    if row_inputs {
-                        resources.extend([
-                            optional(inputs.mask.as_ref().map(|(b, _)| b), &unused),
-                            optional(inputs.lengths.as_ref(), &unused),
-                            optional(inputs.temperatures.as_ref(), &unused),
-                        ]);
-                    }
-                    let entries: Vec<wgpu::BindGroupEntry> = resources
-                        .into_iter()
-                        .enumerate()
-                        .map(|(binding, resource)| wgpu::BindGroupEntry {
-                            binding: binding as u32,
-                            resource,
-                        })
-                        .collect();
-                    self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some("wgpu-softmax chunk"),
-                        layout: &layout,
-                        entries: &entries,
-                    })
-                })
-                .collect();
+            let bind_groups = &bindings.bind_groups;
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("wgpu-softmax"),
                 timestamp_writes: None,

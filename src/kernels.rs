@@ -194,6 +194,31 @@ pub(crate) fn uniform_buffer(
     buffer
 }
 
+/// What one storage binding of a chunk holds: a buffer range, or the dummy buffer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Bound {
+    Unused,
+    Range(wgpu::Buffer, u64, u64),
+}
+
+/// Everything a recorded op's uniform buffer and bind groups are made from: the params
+/// of every chunk, and what every chunk binds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct BindingKey {
+    pub params: Vec<u8>,
+    pub chunks: Vec<Vec<Bound>>,
+}
+
+/// A recorded op's uniform buffer and bind groups, reused while the same call recurs.
+pub(crate) struct Bindings {
+    pub _uniforms: wgpu::Buffer,
+    pub bind_groups: Vec<wgpu::BindGroup>,
+}
+
+/// Calls whose bindings are kept: repeated calls on the same buffers (an inference loop,
+/// the host path's pooled staging buffers) then create no buffer and no bind group.
+const BINDING_CACHE: usize = 16;
+
 /// Bind group layout, pipeline layout and the lazily built pipelines of one device.
 pub(crate) struct Kernels {
     device: wgpu::Device,
@@ -207,6 +232,9 @@ pub(crate) struct Kernels {
     /// every call: a device has one queue, and wgpu orders (and puts barriers between)
     /// every pass that writes it.
     partials: Mutex<Option<wgpu::Buffer>>,
+    /// The bindings of the most recent distinct calls, most recent first. They hold
+    /// references to the buffers they name until newer calls push them out.
+    bindings: Mutex<std::collections::VecDeque<(BindingKey, Arc<Bindings>)>>,
 }
 
 impl Kernels {
@@ -225,6 +253,7 @@ impl Kernels {
                 pipelines: Mutex::new(HashMap::new()),
                 dummy,
                 partials: Mutex::new(None),
+                bindings: Mutex::new(std::collections::VecDeque::new()),
             }
         })
     }
@@ -288,6 +317,31 @@ impl Kernels {
         })?;
         layouts.insert(row_inputs, layout.clone());
         Ok(layout)
+    }
+
+    /// The cached bindings of `key`, moved to the front.
+    pub fn cached_bindings(&self, key: &BindingKey) -> Option<Arc<Bindings>> {
+        let mut cache = self.bindings.lock().unwrap_or_else(|p| p.into_inner());
+        let i = cache.iter().position(|(k, _)| k == key)?;
+        let entry = cache.remove(i)?;
+        let found = entry.1.clone();
+        cache.push_front(entry);
+        Some(found)
+    }
+
+    /// Keeps `bindings` for `key`, dropping the least recent beyond the cache's size.
+    pub fn cache_bindings(&self, key: BindingKey, bindings: Arc<Bindings>) {
+        let mut cache = self.bindings.lock().unwrap_or_else(|p| p.into_inner());
+        cache.push_front((key, bindings));
+        cache.truncate(BINDING_CACHE);
+    }
+
+    /// Drops every cached binding (and with them their references to buffers).
+    pub fn clear_bindings(&self) {
+        self.bindings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// The partials scratch buffer, at least `bytes` long.

@@ -92,6 +92,14 @@ impl Context {
         self.scratch.buffer_count()
     }
 
+    /// Drops the cached bindings of recent calls. A context keeps the uniform buffer and
+    /// bind groups of its 16 most recent distinct calls, so that a repeated call (same
+    /// buffers, shape and options) creates no GPU object; they hold references to the
+    /// buffers they name until newer calls push them out, or until this is called.
+    pub fn clear_cached_bindings(&self) {
+        self.kernels.clear_bindings();
+    }
+
     /// Bytes of GPU memory held by the host API's staging pool. Between calls this is
     /// what the largest recent calls used: a streaming call holds at most two chunk
     /// slots, each a device buffer and a readback buffer of

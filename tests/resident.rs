@@ -299,3 +299,40 @@ fn a_caller_owned_device_keeps_its_own_error_handler() {
         .unwrap();
     check_output(&y, &x, Shape::new(4, 70), &Options::softmax());
 }
+
+#[test]
+fn repeated_calls_on_the_same_buffers_stay_correct_as_data_and_options_change() {
+    // The context reuses the bindings of repeated calls; the data and the options of
+    // each call must still be its own.
+    let Some(ctx) = ctx() else { return };
+    let shape = Shape::new(4, 300);
+    let input = upload(ctx, &vec![0.0; 1200]);
+    let output = upload(ctx, &vec![0.0; 1200]);
+    let options = [
+        Options::softmax(),
+        Options::log_softmax(),
+        Options::softmax().with_temperature(2.0),
+    ];
+    for round in 0..6u64 {
+        let x = normal_matrix(round, 1200, 2.0);
+        ctx.queue()
+            .write_buffer(&input, 0, bytemuck::cast_slice(&x));
+        let o = options[(round % 3) as usize];
+        submit(
+            ctx,
+            MatrixView::new(&input),
+            MatrixView::new(&output),
+            shape,
+            &o,
+        );
+        check_output(
+            &read_back(ctx.device(), ctx.queue(), &output),
+            &x,
+            shape,
+            &o,
+        );
+        if round == 3 {
+            ctx.clear_cached_bindings();
+        }
+    }
+}
