@@ -14,6 +14,11 @@ use wgpu_softmax::{HostInputs, MaskedRows, Options};
 /// `target/<profile>/examples/softmax`, found from this test's own path
 /// (`target/<profile>/deps/cli-<hash>`).
 fn binary() -> PathBuf {
+    example("softmax")
+}
+
+/// `target/<profile>/examples/<name>`.
+fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
         .parent()
@@ -21,11 +26,11 @@ fn binary() -> PathBuf {
         .expect("the test binary lies in target/<profile>/deps");
     let binary = profile_dir
         .join("examples")
-        .join(format!("softmax{}", std::env::consts::EXE_SUFFIX));
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     // `cargo test` builds examples first, but `cargo test --test cli` alone does not.
     assert!(
         binary.exists(),
-        "{} is not built: run `cargo build --example softmax` (same profile) first",
+        "{} is not built: run `cargo build --example {name}` (same profile) first",
         binary.display()
     );
     binary
@@ -716,4 +721,14 @@ fn gradient_of_another_shape_is_an_error() {
         &["--input", input.arg(), "--backward", "--grad", dy.arg()],
         1,
     );
+}
+
+#[test]
+fn the_sharded_example_matches_the_unsplit_softmax() {
+    let out = Command::new(example("sharded"))
+        .output()
+        .expect("the sharded example starts");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(stdout.contains("matches the unsplit softmax"), "{stdout}");
 }
