@@ -463,6 +463,33 @@ impl<'a> MatrixView<'a> {
     }
 }
 
+/// The argument checks shared by every resident op: options, shape, both views, and
+/// their overlap (`in_place` allows the very same region for both). Returns false for
+/// an empty shape, which records nothing.
+fn check_pair(
+    input: MatrixView<'_>,
+    output: MatrixView<'_>,
+    shape: Shape,
+    options: &Options,
+    in_place: bool,
+) -> Result<bool> {
+    options.validate()?;
+    shape.len()?;
+    if shape.is_empty() {
+        return Ok(false);
+    }
+    let a = input.check("input", shape)?;
+    let b = output.check("output", shape)?;
+    if input.buffer == output.buffer {
+        let same = input.placement(shape.cols) == output.placement(shape.cols);
+        let overlap = a.start < b.end && b.start < a.end;
+        if overlap && !(in_place && same) {
+            return Err(Error::PartialOverlap);
+        }
+    }
+    Ok(true)
+}
+
 impl Context {
     /// The uniform buffer (written through the queue) and one bind group per chunk for
     /// `key`.
@@ -602,19 +629,9 @@ impl Context {
         inputs: &RowInputs<'_>,
         row_origin: usize,
     ) -> Result<()> {
-        options.validate()?;
-        shape.len()?;
-        if shape.is_empty() {
+        // In place (the very same region) is allowed; any other overlap is not.
+        if !check_pair(input, output, shape, options, true)? {
             return Ok(());
-        }
-        let src_range = input.check("input", shape)?;
-        let dst_range = output.check("output", shape)?;
-        if input.buffer == output.buffer {
-            let same = input.placement(shape.cols) == output.placement(shape.cols);
-            let disjoint = src_range.end <= dst_range.start || dst_range.end <= src_range.start;
-            if !same && !disjoint {
-                return Err(Error::PartialOverlap);
-            }
         }
         let total_rows = row_origin as u64 + shape.rows as u64;
         // Row indices and row + causal offset + 1 are u32 in WGSL.
@@ -672,15 +689,8 @@ impl Context {
         shape: Shape,
         options: &Options,
     ) -> Result<()> {
-        options.validate()?;
-        shape.len()?;
-        if shape.is_empty() {
+        if !check_pair(y, grad, shape, options, false)? {
             return Ok(());
-        }
-        let y_range = y.check("input", shape)?;
-        let g_range = grad.check("output", shape)?;
-        if y.buffer == grad.buffer && y_range.start < g_range.end && g_range.start < y_range.end {
-            return Err(Error::PartialOverlap);
         }
         let tuning = plan::Tuning {
             kernel: Some(plan::RowKernel::WorkgroupShared),
