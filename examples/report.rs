@@ -474,6 +474,7 @@ fn feature_costs(
                 temperatures: Some(Region::new(&temps)),
                 mask: Some((Region::new(&mask_one), 1)),
                 stats: Some(StatsView::write(&stats)),
+                ..plain
             },
         ),
     ];

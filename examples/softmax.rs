@@ -687,6 +687,7 @@ impl RowData {
             mask: self.mask.as_ref().map(|(m, rows)| (m.as_slice(), *rows)),
             lengths: self.lengths.as_deref(),
             temperatures: self.temperatures.as_deref(),
+            ..HostInputs::default()
         }
     }
 }

@@ -51,7 +51,7 @@ fn softmax_backward(
     var block = 0.0;
     var count = 0u;
     for (var i = lid; i < n4; i += WORKGROUP_SIZE) {
-        block += dot(dst4[g4_base + i], weight4(src4[y4_base + i]));
+        block += dot(read_dst4(g4_base + i), weight4(read_src4(y4_base + i)));
         count += 1u;
         if count == BLOCK {
             total += block;
@@ -60,14 +60,14 @@ fn softmax_backward(
         }
     }
     for (var j = end4 + lid; j < params.cols; j += WORKGROUP_SIZE) {
-        block += dst[dst_index(row, j)] * weight1(src[src_index(row, j)]);
+        block += read_dst1(dst_index(row, j)) * weight1(read_src1(src_index(row, j)));
     }
     let sum = tree_sum(total + block, lid);
     for (var i = lid; i < n4; i += WORKGROUP_SIZE) {
-        dst4[g4_base + i] = gradient4(src4[y4_base + i], dst4[g4_base + i], sum);
+        write_dst4(g4_base + i, gradient4(read_src4(y4_base + i), read_dst4(g4_base + i), sum));
     }
     for (var j = end4 + lid; j < params.cols; j += WORKGROUP_SIZE) {
         let at = dst_index(row, j);
-        dst[at] = gradient1(src[src_index(row, j)], dst[at], sum);
+        write_dst1(at, gradient1(read_src1(src_index(row, j)), read_dst1(at), sum));
     }
 }

@@ -1,6 +1,7 @@
 //! Recording a plan into a `CommandEncoder`: the GPU-resident API.
 
 use crate::context::Context;
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::kernels::{
     scoped, uniform_buffer, BindingKey, Bindings, Bound, Params, PipelineKey, Shader,
@@ -209,9 +210,12 @@ impl<'a> RegionBinding<'a> {
                 missing: "STORAGE",
             });
         }
+        // Bindings are whole words: 16-bit values are bound to the end of the last one's
+        // word, which the buffer must hold.
         let end = count
             .checked_mul(elem)
             .and_then(|b| b.checked_add(offset))
+            .map(|b| b.next_multiple_of(4))
             .ok_or_else(|| Error::Unsupported(format!("the {which} region overflows")))?;
         if end > buffer.size() {
             return Err(Error::BufferTooSmall {
@@ -231,7 +235,7 @@ impl<'a> RegionBinding<'a> {
         Ok(RegionBinding {
             buffer,
             offset: start,
-            size: (end - start).max(elem),
+            size: (end - start).max(4),
             first: ((offset - start) / elem) as u32,
         })
     }
@@ -242,7 +246,8 @@ impl<'a> RegionBinding<'a> {
 pub struct Region<'a> {
     /// The buffer; it needs `BufferUsages::STORAGE`.
     pub buffer: &'a wgpu::Buffer,
-    /// Byte offset of the first element; a multiple of 4.
+    /// Byte offset of the first element; a multiple of the element size (4; 2 for a
+    /// 16-bit mask).
     pub offset: u64,
 }
 
@@ -263,10 +268,13 @@ impl<'a> Region<'a> {
 /// [`Context::encode_with`]. All are optional; each costs no extra pass over the matrix.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RowInputs<'a> {
-    /// An additive f32 mask, `[mask_rows, cols]` packed: row `r` adds mask row
-    /// `r % mask_rows` to `x / T` (one row for all, one per row, or one per head group).
-    /// `-inf` entries mask out.
+    /// An additive mask, `[mask_rows, cols]` packed, stored as `mask_dtype`: row `r`
+    /// adds mask row `r % mask_rows` to `x / T` (one row for all, one per row, or one
+    /// per head group). `-inf` entries mask out.
     pub mask: Option<(Region<'a>, usize)>,
+    /// How the mask is stored: f32 (the default), f16 or bf16. A 16-bit mask's buffer
+    /// must hold the whole 4-byte word of its last value.
+    pub mask_dtype: Dtype,
     /// One u32 per row: columns at or past it are masked out (written as 0; log-softmax
     /// `-inf`). Lengths above `cols` mean `cols`.
     pub lengths: Option<Region<'a>>,
@@ -281,6 +289,7 @@ pub struct RowInputs<'a> {
 #[derive(Default)]
 pub(crate) struct InputBindings<'a> {
     mask: Option<(RegionBinding<'a>, u32)>,
+    mask_dtype: Dtype,
     lengths: Option<RegionBinding<'a>>,
     temperatures: Option<RegionBinding<'a>>,
     stats: Option<(RegionBinding<'a>, StatsMode)>,
@@ -300,7 +309,9 @@ impl<'a> RowInputs<'a> {
                 let count = (mask_rows as u64)
                     .checked_mul(cols as u64)
                     .ok_or_else(|| Error::Unsupported("the mask region overflows".into()))?;
-                let b = RegionBinding::new("mask", region.buffer, region.offset, 4, count, caps)?;
+                let elem = self.mask_dtype.size();
+                let b =
+                    RegionBinding::new("mask", region.buffer, region.offset, elem, count, caps)?;
                 Some((
                     b,
                     u32::try_from(mask_rows).map_err(|_| {
@@ -323,6 +334,7 @@ impl<'a> RowInputs<'a> {
         };
         Ok(InputBindings {
             mask,
+            mask_dtype: self.mask_dtype,
             lengths: per_row("lengths", self.lengths)?,
             temperatures: per_row("temperatures", self.temperatures)?,
             stats,
@@ -379,15 +391,22 @@ pub fn combine_stats(a: [f32; 2], b: [f32; 2]) -> [f32; 2] {
     [a[0].max(b[0]), lse as f32]
 }
 
-/// A matrix in a caller's buffer: where element `[0, 0]` is and how far apart rows are.
+/// A matrix in a caller's buffer: where element `[0, 0]` is, how far apart rows are, and
+/// how elements are stored.
 #[derive(Clone, Copy, Debug)]
 pub struct MatrixView<'a> {
     /// The buffer; it needs `BufferUsages::STORAGE`.
     pub buffer: &'a wgpu::Buffer,
-    /// Byte offset of element `[0, 0]`; a multiple of 4 (16 lets the kernels use vec4).
+    /// Byte offset of element `[0, 0]`; a multiple of the element size. Rows on
+    /// boundaries of four elements (offset a multiple of 16 bytes for f32, 8 for 16-bit
+    /// types, and a row stride a multiple of 4) let the kernels use vector access.
     pub offset: u64,
     /// Elements between row starts; `None` means `cols` (rows packed).
     pub row_stride: Option<usize>,
+    /// How elements are stored: f32 (the default), f16 or bf16 (arithmetic is f32 in
+    /// every case). A 16-bit matrix's buffer must hold the whole 4-byte word of its last
+    /// element.
+    pub dtype: Dtype,
 }
 
 impl<'a> MatrixView<'a> {
@@ -397,7 +416,14 @@ impl<'a> MatrixView<'a> {
             buffer,
             offset: 0,
             row_stride: None,
+            dtype: Dtype::F32,
         }
+    }
+
+    /// This view, with elements stored as `dtype`.
+    pub fn with_dtype(mut self, dtype: Dtype) -> Self {
+        self.dtype = dtype;
+        self
     }
 
     /// This view, starting `offset` bytes into the buffer.
@@ -416,6 +442,7 @@ impl<'a> MatrixView<'a> {
         Placement {
             offset: self.offset,
             row_stride: self.row_stride.unwrap_or(cols),
+            elem_bytes: self.dtype.size(),
         }
     }
 
@@ -428,10 +455,10 @@ impl<'a> MatrixView<'a> {
                 cols: shape.cols,
             });
         }
-        if !p.offset.is_multiple_of(4) {
+        if !p.offset.is_multiple_of(p.elem_bytes) {
             return Err(Error::Misaligned {
                 offset: p.offset,
-                required: 4,
+                required: p.elem_bytes,
             });
         }
         if !self.buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
@@ -449,13 +476,15 @@ impl<'a> MatrixView<'a> {
             .and_then(|n| n.checked_add(shape.cols))
             .ok_or(overflow.clone())?;
         let end = (elements as u64)
-            .checked_mul(4)
+            .checked_mul(p.elem_bytes)
             .and_then(|b| b.checked_add(p.offset))
             .ok_or(overflow)?;
-        if end > self.buffer.size() {
+        // Bindings are whole words (16-bit elements are read and written in pairs).
+        let bound_end = end.next_multiple_of(4);
+        if bound_end > self.buffer.size() {
             return Err(Error::BufferTooSmall {
                 which,
-                needed: end,
+                needed: bound_end,
                 size: self.buffer.size(),
             });
         }
@@ -481,7 +510,8 @@ fn check_pair(
     let a = input.check("input", shape)?;
     let b = output.check("output", shape)?;
     if input.buffer == output.buffer {
-        let same = input.placement(shape.cols) == output.placement(shape.cols);
+        let same = input.placement(shape.cols) == output.placement(shape.cols)
+            && input.dtype == output.dtype;
         let overlap = a.start < b.end && b.start < a.end;
         if overlap && !(in_place && same) {
             return Err(Error::PartialOverlap);
@@ -740,7 +770,14 @@ impl Context {
             stats_write: matches!(inputs.stats, Some((_, StatsMode::Write))),
             stats_given: matches!(inputs.stats, Some((_, StatsMode::Given))),
             causal: options.causal.is_some(),
+            src: input.dtype,
+            dst: output.dtype,
             mask: inputs.mask.is_some(),
+            mask_dtype: if inputs.mask.is_some() {
+                inputs.mask_dtype
+            } else {
+                Dtype::F32
+            },
             lengths: inputs.lengths.is_some(),
             temperatures: inputs.temperatures.is_some(),
         };

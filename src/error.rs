@@ -58,7 +58,8 @@ pub enum Error {
         /// The row length, in elements.
         cols: usize,
     },
-    /// A byte offset that is not a multiple of the element size (4 bytes).
+    /// A byte offset that is not a multiple of the element size (4 bytes; 2 for f16
+    /// and bf16).
     #[error("byte offset {offset} is not a multiple of {required}")]
     Misaligned {
         /// The offset given, in bytes.
@@ -85,7 +86,7 @@ pub enum Error {
         missing: &'static str,
     },
     /// Output and input share bytes without being the same region (in-place use must name
-    /// the same buffer, offset and stride for both).
+    /// the same buffer, offset, stride and dtype for both).
     #[error("output overlaps the input without being the same region")]
     PartialOverlap,
     /// One row does not fit a single storage binding of this device.

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::context::Context;
+use crate::dtype::{Dtype, Element, F16};
 use crate::encode::{MatrixView, Options, Region, RowInputs, Shape, StatsMode, StatsView};
 use crate::error::{Error, Result};
 use crate::kernels::scoped;
@@ -69,6 +70,9 @@ pub struct HostInputs<'a> {
     /// An additive mask: `mask_rows * cols` values and `mask_rows`; row `r` adds mask
     /// row `r % mask_rows`.
     pub mask: Option<(&'a [f32], usize)>,
+    /// The same, stored as f16 (half the bytes to upload); at most one of `mask` and
+    /// `mask_f16` may be given.
+    pub mask_f16: Option<(&'a [F16], usize)>,
     /// One valid length per row.
     pub lengths: Option<&'a [u32]>,
     /// One temperature per row, multiplying [`Options::temperature`].
@@ -79,6 +83,7 @@ pub struct HostInputs<'a> {
 #[derive(Default)]
 struct InputBuffers {
     mask: Option<(wgpu::Buffer, usize)>,
+    mask_dtype: Dtype,
     lengths: Option<wgpu::Buffer>,
     temperatures: Option<wgpu::Buffer>,
     stats: Option<(wgpu::Buffer, StatsMode)>,
@@ -89,6 +94,7 @@ impl InputBuffers {
     fn row_inputs(&self) -> RowInputs<'_> {
         RowInputs {
             mask: self.mask.as_ref().map(|(b, rows)| (Region::new(b), *rows)),
+            mask_dtype: self.mask_dtype,
             lengths: self.lengths.as_ref().map(Region::new),
             temperatures: self.temperatures.as_ref().map(Region::new),
             stats: self.stats.as_ref().map(|(buffer, mode)| StatsView {
@@ -184,6 +190,37 @@ impl Context {
         pollster::block_on(self.run_with(input, shape, options, inputs))
     }
 
+    /// The host API for any storage types: softmax of the `shape` matrix in `input`,
+    /// stored as `T`, written to `output` as `U` (each `f32`, [`F16`] or
+    /// [`Bf16`](crate::Bf16)), with the row inputs of `inputs`. Arithmetic is f32; the
+    /// results are rounded to `U` to nearest, ties to even (f16: beyond 65504 is
+    /// infinity, so a log-softmax below -65504 is `-inf`). 16-bit matrices upload and
+    /// read back half the bytes of f32 ones.
+    pub async fn run_typed_into<T: Element, U: Element>(
+        &self,
+        input: &[T],
+        output: &mut [U],
+        shape: Shape,
+        options: &Options,
+        inputs: &HostInputs<'_>,
+    ) -> Result<()> {
+        self.run_host(input, output, shape, options, inputs, None)
+            .await
+    }
+
+    /// Blocking [`Context::run_typed_into`] (native targets).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn run_typed_into_blocking<T: Element, U: Element>(
+        &self,
+        input: &[T],
+        output: &mut [U],
+        shape: Shape,
+        options: &Options,
+        inputs: &HostInputs<'_>,
+    ) -> Result<()> {
+        pollster::block_on(self.run_typed_into(input, output, shape, options, inputs))
+    }
+
     /// [`Context::run`] that also returns each row's `(max, log-sum-exp)` of `x / T`
     /// (see [`Context::encode_with_stats`]).
     pub async fn run_with_stats(
@@ -259,10 +296,10 @@ impl Context {
         pollster::block_on(self.run_with_given_stats(input, stats, shape, options, inputs))
     }
 
-    async fn run_host(
+    async fn run_host<T: Element, U: Element>(
         &self,
-        input: &[f32],
-        output: &mut [f32],
+        input: &[T],
+        output: &mut [U],
         shape: Shape,
         options: &Options,
         inputs: &HostInputs<'_>,
@@ -280,14 +317,24 @@ impl Context {
                 });
             }
         }
-        if let Some((mask, mask_rows)) = inputs.mask {
+        let mask = match (inputs.mask, inputs.mask_f16) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Unsupported(
+                    "give the mask as f32 or as f16, not both".into(),
+                ))
+            }
+            (Some((m, rows)), None) => Some((m.len(), rows)),
+            (None, Some((m, rows))) => Some((m.len(), rows)),
+            (None, None) => None,
+        };
+        if let Some((len, mask_rows)) = mask {
             let expected = mask_rows
                 .checked_mul(shape.cols)
                 .ok_or(Error::ShapeOverflow {
                     rows: mask_rows,
                     cols: shape.cols,
                 })?;
-            check_len("mask", expected, mask.len())?;
+            check_len("mask", expected, len)?;
         }
         if let Some(lengths) = inputs.lengths {
             check_len("lengths", shape.rows, lengths.len())?;
@@ -298,8 +345,10 @@ impl Context {
         if shape.is_empty() {
             return Ok(());
         }
-        let row_bytes = shape.cols as u64 * 4;
-        let max_rows_by_buffer = (self.caps.max_buffer_size / row_bytes) as usize;
+        let layout = ChunkLayout::new::<T, U>(self, shape.cols);
+        let row_bytes = layout.row_bytes();
+        let max_rows_by_buffer =
+            (self.caps.max_buffer_size.saturating_sub(layout.gap) / row_bytes) as usize;
         let chunk_rows = ((self.options.host_chunk_bytes / row_bytes) as usize)
             .clamp(1, shape.rows)
             .min(max_rows_by_buffer);
@@ -312,19 +361,16 @@ impl Context {
         }
         // Plan once for a full chunk: this checks the row fits a binding before any
         // buffer is made.
-        let packed = Placement {
-            offset: 0,
-            row_stride: shape.cols,
-        };
+        let (src, dst) = layout.placements(chunk_rows);
         plan::plan(
             chunk_rows,
             shape.cols,
-            packed,
-            packed,
+            src,
+            dst,
             options.tuning(),
             &self.caps,
         )?;
-        let chunk_bytes = chunk_rows as u64 * row_bytes;
+        let chunk_bytes = layout.slot_bytes(chunk_rows);
         let chunks = shape.rows.div_ceil(chunk_rows);
         let mut slots = Vec::new();
         for _ in 0..chunks.min(2) {
@@ -335,7 +381,15 @@ impl Context {
             buffers.stats = Some((self.stats_buffer(values, *mode)?, *mode));
         }
         let mut result = self
-            .stream(input, output, shape, options, chunk_rows, &slots, &buffers)
+            .stream(
+                input,
+                output,
+                shape,
+                options,
+                (chunk_rows, &layout),
+                &slots,
+                &buffers,
+            )
             .await;
         if let (Ok(()), Some((values, StatsMode::Write)), Some((buffer, _))) =
             (&result, stats, &buffers.stats)
@@ -367,13 +421,25 @@ impl Context {
                 buffer
             })
         };
+        let (mask, mask_dtype) = match (inputs.mask, inputs.mask_f16) {
+            (Some((m, rows)), _) => (
+                Some((upload("wgpu-softmax mask", bytemuck::cast_slice(m))?, rows)),
+                Dtype::F32,
+            ),
+            (None, Some((m, rows))) => {
+                // Queue writes are whole words: an odd count gets one f16 of padding.
+                let mut words = bytemuck::cast_slice::<F16, u8>(m).to_vec();
+                words.resize(words.len().next_multiple_of(4), 0);
+                (
+                    Some((upload("wgpu-softmax mask", &words)?, rows)),
+                    Dtype::F16,
+                )
+            }
+            (None, None) => (None, Dtype::F32),
+        };
         Ok(InputBuffers {
-            mask: match inputs.mask {
-                Some((m, rows)) => {
-                    Some((upload("wgpu-softmax mask", bytemuck::cast_slice(m))?, rows))
-                }
-                None => None,
-            },
+            mask,
+            mask_dtype,
             lengths: inputs
                 .lengths
                 .map(|l| upload("wgpu-softmax lengths", bytemuck::cast_slice(l)))
@@ -591,13 +657,13 @@ impl Context {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn stream(
+    async fn stream<T: Element, U: Element>(
         &self,
-        input: &[f32],
-        output: &mut [f32],
+        input: &[T],
+        output: &mut [U],
         shape: Shape,
         options: &Options,
-        chunk_rows: usize,
+        (chunk_rows, layout): (usize, &ChunkLayout),
         slots: &[Scratch],
         buffers: &InputBuffers,
     ) -> Result<()> {
@@ -614,13 +680,13 @@ impl Context {
                 self.finish(done, slots, output).await?;
             }
             let elements = first_row * shape.cols..(first_row + rows) * shape.cols;
-            let bytes = (elements.len() * 4) as u64;
+            let bytes = (elements.len() as u64 * layout.out_elem).next_multiple_of(4);
             let scratch = &slots[slot];
             let chunk_shape = Shape::new(rows, shape.cols);
             let submission = scoped(&self.device, || -> Result<wgpu::SubmissionIndex> {
-                self.queue.write_buffer(
+                write_words(
+                    &self.queue,
                     &scratch.data,
-                    0,
                     bytemuck::cast_slice(&input[elements.clone()]),
                 );
                 let mut encoder =
@@ -628,17 +694,26 @@ impl Context {
                         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                             label: Some("wgpu-softmax host"),
                         });
-                let view = MatrixView::new(&scratch.data);
+                let src = MatrixView::new(&scratch.data).with_dtype(T::DTYPE);
+                let dst = MatrixView::new(&scratch.data)
+                    .with_offset(layout.gap_at(rows))
+                    .with_dtype(U::DTYPE);
                 self.encode_inner(
                     &mut encoder,
-                    view,
-                    view,
+                    src,
+                    dst,
                     chunk_shape,
                     options,
                     &row_inputs,
                     first_row,
                 )?;
-                encoder.copy_buffer_to_buffer(&scratch.data, 0, &scratch.readback, 0, bytes);
+                encoder.copy_buffer_to_buffer(
+                    &scratch.data,
+                    layout.gap_at(rows),
+                    &scratch.readback,
+                    0,
+                    bytes,
+                );
                 Ok(self.queue.submit([encoder.finish()]))
             })??;
             let mapped: MapResult = Arc::new(Mutex::new(None));
@@ -664,17 +739,24 @@ impl Context {
     }
 
     /// Waits for a chunk (bounded by the context's time-out) and copies it out.
-    async fn finish(&self, done: InFlight, slots: &[Scratch], output: &mut [f32]) -> Result<()> {
+    async fn finish<U: Element>(
+        &self,
+        done: InFlight,
+        slots: &[Scratch],
+        output: &mut [U],
+    ) -> Result<()> {
         let readback = &slots[done.slot].readback;
-        let bytes = (done.elements.len() * 4) as u64;
+        let bytes = (done.elements.len() * std::mem::size_of::<U>()) as u64;
+        let mapped_bytes = bytes.next_multiple_of(4);
         self.wait_for(done.submission, &done.mapped)?;
         let outcome = done.mapped.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.check_mapped(outcome)?;
         {
             let view = readback
-                .get_mapped_range(0..bytes)
+                .get_mapped_range(0..mapped_bytes)
                 .map_err(|e| Error::Map(e.to_string()))?;
-            bytemuck::cast_slice_mut::<f32, u8>(&mut output[done.elements]).copy_from_slice(&view);
+            bytemuck::cast_slice_mut::<U, u8>(&mut output[done.elements])
+                .copy_from_slice(&view[..bytes as usize]);
         }
         readback.unmap();
         Ok(())
@@ -708,5 +790,87 @@ impl Context {
             std::thread::yield_now();
         }
         Ok(())
+    }
+}
+
+/// Where a host chunk lies in its scratch buffer: the input from byte 0; the output in
+/// the same place when input and output have one storage type (computed in place), else
+/// after the input, from the next storage-aligned byte.
+pub(crate) struct ChunkLayout {
+    cols: usize,
+    in_elem: u64,
+    out_elem: u64,
+    align: u64,
+    /// Whether the output has its own region.
+    separate: bool,
+    /// The most bytes the output's alignment adds.
+    gap: u64,
+}
+
+impl ChunkLayout {
+    fn new<T: Element, U: Element>(ctx: &Context, cols: usize) -> Self {
+        let align = u64::from(ctx.caps.storage_offset_alignment.max(16));
+        let separate = T::DTYPE != U::DTYPE;
+        ChunkLayout {
+            cols,
+            in_elem: T::DTYPE.size(),
+            out_elem: U::DTYPE.size(),
+            align,
+            separate,
+            gap: if separate { align } else { 0 },
+        }
+    }
+
+    /// Scratch bytes per row of a chunk.
+    fn row_bytes(&self) -> u64 {
+        let cols = self.cols as u64;
+        if self.separate {
+            cols * (self.in_elem + self.out_elem)
+        } else {
+            cols * self.in_elem
+        }
+    }
+
+    /// Byte offset of the output of a chunk of `rows` rows.
+    fn gap_at(&self, rows: usize) -> u64 {
+        if self.separate {
+            (rows as u64 * self.cols as u64 * self.in_elem).next_multiple_of(self.align)
+        } else {
+            0
+        }
+    }
+
+    /// Scratch bytes for a chunk of `rows` rows (whole words, for copies).
+    fn slot_bytes(&self, rows: usize) -> u64 {
+        (self.gap_at(rows) + rows as u64 * self.cols as u64 * self.out_elem)
+            .next_multiple_of(4)
+            .max(4)
+    }
+
+    /// The input's and the output's placement for a chunk of `rows` rows.
+    fn placements(&self, rows: usize) -> (Placement, Placement) {
+        let place = |offset, elem_bytes| Placement {
+            offset,
+            row_stride: self.cols,
+            elem_bytes,
+        };
+        (
+            place(0, self.in_elem),
+            place(self.gap_at(rows), self.out_elem),
+        )
+    }
+}
+
+/// Writes `bytes` at the start of `buffer`; queue writes are whole words, so an odd
+/// 16-bit tail goes in one padded word.
+fn write_words(queue: &wgpu::Queue, buffer: &wgpu::Buffer, bytes: &[u8]) {
+    let whole = bytes.len() / 4 * 4;
+    if whole > 0 {
+        queue.write_buffer(buffer, 0, &bytes[..whole]);
+    }
+    if whole < bytes.len() {
+        let mut last = [0u8; 4];
+        last[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+        queue.write_buffer(buffer, whole as u64, &last);
     }
 }

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::plan::RowKernel;
 
@@ -15,6 +16,11 @@ const COMMON: &str = include_str!("../shaders/common/softmax_common.wgsl");
 const ROW_INPUTS: &str = include_str!("../shaders/common/row_inputs.wgsl");
 const ROW_INPUTS_NONE: &str = include_str!("../shaders/common/row_inputs_none.wgsl");
 const WORKGROUP_TREE: &str = include_str!("../shaders/common/workgroup_tree.wgsl");
+const HALF: &str = include_str!("../shaders/common/half.wgsl");
+const SRC_F32: &str = include_str!("../shaders/common/src_f32.wgsl");
+const SRC_HALF: &str = include_str!("../shaders/common/src_half.wgsl");
+const DST_F32: &str = include_str!("../shaders/common/dst_f32.wgsl");
+const DST_HALF: &str = include_str!("../shaders/common/dst_half.wgsl");
 
 /// One compiled WGSL entry point: its file in `shaders/` and its entry point share the
 /// name. A [`RowKernel`] runs one shader, or two for split rows.
@@ -67,10 +73,18 @@ impl Shader {
         matches!(self, Shader::SubgroupRow | Shader::WorkgroupSubgroup)
     }
 
-    /// The WGSL source as compiled: the common helpers, the row inputs (mask, lengths,
-    /// temperatures: three more bindings) or their stand-ins, the workgroup-memory trees
-    /// for the shaders that use them, then the shader's own file.
+    /// The WGSL source with f32 input and output: see [`Shader::source_for`].
     pub fn source(self, row_inputs: bool) -> String {
+        self.source_for(row_inputs, Dtype::F32, Dtype::F32)
+    }
+
+    /// The WGSL source as compiled: the common helpers, the input's and the output's
+    /// bindings for their storage types (f32, or 16-bit words decoded by
+    /// `common/half.wgsl`), the row inputs (mask, lengths, temperatures: three more
+    /// bindings) or their stand-ins, the workgroup-memory trees for the shaders that use
+    /// them, then the shader's own file. f16 and bf16 share their text; an override
+    /// constant tells them apart.
+    pub fn source_for(self, row_inputs: bool, src: Dtype, dst: Dtype) -> String {
         let own = match self {
             Shader::ThreadRow => include_str!("../shaders/softmax_thread_row.wgsl"),
             Shader::SubgroupRow => include_str!("../shaders/softmax_subgroup_row.wgsl"),
@@ -87,11 +101,13 @@ impl Shader {
         } else {
             ROW_INPUTS_NONE
         };
+        let src = if src.is_half() { SRC_HALF } else { SRC_F32 };
+        let dst = if dst.is_half() { DST_HALF } else { DST_F32 };
         let tree = match self {
             Shader::WorkgroupShared | Shader::SplitStats | Shader::Backward => WORKGROUP_TREE,
             _ => "",
         };
-        format!("{COMMON}\n{inputs}\n{tree}\n{own}")
+        format!("{COMMON}\n{HALF}\n{src}\n{dst}\n{inputs}\n{tree}\n{own}")
     }
 
     /// The shaders a kernel runs, in order.
@@ -146,8 +162,13 @@ pub(crate) struct PipelineKey {
     pub stats_write: bool,
     pub stats_given: bool,
     pub causal: bool,
+    /// How the input and the output are stored.
+    pub src: Dtype,
+    pub dst: Dtype,
     /// Which row inputs are bound; all false compiles the variant without their bindings.
     pub mask: bool,
+    /// How the mask is stored (F32 when there is none).
+    pub mask_dtype: Dtype,
     pub lengths: bool,
     pub temperatures: bool,
 }
@@ -224,7 +245,8 @@ pub(crate) struct Kernels {
     device: wgpu::Device,
     /// Keyed by whether the row-input bindings are present.
     layouts: Mutex<HashMap<bool, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
-    modules: Mutex<HashMap<(Shader, bool), wgpu::ShaderModule>>,
+    /// Keyed by shader, row inputs, and whether the input and the output are 16-bit.
+    modules: Mutex<HashMap<(Shader, bool, bool, bool), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     /// Bound to the vec4 views, the partials and the statistics when unused.
     pub dummy: wgpu::Buffer,
@@ -370,11 +392,16 @@ impl Kernels {
         }
         let (_, pipeline_layout) = self.layout(key.row_inputs())?;
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        let module_key = (key.shader, key.row_inputs());
+        let module_key = (
+            key.shader,
+            key.row_inputs(),
+            key.src.is_half(),
+            key.dst.is_half(),
+        );
         let module = match modules.get(&module_key) {
             Some(m) => m.clone(),
             None => {
-                let source = key.shader.source(key.row_inputs());
+                let source = key.shader.source_for(key.row_inputs(), key.src, key.dst);
                 let m = scoped(&self.device, || {
                     self.device
                         .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -397,13 +424,25 @@ impl Kernels {
             ("STATS_GIVEN", bool_constant(key.stats_given)),
             ("CAUSAL", bool_constant(key.causal)),
         ];
-        // These exist only in the row-inputs variant.
+        // These exist only in the variants that declare them.
         if key.row_inputs() {
+            let mask_dtype = match key.mask_dtype {
+                Dtype::F32 => 0.0,
+                Dtype::F16 => 1.0,
+                Dtype::Bf16 => 2.0,
+            };
             constants.extend([
                 ("HAS_MASK", bool_constant(key.mask)),
                 ("HAS_LENGTHS", bool_constant(key.lengths)),
                 ("HAS_TEMPERATURES", bool_constant(key.temperatures)),
+                ("MASK_DTYPE", mask_dtype),
             ]);
+        }
+        if key.src.is_half() {
+            constants.push(("SRC_BF16", bool_constant(key.src == Dtype::Bf16)));
+        }
+        if key.dst.is_half() {
+            constants.push(("DST_BF16", bool_constant(key.dst == Dtype::Bf16)));
         }
         let pipeline = scoped(&self.device, || {
             self.device

@@ -68,6 +68,7 @@
 
 pub mod bandwidth;
 mod context;
+mod dtype;
 mod encode;
 mod error;
 mod host;
@@ -76,6 +77,7 @@ pub mod plan;
 pub mod reference;
 
 pub use context::{Context, ContextOptions};
+pub use dtype::{Bf16, Dtype, Element, F16};
 pub use encode::{
     combine_stats, MaskedRows, MatrixView, Op, Options, Region, RowInputs, Shape, StatsMode,
     StatsView,

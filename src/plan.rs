@@ -127,14 +127,37 @@ impl Default for DeviceCaps {
     }
 }
 
-/// Where a matrix lies in a buffer: byte offset of element `[0, 0]` and the distance
-/// between row starts, in elements.
+/// Where a matrix lies in a buffer: byte offset of element `[0, 0]`, the distance
+/// between row starts in elements, and the bytes per element.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Placement {
-    /// Byte offset of the first element; a multiple of 4.
+    /// Byte offset of the first element; a multiple of the element size.
     pub offset: u64,
     /// Elements from one row start to the next; at least `cols`.
     pub row_stride: usize,
+    /// Bytes per element: 4 (f32) or 2 (f16, bf16).
+    pub elem_bytes: u64,
+}
+
+impl Placement {
+    /// Packed rows of `cols` f32 elements from byte `offset`.
+    pub fn packed_f32(offset: u64, cols: usize) -> Self {
+        Placement {
+            offset,
+            row_stride: cols,
+            elem_bytes: 4,
+        }
+    }
+
+    /// Whether rows can be read in fours: each row starts on a boundary of four
+    /// elements, and so does the binding that holds it (bindings start at multiples of
+    /// `align` bytes).
+    fn vec4_aligned(&self, align: u64) -> bool {
+        let four = 4 * self.elem_bytes;
+        align.is_multiple_of(four)
+            && self.offset.is_multiple_of(four)
+            && self.row_stride.is_multiple_of(4)
+    }
 }
 
 /// The part of a buffer one dispatch binds.
@@ -376,11 +399,11 @@ fn overflow(rows: usize, cols: usize) -> Error {
 }
 
 /// Bytes from the first element of row 0 to the end of row `rows - 1`.
-fn span_bytes(rows: usize, cols: usize, stride: usize) -> Option<u64> {
+fn span_bytes(rows: usize, cols: usize, stride: usize, elem_bytes: u64) -> Option<u64> {
     let elements = (rows.checked_sub(1)?)
         .checked_mul(stride)?
         .checked_add(cols)?;
-    (elements as u64).checked_mul(4)
+    (elements as u64).checked_mul(elem_bytes)
 }
 
 /// Plans a softmax of a `[rows, cols]` matrix read at `src` and written at `dst`.
@@ -388,7 +411,7 @@ fn span_bytes(rows: usize, cols: usize, stride: usize) -> Option<u64> {
 /// `tuning` may force a kernel or workgroup size; by default [`choose_kernel`] and
 /// [`workgroup_size`] decide.
 /// Expects `rows >= 1`, `cols >= 1` and placements already validated (offsets multiples
-/// of 4, strides at least `cols`).
+/// of the element size, strides at least `cols`).
 pub fn plan(
     rows: usize,
     cols: usize,
@@ -406,12 +429,7 @@ pub fn plan(
         )));
     }
     let align = u64::from(caps.storage_offset_alignment.max(4));
-    let vec4 = cols >= 4
-        && align.is_multiple_of(16)
-        && src.offset.is_multiple_of(16)
-        && dst.offset.is_multiple_of(16)
-        && src.row_stride.is_multiple_of(4)
-        && dst.row_stride.is_multiple_of(4);
+    let vec4 = cols >= 4 && src.vec4_aligned(align) && dst.vec4_aligned(align);
     let workgroup_size = match tuning.workgroup_size {
         None => workgroup_size(kernel, cols, vec4, caps),
         Some(wg) => {
@@ -547,38 +565,42 @@ impl Geometry {
         c1: u64,
     ) -> Result<BindingRange> {
         let start = (first_row as u64)
-            .checked_mul(p.row_stride as u64 * 4)
+            .checked_mul(p.row_stride as u64 * p.elem_bytes)
             .and_then(|b| b.checked_add(p.offset))
-            .and_then(|b| b.checked_add(c0 * 4))
+            .and_then(|b| b.checked_add(c0 * p.elem_bytes))
             .ok_or_else(|| self.overflow())?;
         let bind_offset = start - start % self.align;
-        let span =
-            span_bytes(n, (c1 - c0) as usize, p.row_stride).ok_or_else(|| self.overflow())?;
+        let span = span_bytes(n, (c1 - c0) as usize, p.row_stride, p.elem_bytes)
+            .ok_or_else(|| self.overflow())?;
         Ok(BindingRange {
             offset: bind_offset,
-            size: start - bind_offset + span,
-            first_element: ((start - bind_offset) / 4) as u32,
+            // Storage bindings are whole words: 16-bit elements round up to the end of
+            // the last one's word.
+            size: (start - bind_offset + span).next_multiple_of(4),
+            first_element: ((start - bind_offset) / p.elem_bytes) as u32,
         })
     }
 
-    /// Rows per chunk such that r whole rows plus up to `align - 4` bytes of leading slack
-    /// (the binding offset is rounded down) fit one binding, or `RowTooLong`.
+    /// Rows per chunk such that r whole rows plus the slack fit one binding, or
+    /// `RowTooLong`. The slack is up to `align - elem` leading bytes (the binding offset
+    /// is rounded down) and, for 16-bit elements, up to 2 more to end on a whole word.
     fn rows_per_binding(&self) -> Result<u64> {
-        let row_bytes = (self.cols as u64)
-            .checked_mul(4)
-            .ok_or_else(|| self.overflow())?;
-        let fits = |stride: usize| -> Result<u64> {
-            let room =
-                self.limit
-                    .checked_sub(row_bytes + (self.align - 4))
-                    .ok_or(Error::RowTooLong {
-                        cols: self.cols,
-                        bytes: row_bytes + (self.align - 4),
-                        limit: self.limit,
-                    })?;
-            Ok(room / (stride as u64 * 4).max(4) + 1)
+        let fits = |p: Placement| -> Result<u64> {
+            let row_bytes = (self.cols as u64)
+                .checked_mul(p.elem_bytes)
+                .ok_or_else(|| self.overflow())?;
+            let slack = self.align - p.elem_bytes + p.elem_bytes % 4;
+            let room = self
+                .limit
+                .checked_sub(row_bytes + slack)
+                .ok_or(Error::RowTooLong {
+                    cols: self.cols,
+                    bytes: row_bytes + slack,
+                    limit: self.limit,
+                })?;
+            Ok(room / (p.row_stride as u64 * p.elem_bytes).max(4) + 1)
         };
-        Ok(fits(self.src.row_stride)?.min(fits(self.dst.row_stride)?))
+        Ok(fits(self.src)?.min(fits(self.dst)?))
     }
 
     /// Chunks of whole rows: at most `max_rows` each and what one binding holds.
@@ -655,6 +677,7 @@ mod tests {
         Placement {
             offset: 0,
             row_stride: cols,
+            elem_bytes: 4,
         }
     }
 
@@ -796,6 +819,7 @@ mod tests {
         let src = Placement {
             offset: 64,
             row_stride: cols + 5,
+            elem_bytes: 4,
         };
         let p = plan(2, cols, src, contiguous(cols), Tuning::default(), &caps).unwrap();
         assert_eq!(p.kernel, RowKernel::SplitRow);
@@ -969,6 +993,7 @@ mod tests {
         let shifted = Placement {
             offset: 8,
             row_stride: 64,
+            elem_bytes: 4,
         };
         assert!(!p(64, shifted, contiguous(64)));
         assert!(!p(64, contiguous(64), shifted));
@@ -1003,30 +1028,62 @@ mod tests {
             max_storage_binding_size: 1 << 20,
             ..DeviceCaps::default()
         };
-        let cols = 1000;
-        let src = Placement {
-            offset: 12,
-            row_stride: 1003,
-        };
-        let dst = contiguous(cols);
-        let rows = 5000;
-        let p = plan(rows, cols, src, dst, Tuning::default(), &caps).unwrap();
-        assert!(p.chunks.len() > 1);
-        let mut next = 0;
-        for c in &p.chunks {
-            assert_eq!(c.first_row, next);
-            next += c.rows as usize;
-            for (r, place) in [(c.src, src), (c.dst, dst)] {
-                assert!(r.size <= caps.max_storage_binding_size);
-                assert_eq!(r.offset % 256, 0);
-                let start = place.offset + (c.first_row * place.row_stride * 4) as u64;
-                assert_eq!(r.offset + u64::from(r.first_element) * 4, start);
-                let end = start + span_bytes(c.rows as usize, cols, place.row_stride).unwrap();
-                assert_eq!(r.offset + r.size, end);
+        let cols = 1001;
+        // f32 and 16-bit elements, odd offsets and strides; 16-bit bindings end on a
+        // whole word.
+        for (src_elem, dst_elem, offset) in [(4, 4, 12), (2, 2, 6), (2, 4, 2), (4, 2, 8)] {
+            let src = Placement {
+                offset,
+                row_stride: 1003,
+                elem_bytes: src_elem,
+            };
+            let dst = Placement {
+                offset: 0,
+                row_stride: cols,
+                elem_bytes: dst_elem,
+            };
+            let rows = 5000;
+            let p = plan(rows, cols, src, dst, Tuning::default(), &caps).unwrap();
+            assert!(p.chunks.len() > 1);
+            assert!(!p.vec4);
+            let mut next = 0;
+            for c in &p.chunks {
+                assert_eq!(c.first_row, next);
+                next += c.rows as usize;
+                for (r, place) in [(c.src, src), (c.dst, dst)] {
+                    let e = place.elem_bytes;
+                    assert!(r.size <= caps.max_storage_binding_size);
+                    assert_eq!(r.offset % 256, 0);
+                    assert_eq!(r.size % 4, 0);
+                    let start = place.offset + (c.first_row * place.row_stride) as u64 * e;
+                    assert_eq!(r.offset + u64::from(r.first_element) * e, start);
+                    let end =
+                        start + span_bytes(c.rows as usize, cols, place.row_stride, e).unwrap();
+                    assert_eq!(r.offset + r.size, end.next_multiple_of(4));
+                }
+                assert!(u64::from(c.grid[0]) * u64::from(c.grid[1]) >= u64::from(c.rows));
             }
-            assert!(u64::from(c.grid[0]) * u64::from(c.grid[1]) >= u64::from(c.rows));
+            assert_eq!(next, rows);
         }
-        assert_eq!(next, rows);
+    }
+
+    #[test]
+    fn sixteen_bit_rows_use_vec4_on_8_byte_boundaries() {
+        let caps = DeviceCaps::default();
+        let half = |offset, row_stride| Placement {
+            offset,
+            row_stride,
+            elem_bytes: 2,
+        };
+        let p = |src, dst| {
+            plan(3, 64, src, dst, Tuning::default(), &caps)
+                .unwrap()
+                .vec4
+        };
+        assert!(p(half(8, 64), half(0, 68)));
+        assert!(p(half(8, 64), contiguous(64)));
+        assert!(!p(half(4, 64), half(0, 64)));
+        assert!(!p(half(0, 66), half(0, 64)));
     }
 
     #[test]

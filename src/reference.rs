@@ -1,6 +1,7 @@
 //! The f64 CPU reference, shared by tests, benchmarks and the CLI, and the tolerances of
 //! the numerics contract.
 
+use crate::dtype::Dtype;
 use crate::encode::{MaskedRows, Op, Options};
 use crate::host::HostInputs;
 
@@ -25,6 +26,19 @@ pub const LOG_SOFTMAX_F32: Tolerance = Tolerance {
 };
 /// A softmax row sums to 1 within this.
 pub const ROW_SUM_F32: f64 = 1e-5;
+/// f16 storage, f32 compute (softmax and log-softmax): `1e-4 + 2e-3 * |r|`. Rounding to
+/// f16 alone is within half a unit in the last place, `2^-11 * |r|`.
+pub const F16_STORAGE: Tolerance = Tolerance {
+    abs: 1e-4,
+    rel: 2e-3,
+};
+/// bf16 storage, f32 compute: `1e-4 + 8e-3 * |r|`. bf16 keeps 8 significant bits, so
+/// rounding alone is within `2^-9 * |r|` (about 2e-3): this is the f16 tolerance
+/// scaled by the 3 bits bf16 lacks.
+pub const BF16_STORAGE: Tolerance = Tolerance {
+    abs: 1e-4,
+    rel: 8e-3,
+};
 
 impl Tolerance {
     /// The contract's tolerance for an op on f32 data.
@@ -32,6 +46,15 @@ impl Tolerance {
         match op {
             Op::Softmax => SOFTMAX_F32,
             Op::LogSoftmax => LOG_SOFTMAX_F32,
+        }
+    }
+
+    /// The contract's tolerance for an op whose output is stored as `dtype`.
+    pub fn for_storage(op: Op, dtype: Dtype) -> Self {
+        match dtype {
+            Dtype::F32 => Self::for_op(op),
+            Dtype::F16 => F16_STORAGE,
+            Dtype::Bf16 => BF16_STORAGE,
         }
     }
 
@@ -123,9 +146,12 @@ fn scaled_row(r: usize, row: &[f32], options: &Options, inputs: &HostInputs<'_>)
             if j >= cap {
                 return f64::NEG_INFINITY;
             }
-            let mask = inputs
-                .mask
-                .map_or(0.0, |(m, rows)| f64::from(m[(r % rows) * cols + j]));
+            let at = |rows: usize| (r % rows) * cols + j;
+            let mask = match (inputs.mask, inputs.mask_f16) {
+                (Some((m, rows)), _) => f64::from(m[at(rows)]),
+                (None, Some((m, rows))) => f64::from(m[at(rows)].to_f32()),
+                (None, None) => 0.0,
+            };
             f64::from(x) / t + mask
         })
         .collect()

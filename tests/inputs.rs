@@ -181,6 +181,7 @@ fn everything_stacked_with_statistics() {
                 mask: Some((&m, 2)),
                 lengths: Some(&lengths),
                 temperatures: Some(&temps),
+                ..HostInputs::default()
             };
             let o = Options::log_softmax()
                 .with_kernel(kernel)
@@ -230,6 +231,7 @@ fn row_inputs_follow_their_rows_across_host_chunks() {
         mask: Some((&m, 3)),
         lengths: Some(&lengths),
         temperatures: Some(&temps),
+        ..HostInputs::default()
     };
     let o = Options::softmax().with_causal(5);
     run(&small, &x, Shape::new(rows, cols), &o, &inputs);
@@ -266,6 +268,7 @@ fn the_resident_api_with_row_inputs_at_offsets() {
         lengths: Some(Region::new(&lengths_buffer).with_offset(4)),
         temperatures: Some(Region::new(&temps_buffer).with_offset(260)),
         stats: None,
+        ..RowInputs::default()
     };
     let o = Options::softmax().with_causal(40);
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
@@ -295,6 +298,7 @@ fn the_resident_api_with_row_inputs_at_offsets() {
         mask: Some((&m, 2)),
         lengths: Some(&lengths),
         temperatures: Some(&temps),
+        ..HostInputs::default()
     };
     check(&y, &x, shape, &o, &host);
 }

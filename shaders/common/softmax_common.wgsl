@@ -4,10 +4,13 @@
 //
 // Bindings (group 0):
 //   0 params  uniform   Params below; one per dispatch chunk
-//   1 src     storage   input as f32
-//   2 src4    storage   the same input as vec4<f32> (a 16-byte dummy when VEC4 is off)
-//   3 dst     storage   output as f32 (may be the input buffer itself, for in-place use)
-//   4 dst4    storage   the same output as vec4<f32> (a 16-byte dummy when VEC4 is off)
+//   1 src     storage   the input, and
+//   2 src4    storage   the same input in fours (a 16-byte dummy when VEC4 is off): see
+//                       src_f32.wgsl or src_half.wgsl (f16, bf16), one of which is
+//                       compiled in, with read_src1 / read_src4
+//   3 dst     storage   the output (may be the input buffer itself, for in-place use),
+//   4 dst4    storage   and in fours: dst_f32.wgsl or dst_half.wgsl, with write_dst1 /
+//                       write_dst4 (and read_dst1 / read_dst4)
 //   5 partials storage  per-(row, part) statistics of the split-row kernels (else a dummy)
 //   6 stats   storage   row statistics, (max, log-sum-exp) of x / T per row, written with
 //                       STATS_WRITE or read with STATS_GIVEN (else a dummy)
@@ -75,10 +78,6 @@ override STATS_GIVEN: bool = false;
 override CAUSAL: bool = false;
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read_write> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> src4: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dst4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> stats: array<vec2<f32>>;
 
@@ -114,7 +113,7 @@ fn begin_row(row: u32) {
 // Element `col` of the current row, at index `at` of the input, with the row inputs
 // applied.
 fn load1(col: u32, at: u32) -> f32 {
-    var x = apply_mask1(col, src[at]);
+    var x = apply_mask1(col, read_src1(at));
     if (CAUSAL || ROW_INPUTS) && col >= row_cap {
         x = bitcast<f32>(NEG_INF_BITS);
     }
@@ -124,7 +123,7 @@ fn load1(col: u32, at: u32) -> f32 {
 // Elements col .. col + 3 (col a multiple of 4) of the current row, at vec4 index `at4`
 // of the input, with the row inputs applied.
 fn load4(col: u32, at4: u32) -> vec4<f32> {
-    var v = apply_mask4(col, src4[at4]);
+    var v = apply_mask4(col, read_src4(at4));
     if CAUSAL || ROW_INPUTS {
         let c = vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u);
         v = select(v, vec4<f32>(bitcast<f32>(NEG_INF_BITS)), c >= vec4<u32>(row_cap));
@@ -297,7 +296,7 @@ fn write_special(row: u32, c0: u32, c1: u32, first: u32, step: u32, bad: u32, s:
         fill = select(0.0, bitcast<f32>(NEG_INF_BITS), LOG_SOFTMAX);
     }
     for (var j = c0 + first; j < c1; j += step) {
-        dst[dst_index(row, j)] = fill;
+        write_dst1(dst_index(row, j), fill);
     }
     return true;
 }
@@ -308,7 +307,7 @@ fn write_tail(row: u32, c0: u32, c1: u32, first: u32, step: u32, m: f32, inv_s: 
     let src_c0 = src_index(row, c0);
     let dst_c0 = dst_index(row, c0);
     for (var j = body_end(c0, c1) + first; j < c1; j += step) {
-        dst[dst_c0 + (j - c0)] = softmax1(load1(j, src_c0 + (j - c0)), m, inv_s, log_s);
+        write_dst1(dst_c0 + (j - c0), softmax1(load1(j, src_c0 + (j - c0)), m, inv_s, log_s));
     }
 }
 
@@ -324,7 +323,7 @@ fn range_write(row: u32, c0: u32, c1: u32, first: u32, step: u32, st: Stats) {
     let src4_base = src_index(row, c0) / 4u;
     let dst4_base = dst_index(row, c0) / 4u;
     for (var i = first; i < n4; i += step) {
-        dst4[dst4_base + i] = softmax4(load4(c0 + 4u * i, src4_base + i), st.m, inv_s, log_s);
+        write_dst4(dst4_base + i, softmax4(load4(c0 + 4u * i, src4_base + i), st.m, inv_s, log_s));
     }
     write_tail(row, c0, c1, first, step, st.m, inv_s, log_s);
 }
@@ -433,9 +432,9 @@ fn cache_write(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<
         let i = first + k * step;
         if i < n4 {
             if LOG_SOFTMAX {
-                dst4[dst4_base + i] = softmax4((*cache)[k], st.m, inv_s, log_s);
+                write_dst4(dst4_base + i, softmax4((*cache)[k], st.m, inv_s, log_s));
             } else {
-                dst4[dst4_base + i] = (*cache)[k] * scale;
+                write_dst4(dst4_base + i, (*cache)[k] * scale);
             }
         }
     }

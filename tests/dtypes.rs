@@ -1,0 +1,531 @@
+//! f16 and bf16 storage (arithmetic in f32): the host API's typed calls, resident views
+//! at odd offsets and strides, 16-bit masks, special values, and the backward pass, all
+//! against the f64 reference on the values the 16-bit inputs hold.
+
+mod common;
+
+use common::{ctx, normal_matrix, Rng};
+use wgpu_softmax::reference::{backward_f64, first_mismatch, softmax_f64_with, Tolerance};
+use wgpu_softmax::wgpu;
+use wgpu_softmax::{
+    Bf16, Context, Dtype, Element, Error, HostInputs, MatrixView, Op, Options, Region, RowInputs,
+    RowKernel, Shape, F16,
+};
+
+fn kernels(ctx: &Context) -> Vec<RowKernel> {
+    RowKernel::ALL
+        .into_iter()
+        .filter(|k| !k.needs_subgroups() || ctx.caps().subgroups)
+        .collect()
+}
+
+fn quantize<T: Element>(x: &[f32]) -> Vec<T> {
+    x.iter().map(|&v| T::from_f32(v)).collect()
+}
+
+fn widen<T: Element>(x: &[T]) -> Vec<f32> {
+    x.iter().map(|v| v.to_f32()).collect()
+}
+
+/// Checks a result stored as `U` against the f64 reference on the inputs `x` (already
+/// the values the 16-bit input holds).
+fn check<U: Element>(
+    got: &[U],
+    x: &[f32],
+    shape: Shape,
+    options: &Options,
+    inputs: &HostInputs,
+    what: &str,
+) {
+    // A finite result beyond the storage type's range is stored as an infinity.
+    let want: Vec<f64> = softmax_f64_with(x, shape.cols, options, inputs)
+        .into_iter()
+        .map(|r| {
+            let stored = U::from_f32(r as f32).to_f32();
+            if r.is_finite() && stored.is_infinite() {
+                f64::from(stored)
+            } else {
+                r
+            }
+        })
+        .collect();
+    let tol = Tolerance::for_storage(options.op, U::DTYPE);
+    if let Some((i, y, r)) = first_mismatch(&widen(got), &want, tol) {
+        panic!(
+            "{what} {shape:?} {:?} {:?}: element {i} (row {}, col {}) is {y:e}, reference \
+             {r:e} (input {:e})",
+            U::DTYPE,
+            options.op,
+            i / shape.cols,
+            i % shape.cols,
+            x[i]
+        );
+    }
+}
+
+/// Runs the typed host API from `T` to `U` and checks the result.
+fn host<T: Element, U: Element>(ctx: &Context, x: &[f32], shape: Shape, options: &Options) {
+    let input: Vec<T> = quantize(x);
+    let mut out = vec![U::from_f32(0.0); x.len()];
+    ctx.run_typed_into_blocking(&input, &mut out, shape, options, &HostInputs::default())
+        .unwrap_or_else(|e| panic!("{:?} -> {:?} {shape:?}: {e}", T::DTYPE, U::DTYPE));
+    let what = format!("{:?} -> {:?}", T::DTYPE, U::DTYPE);
+    check(
+        &out,
+        &widen(&input),
+        shape,
+        options,
+        &HostInputs::default(),
+        &what,
+    );
+}
+
+#[test]
+fn every_kernel_reads_and_writes_f16_and_bf16_at_awkward_lengths() {
+    let Some(ctx) = ctx() else { return };
+    for kernel in kernels(ctx) {
+        for (rows, cols) in [(3, 1), (5, 3), (4, 7), (3, 33), (2, 255), (3, 1001)] {
+            let shape = Shape::new(rows, cols);
+            let x = normal_matrix((rows * 7919 + cols) as u64, rows * cols, 3.0);
+            for options in [Options::softmax(), Options::log_softmax()] {
+                let o = options.with_kernel(kernel);
+                host::<F16, F16>(ctx, &x, shape, &o);
+                host::<Bf16, Bf16>(ctx, &x, shape, &o);
+            }
+        }
+    }
+}
+
+#[test]
+fn mixed_storage_types_convert_on_the_way_in_and_out() {
+    let Some(ctx) = ctx() else { return };
+    for (rows, cols) in [(7, 5), (33, 64), (4, 3000)] {
+        let shape = Shape::new(rows, cols);
+        let x = normal_matrix(cols as u64, rows * cols, 2.0);
+        let o = Options::softmax().with_temperature(0.7);
+        host::<F16, f32>(ctx, &x, shape, &o);
+        host::<f32, F16>(ctx, &x, shape, &o);
+        host::<Bf16, f32>(ctx, &x, shape, &o);
+        host::<f32, Bf16>(ctx, &x, shape, &o);
+        host::<F16, Bf16>(ctx, &x, shape, &Options::log_softmax());
+    }
+}
+
+/// Bits apart of two 16-bit values of the same sign.
+fn ulps(a: u16, b: u16) -> u16 {
+    a.abs_diff(b)
+}
+
+#[test]
+fn the_shaders_round_like_the_host_conversions() {
+    // The f32 result rounded on the host and the 16-bit result rounded on the GPU agree
+    // to the last bit, except where the two f32 computations straddle a rounding
+    // boundary: then they are one unit apart.
+    let Some(ctx) = ctx() else { return };
+    let shape = Shape::new(64, 200);
+    let x: Vec<f32> = widen(&quantize::<F16>(&normal_matrix(5, 64 * 200, 4.0)));
+    for options in [Options::softmax(), Options::log_softmax()] {
+        let exact = ctx.run_blocking(&x, shape, &options).unwrap();
+        let mut h = vec![F16(0); x.len()];
+        ctx.run_typed_into_blocking(&x, &mut h, shape, &options, &HostInputs::default())
+            .unwrap();
+        let mut b = vec![Bf16(0); x.len()];
+        ctx.run_typed_into_blocking(&x, &mut b, shape, &options, &HostInputs::default())
+            .unwrap();
+        let mut same = 0;
+        for i in 0..x.len() {
+            let (hh, bb) = (F16::from_f32(exact[i]), Bf16::from_f32(exact[i]));
+            assert!(ulps(h[i].0, hh.0) <= 1, "f16 {i}: {:?} vs {:?}", h[i], hh);
+            assert!(ulps(b[i].0, bb.0) <= 1, "bf16 {i}: {:?} vs {:?}", b[i], bb);
+            same += usize::from(h[i] == hh && b[i] == bb);
+        }
+        assert!(same * 10 >= x.len() * 9, "only {same} of {} agree", x.len());
+    }
+}
+
+#[test]
+fn special_values_in_16_bits() {
+    let Some(ctx) = ctx() else { return };
+    let inf = f32::INFINITY;
+    let rows: Vec<Vec<f32>> = vec![
+        vec![1.0, -inf, 2.0, -inf, 0.5],            // -inf entries give 0
+        vec![-inf; 5],                              // fully masked: NaN
+        vec![1.0, f32::NAN, 2.0, 3.0, 4.0],         // NaN poisons the row
+        vec![1.0, inf, 2.0, 3.0, 4.0],              // +inf poisons the row
+        vec![65504.0, -65504.0, 0.0, 65504.0, 1.0], // f16's extremes
+        vec![6e-8, -6e-8, 1e-5, 0.0, -0.0],         // f16 subnormals
+    ];
+    let cols = 5;
+    let x: Vec<f32> = rows.concat();
+    let shape = Shape::new(rows.len(), cols);
+    for options in [Options::softmax(), Options::log_softmax()] {
+        host::<F16, F16>(ctx, &x, shape, &options);
+        host::<Bf16, Bf16>(ctx, &x, shape, &options);
+        host::<F16, f32>(ctx, &x, shape, &options);
+    }
+    // bf16 has f32's range: values near f32::MAX come out right.
+    let big = [3e38f32, -3e38, 1e38, 3e38, 0.0];
+    host::<Bf16, Bf16>(ctx, &big, Shape::new(1, 5), &Options::softmax());
+    host::<Bf16, f32>(ctx, &big, Shape::new(1, 5), &Options::log_softmax());
+}
+
+#[test]
+fn an_f16_log_softmax_below_its_range_is_minus_infinity() {
+    let Some(ctx) = ctx() else { return };
+    // log-softmax of the second entry is about -1e5, beyond f16's -65504.
+    let x = [0.0f32, -1e5, -1.0];
+    let mut out = [F16(0); 3];
+    ctx.run_typed_into_blocking(
+        &x,
+        &mut out,
+        Shape::new(1, 3),
+        &Options::log_softmax(),
+        &HostInputs::default(),
+    )
+    .unwrap();
+    assert_eq!(out[1].to_f32(), f32::NEG_INFINITY);
+    assert!(
+        (out[0].to_f32() + 0.3133).abs() < 1e-3,
+        "{:?}",
+        out[0].to_f32()
+    );
+    let mut bf = [Bf16(0); 3];
+    ctx.run_typed_into_blocking(
+        &x,
+        &mut bf,
+        Shape::new(1, 3),
+        &Options::log_softmax(),
+        &HostInputs::default(),
+    )
+    .unwrap();
+    assert!((bf[1].to_f32() + 1e5).abs() < 1e3, "{:?}", bf[1].to_f32());
+}
+
+#[test]
+fn f16_masks_with_temperatures_and_lengths() {
+    let Some(ctx) = ctx() else { return };
+    let (rows, cols) = (6, 37);
+    let shape = Shape::new(rows, cols);
+    let x: Vec<f32> = widen(&quantize::<F16>(&normal_matrix(11, rows * cols, 2.0)));
+    let mut rng = Rng::new(3);
+    let mask: Vec<F16> = (0..2 * cols)
+        .map(|_| {
+            let v = if rng.unit() < 0.2 {
+                f32::NEG_INFINITY
+            } else {
+                rng.normal(0.0, 1.0)
+            };
+            F16::from_f32(v)
+        })
+        .collect();
+    let lengths: Vec<u32> = (0..rows as u32).map(|r| 5 + r * 6).collect();
+    let temps: Vec<f32> = (0..rows).map(|r| 0.5 + r as f32 * 0.25).collect();
+    let inputs = HostInputs {
+        mask_f16: Some((&mask, 2)),
+        lengths: Some(&lengths),
+        temperatures: Some(&temps),
+        ..HostInputs::default()
+    };
+    for kernel in kernels(ctx) {
+        for options in [Options::softmax(), Options::log_softmax()] {
+            let o = options.with_kernel(kernel).with_temperature(1.5);
+            // f32 data with an f16 mask, and f16 data with an f16 mask.
+            let mut y = vec![0.0f32; x.len()];
+            ctx.run_typed_into_blocking(&x, &mut y, shape, &o, &inputs)
+                .unwrap();
+            check(&y, &x, shape, &o, &inputs, "f32 data, f16 mask");
+            let xh: Vec<F16> = quantize(&x);
+            let mut yh = vec![F16(0); x.len()];
+            ctx.run_typed_into_blocking(&xh, &mut yh, shape, &o, &inputs)
+                .unwrap();
+            check(&yh, &x, shape, &o, &inputs, "f16 data, f16 mask");
+        }
+    }
+}
+
+#[test]
+fn a_mask_given_twice_is_refused() {
+    let Some(ctx) = ctx() else { return };
+    let m = [0.0f32; 4];
+    let mh = [F16(0); 4];
+    let inputs = HostInputs {
+        mask: Some((&m, 1)),
+        mask_f16: Some((&mh, 1)),
+        ..HostInputs::default()
+    };
+    let e = ctx
+        .run_with_blocking(&[1.0; 4], Shape::new(1, 4), &Options::softmax(), &inputs)
+        .unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
+}
+
+// ---- The GPU-resident API ------------------------------------------------------------
+
+/// A storage buffer holding `bytes`, padded with zeros to a whole word.
+fn buffer(ctx: &Context, bytes: &[u8]) -> wgpu::Buffer {
+    let mut bytes = bytes.to_vec();
+    bytes.resize(bytes.len().next_multiple_of(4), 0);
+    let b = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test 16-bit"),
+        size: bytes.len() as u64,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    ctx.queue().write_buffer(&b, 0, &bytes);
+    b
+}
+
+fn read(ctx: &Context, b: &wgpu::Buffer) -> Vec<u8> {
+    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test readback"),
+        size: b.size(),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(b, 0, &staging, 0, b.size());
+    ctx.queue().submit([encoder.finish()]);
+    staging.map_async(wgpu::MapMode::Read, .., |r| r.expect("map"));
+    ctx.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .expect("poll");
+    let out = staging.get_mapped_range(..).expect("view").to_vec();
+    staging.unmap();
+    out
+}
+
+const SENTINEL: u16 = 0x5a5a;
+
+/// A 16-bit matrix at element `start` with row stride `stride`, every other element
+/// SENTINEL, in a buffer of whole words.
+fn place(x: &[u16], start: usize, stride: usize, shape: Shape) -> Vec<u16> {
+    let len = (start + (shape.rows - 1) * stride + shape.cols + 3).next_multiple_of(2);
+    let mut buf = vec![SENTINEL; len];
+    for r in 0..shape.rows {
+        let at = start + r * stride;
+        buf[at..at + shape.cols].copy_from_slice(&x[r * shape.cols..(r + 1) * shape.cols]);
+    }
+    buf
+}
+
+fn encode(
+    ctx: &Context,
+    input: MatrixView,
+    output: MatrixView,
+    shape: Shape,
+    options: &Options,
+    inputs: &RowInputs,
+) {
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    ctx.encode_with(&mut encoder, input, output, shape, options, inputs)
+        .expect("encode");
+    ctx.queue().submit([encoder.finish()]);
+}
+
+#[test]
+fn resident_16_bit_views_at_odd_offsets_and_strides_leave_neighbours_untouched() {
+    let Some(ctx) = ctx() else { return };
+    for dtype in [Dtype::F16, Dtype::Bf16] {
+        let bits = |x: &[f32]| -> Vec<u16> {
+            match dtype {
+                Dtype::F16 => x.iter().map(|&v| F16::from_f32(v).0).collect(),
+                _ => x.iter().map(|&v| Bf16::from_f32(v).0).collect(),
+            }
+        };
+        let value = |b: u16| match dtype {
+            Dtype::F16 => F16(b).to_f32(),
+            _ => Bf16(b).to_f32(),
+        };
+        for kernel in kernels(ctx) {
+            // (start, stride) in elements: odd, even but not a multiple of 4, aligned.
+            for (cols, start, stride) in [(9, 1, 11), (33, 3, 35), (40, 2, 42), (64, 4, 68)] {
+                let shape = Shape::new(5, cols);
+                let x = normal_matrix(cols as u64, 5 * cols, 3.0);
+                let xb = bits(&x);
+                let xq: Vec<f32> = xb.iter().map(|&b| value(b)).collect();
+                let src = buffer(ctx, bytemuck::cast_slice(&place(&xb, start, stride, shape)));
+                // The output at another odd place, in a buffer full of sentinels.
+                let (out_start, out_stride) = (start + 2, stride + 1);
+                let before = place(&vec![SENTINEL; 5 * cols], out_start, out_stride, shape);
+                let dst = buffer(ctx, bytemuck::cast_slice(&before));
+                let o = Options::softmax().with_kernel(kernel);
+                let view = |b, s: usize, st: usize| {
+                    MatrixView::new(b)
+                        .with_offset(2 * s as u64)
+                        .with_row_stride(st)
+                        .with_dtype(dtype)
+                };
+                encode(
+                    ctx,
+                    view(&src, start, stride),
+                    view(&dst, out_start, out_stride),
+                    shape,
+                    &o,
+                    &RowInputs::default(),
+                );
+                let after: Vec<u16> = bytemuck::cast_slice(&read(ctx, &dst)).to_vec();
+                let mut got = Vec::new();
+                for (i, (&a, &b)) in after.iter().zip(&before).enumerate() {
+                    let rel = i as isize - out_start as isize;
+                    let inside = rel >= 0
+                        && (rel as usize) % out_stride < cols
+                        && (rel as usize) / out_stride < shape.rows;
+                    if inside {
+                        got.push(value(a));
+                    } else {
+                        assert_eq!(
+                            a, b,
+                            "{dtype:?} {kernel:?} cols {cols}: element {i} changed"
+                        );
+                    }
+                }
+                let what = format!("{dtype:?} {kernel:?} start {start} stride {stride}");
+                let tol = Tolerance::for_storage(Op::Softmax, dtype);
+                let want = softmax_f64_with(&xq, cols, &o, &HostInputs::default());
+                if let Some((i, y, r)) = first_mismatch(&got, &want, tol) {
+                    panic!("{what}: element {i} is {y}, reference {r}");
+                }
+                // In place, at the input's odd placement.
+                encode(
+                    ctx,
+                    view(&src, start, stride),
+                    view(&src, start, stride),
+                    shape,
+                    &o.with_kernel(kernel),
+                    &RowInputs::default(),
+                );
+                let after: Vec<u16> = bytemuck::cast_slice(&read(ctx, &src)).to_vec();
+                let got: Vec<f32> = (0..shape.rows)
+                    .flat_map(|r| {
+                        let at = start + r * stride;
+                        after[at..at + cols]
+                            .iter()
+                            .map(|&b| value(b))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                if let Some((i, y, r)) = first_mismatch(&got, &want, tol) {
+                    panic!("{what} in place: element {i} is {y}, reference {r}");
+                }
+                assert_eq!(
+                    after[0], SENTINEL,
+                    "{what}: the element before the input changed"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn resident_16_bit_masks_at_odd_offsets() {
+    let Some(ctx) = ctx() else { return };
+    let (rows, cols) = (4, 13);
+    let shape = Shape::new(rows, cols);
+    let x = normal_matrix(21, rows * cols, 2.0);
+    let input = buffer(ctx, bytemuck::cast_slice(&x));
+    let output = buffer(ctx, &vec![0u8; x.len() * 4]);
+    let mut rng = Rng::new(9);
+    let mask: Vec<f32> = (0..rows * cols).map(|_| rng.normal(0.0, 2.0)).collect();
+    for dtype in [Dtype::F16, Dtype::Bf16] {
+        let (bits, values): (Vec<u16>, Vec<f32>) = match dtype {
+            Dtype::F16 => mask
+                .iter()
+                .map(|&v| (F16::from_f32(v).0, F16::from_f32(v).to_f32()))
+                .unzip(),
+            _ => mask
+                .iter()
+                .map(|&v| (Bf16::from_f32(v).0, Bf16::from_f32(v).to_f32()))
+                .unzip(),
+        };
+        // One element of padding first: the mask starts at byte 2.
+        let mut padded = vec![SENTINEL];
+        padded.extend(&bits);
+        padded.resize(padded.len().next_multiple_of(2), 0);
+        let mask_buffer = buffer(ctx, bytemuck::cast_slice(&padded));
+        let inputs = RowInputs {
+            mask: Some((Region::new(&mask_buffer).with_offset(2), rows)),
+            mask_dtype: dtype,
+            ..RowInputs::default()
+        };
+        let o = Options::softmax().with_temperature(2.0);
+        encode(
+            ctx,
+            MatrixView::new(&input),
+            MatrixView::new(&output),
+            shape,
+            &o,
+            &inputs,
+        );
+        let got: Vec<f32> = bytemuck::cast_slice(&read(ctx, &output)).to_vec();
+        let host = HostInputs {
+            mask: Some((&values, rows)),
+            ..HostInputs::default()
+        };
+        check(&got, &x, shape, &o, &host, &format!("{dtype:?} mask"));
+    }
+}
+
+#[test]
+fn the_backward_pass_reads_and_writes_f16() {
+    let Some(ctx) = ctx() else { return };
+    let (rows, cols) = (5, 301);
+    let shape = Shape::new(rows, cols);
+    let x = normal_matrix(41, rows * cols, 2.0);
+    let dy: Vec<F16> = quantize(&normal_matrix(42, rows * cols, 1.0));
+    for options in [Options::softmax(), Options::log_softmax()] {
+        let y: Vec<F16> = quantize(&ctx.run_blocking(&x, shape, &options).unwrap());
+        let yb = buffer(ctx, bytemuck::cast_slice(&y));
+        let gb = buffer(ctx, bytemuck::cast_slice(&dy));
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        ctx.encode_backward(
+            &mut encoder,
+            MatrixView::new(&yb).with_dtype(Dtype::F16),
+            MatrixView::new(&gb).with_dtype(Dtype::F16),
+            shape,
+            &options,
+        )
+        .unwrap();
+        ctx.queue().submit([encoder.finish()]);
+        let dx: Vec<F16> = bytemuck::cast_slice(&read(ctx, &gb))[..x.len()].to_vec();
+        let want = backward_f64(&widen(&y), &widen(&dy), cols, &options);
+        // Gradients sum to about zero: the f16 rounding of each is relative to the
+        // largest in its row, not to itself.
+        let tol = Tolerance {
+            abs: 2e-3,
+            rel: 2e-3,
+        };
+        if let Some((i, g, r)) = first_mismatch(&widen(&dx), &want, tol) {
+            panic!("{:?}: dx[{i}] is {g}, reference {r}", options.op);
+        }
+    }
+}
+
+#[test]
+fn misaligned_and_short_16_bit_views_are_refused() {
+    let Some(ctx) = ctx() else { return };
+    let b = buffer(ctx, &[0u8; 64]);
+    let shape = Shape::new(2, 7);
+    let try_encode = |input: MatrixView, output: MatrixView| {
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        ctx.encode(&mut encoder, input, output, shape, &Options::softmax())
+    };
+    let other = buffer(ctx, &[0u8; 64]);
+    let h = |buf| MatrixView::new(buf).with_dtype(Dtype::F16);
+    // Byte offset 1 is not a whole f16.
+    let e = try_encode(h(&b).with_offset(1), h(&other)).unwrap_err();
+    assert!(matches!(e, Error::Misaligned { required: 2, .. }), "{e:?}");
+    // 14 f16 (28 bytes) at byte 34 end at byte 62: the word of the last one ends at 64,
+    // which fits; at byte 38 it would end at 66 (word: 68), which does not.
+    try_encode(h(&b).with_offset(34), h(&other)).unwrap();
+    let e = try_encode(h(&b).with_offset(38), h(&other)).unwrap_err();
+    assert!(
+        matches!(e, Error::BufferTooSmall { needed: 68, .. }),
+        "{e:?}"
+    );
+    // In place needs the same dtype too.
+    let e = try_encode(h(&b), MatrixView::new(&b).with_dtype(Dtype::Bf16)).unwrap_err();
+    assert_eq!(e, Error::PartialOverlap);
+    try_encode(h(&b), h(&b)).unwrap();
+}
