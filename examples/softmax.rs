@@ -1,9 +1,11 @@
 //! The `softmax` command line: a benchmark and self-check on random logits, and a tool
-//! for softmax of real data in `.npy` files.
+//! for softmax of real data in `.npy` files, float32 or float16 (a float16 input gives
+//! a float16 output; arithmetic is float32 either way).
 //!
 //! ```text
 //! cargo run --release --example softmax -- --rows 256 --cols 32000
 //! cargo run --release --example softmax -- --input logits.npy --output probs.npy --log
+//! cargo run --release --example softmax -- --input logits_f16.npy --output probs_f16.npy
 //! cargo run --release --example softmax -- --input scores.npy --mask mask.npy --causal
 //! cargo run --release --example softmax -- --input x.npy --backward --grad dy.npy --output dx.npy
 //! ```
@@ -12,6 +14,7 @@
 //! tolerance), 2 for a bad command line. Every failure is one `error: ...` line on
 //! stderr; nothing the user or the GPU does makes it panic.
 
+use std::borrow::Cow;
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::io::Write;
@@ -23,7 +26,7 @@ use wgpu_softmax::bandwidth::CopyKernel;
 use wgpu_softmax::reference::{self, Tolerance};
 use wgpu_softmax::wgpu;
 use wgpu_softmax::{
-    Context, ContextOptions, HostInputs, MaskedRows, MatrixView, Op, Options, Shape,
+    Context, ContextOptions, Dtype, HostInputs, MaskedRows, MatrixView, Op, Options, Shape, F16,
 };
 
 const USAGE: &str = "\
@@ -37,30 +40,34 @@ Usage:
   softmax --input X.npy [--output Y.npy] [--stats S.npy] [--log] [--temperature T]
           [--mask M.npy] [--lengths L.npy] [--temperatures R.npy]
           [--causal] [--causal-offset K] [--masked-rows nan|zero]
-      Softmax of each row of a float32 .npy array (1-D: one row; 2-D: rows x cols).
-      Writes Y.npy in the input's shape, or without --output prints a summary.
+      Softmax of each row of a float32 or float16 .npy array (1-D: one row; 2-D:
+      rows x cols), computed in float32. Writes Y.npy in the input's shape and dtype,
+      or without --output prints a summary.
   softmax --input X.npy --backward --grad DY.npy [--output DX.npy] [--log]
           [--temperature T]
       The gradient dx of softmax (or log-softmax) of X.npy, given the incoming
       gradient DY.npy: y = softmax(x / T), then dx from y and dy, both on the GPU.
-      Writes DX.npy in the input's shape, or without --output prints a summary.
+      Writes DX.npy in the input's shape and dtype, or without --output prints a
+      summary.
 
 Flags:
-  --input X.npy     read logits from a little-endian float32 ('<f4') .npy file
-  --output Y.npy    write the result to Y.npy (only with --input)
+  --input X.npy     read logits from a little-endian float32 ('<f4') or float16
+                    ('<f2') .npy file
+  --output Y.npy    write the result to Y.npy (only with --input), in the input's
+                    dtype: float16 for a float16 input, rounded to nearest even
   --stats S.npy     also write each row's (max, log-sum-exp) of x / T (with every
                     mask and per-row input applied) as a [rows, 2] float32 array
                     (only with --input)
   --backward        compute the gradient dx of the op instead of its output (only
                     with --input and --grad); takes only --log and --temperature
-  --grad DY.npy     the incoming gradient dy for --backward: float32 ('<f4'), of
-                    the input's shape
+  --grad DY.npy     the incoming gradient dy for --backward: float32 ('<f4') or
+                    float16 ('<f2'), of the input's shape
   --log             log-softmax instead of softmax
   --temperature T   divide the logits by T (finite, > 0; default 1)
-  --mask M.npy      add a float32 mask to x / T (only with --input): [mask_rows,
-                    cols], row r adding mask row r % mask_rows, or 1-D [cols] for
-                    every row; -inf masks a column out. Its cols must be the
-                    input's. float16 masks are not supported yet
+  --mask M.npy      add a float32 or float16 mask to x / T (only with --input):
+                    [mask_rows, cols], row r adding mask row r % mask_rows, or 1-D
+                    [cols] for every row; -inf masks a column out. Its cols must be
+                    the input's
   --lengths L.npy   one valid length per row, 1-D int32 ('<i4', >= 0) or uint32
                     ('<u4') (only with --input): columns at or past a row's
                     length are masked out
@@ -83,7 +90,8 @@ Flags:
 WGPU_BACKEND (vulkan, gl, metal, dx12) restricts the backends searched.
 Exit status: 0 success, 1 run-time error (including a file that does not fit the
 input: a mask of other cols, a per-row file of other length, a negative length, a
-gradient of another shape) or result out of tolerance, 2 bad usage.
+gradient of another shape, a dtype the flag does not take) or result out of
+tolerance, 2 bad usage.
 ";
 
 const DEFAULT_ROWS: usize = 4096;
@@ -423,22 +431,70 @@ fn adapter_line(ctx: &Context) -> String {
 
 /// A zeroed vector, or an error instead of an abort when memory runs out (the shape
 /// comes from the user).
-fn zeroed(len: usize) -> Outcome<Vec<f32>> {
+fn zeroed<T: bytemuck::Zeroable + Clone>(len: usize) -> Outcome<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| {
         runtime(format!(
-            "cannot allocate {len} floats ({} MiB)",
-            (len as u64 * 4) >> 20
+            "cannot allocate {len} values ({} MiB)",
+            (len as u64).saturating_mul(std::mem::size_of::<T>() as u64) >> 20
         ))
     })?;
-    v.resize(len, 0.0);
+    v.resize(len, T::zeroed());
     Ok(v)
+}
+
+/// The element types an `--input` file may hold: read, computed on and written back
+/// as the same type (float32 or float16).
+trait Logit: npy::Element + wgpu_softmax::Element {}
+
+impl<T: npy::Element + wgpu_softmax::Element> Logit for T {}
+
+/// The library's name of `T`, for the summary.
+fn dtype_name<T: Logit>() -> &'static str {
+    <T as wgpu_softmax::Element>::DTYPE.name()
+}
+
+/// `data` as f32 (exact): the f32 data itself, or a widened copy of 16-bit data, for
+/// the library calls that take f32 only (statistics, the backward pass).
+fn widen<T: Logit>(data: &[T]) -> Outcome<Cow<'_, [f32]>> {
+    if <T as wgpu_softmax::Element>::DTYPE == Dtype::F32 {
+        if let Ok(same) = bytemuck::try_cast_slice(data) {
+            return Ok(Cow::Borrowed(same));
+        }
+    }
+    let mut wide = zeroed(data.len())?;
+    for (w, v) in wide.iter_mut().zip(data) {
+        *w = v.to_f32();
+    }
+    Ok(Cow::Owned(wide))
+}
+
+/// An f32 result stored as `T`, rounded to nearest even (f32 results stay as they
+/// are, in place).
+fn narrow<T: Logit>(data: Vec<f32>) -> Vec<T> {
+    data.into_iter()
+        .map(<T as wgpu_softmax::Element>::from_f32)
+        .collect()
 }
 
 /// `--input`: the files are read and checked before the GPU is touched, so a bad file
 /// fails fast and with nothing but the error on stderr.
 fn run_file(path: &Path, args: &Args) -> Outcome<()> {
-    let array = npy::read(path).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
+    let fail = |e| runtime(format!("{}: {e}", path.display()));
+    let raw = npy::open(path).map_err(fail)?;
+    match raw.dtype {
+        npy::Dtype::F32 => run_typed::<f32>(raw.decode().map_err(fail)?, args),
+        npy::Dtype::F16 => run_typed::<F16>(raw.decode().map_err(fail)?, args),
+        other => Err(fail(format!(
+            "the file holds {other} values; the input must be {} or {}",
+            npy::Dtype::F32,
+            npy::Dtype::F16
+        ))),
+    }
+}
+
+/// `--input` once its dtype is known: the result has the input's dtype.
+fn run_typed<T: Logit>(array: npy::Array<T>, args: &Args) -> Outcome<()> {
     let grad = args
         .grad
         .as_deref()
@@ -458,68 +514,84 @@ fn run_file(path: &Path, args: &Args) -> Outcome<()> {
 }
 
 /// `--grad`: dy pairs with x element for element, and dx is written in x's shape, so
-/// the NumPy shapes must agree exactly (a 1-D `(n,)` is not a `(1, n)`).
-fn load_grad(path: &Path, input: &npy::Array) -> Outcome<Vec<f32>> {
+/// the NumPy shapes must agree exactly (a 1-D `(n,)` is not a `(1, n)`). float16 is
+/// widened to f32 (exactly), as the backward pass takes.
+fn load_grad<T>(path: &Path, input: &npy::Array<T>) -> Outcome<Vec<f32>> {
     let fail = |e| file_failure("--grad", path, e);
-    let grad = npy::read(path).map_err(fail)?;
-    if (grad.shape, grad.is_vector) != (input.shape, input.is_vector) {
+    let raw = npy::open(path).map_err(fail)?;
+    if (raw.shape, raw.is_vector) != (input.shape, input.is_vector) {
         return Err(fail(format!(
             "shape {} differs from the input's {}",
-            grad.shape_text(),
+            raw.shape_text(),
             input.shape_text()
         )));
     }
-    Ok(grad.data)
+    match raw.dtype {
+        npy::Dtype::F32 => Ok(raw.decode::<f32>().map_err(fail)?.data),
+        npy::Dtype::F16 => Ok(widen(&raw.decode::<F16>().map_err(fail)?.data)?.into_owned()),
+        other => Err(fail(format!(
+            "the gradient must be {} or {}, not {other}",
+            npy::Dtype::F32,
+            npy::Dtype::F16
+        ))),
+    }
 }
 
 /// `--backward`: the library's gradient takes the forward output, not the logits, so
-/// the forward op runs first with the same options (op and temperature).
-fn compute_backward(
+/// the forward op runs first with the same options (op and temperature). Both are f32
+/// only: a float16 input is widened, and dx rounded back to float16.
+fn compute_backward<T: Logit>(
     ctx: &Context,
-    array: &npy::Array,
+    array: &npy::Array<T>,
     dy: &[f32],
     options: &Options,
-) -> Outcome<Vec<f32>> {
+) -> Outcome<Vec<T>> {
+    let x = widen(&array.data)?;
     let y = ctx
-        .run_blocking(&array.data, array.shape, options)
+        .run_blocking(&x, array.shape, options)
         .map_err(runtime)?;
-    ctx.run_backward_blocking(&y, dy, array.shape, options)
-        .map_err(runtime)
+    drop(x);
+    let dx = ctx
+        .run_backward_blocking(&y, dy, array.shape, options)
+        .map_err(runtime)?;
+    Ok(narrow(dx))
 }
 
-/// The GPU part of `--input`, writing `--stats` on the way. The plain path stays the
-/// plain `run_blocking` when no per-row input is given.
-fn compute_file(
+/// The GPU part of `--input`, writing `--stats` on the way. Without `--stats` the
+/// input's own dtype goes to the GPU and comes back; the statistics are f32 only, so
+/// with them a float16 input is widened and the result rounded back to float16 (the
+/// statistics stay float32).
+fn compute_file<T: Logit>(
     ctx: &Context,
-    array: &npy::Array,
+    array: &npy::Array<T>,
     row_data: &RowData,
     args: &Args,
-) -> Outcome<Vec<f32>> {
-    let (data, shape, options) = (&array.data, array.shape, &args.options);
+) -> Outcome<Vec<T>> {
+    let (shape, options) = (array.shape, &args.options);
     let inputs = row_data.host_inputs();
     let Some(path) = &args.stats else {
-        return if row_data.is_empty() {
-            ctx.run_blocking(data, shape, options)
-        } else {
-            ctx.run_with_blocking(data, shape, options, &inputs)
-        }
-        .map_err(runtime);
+        let mut result = zeroed(array.data.len())?;
+        ctx.run_typed_into_blocking::<T, T>(&array.data, &mut result, shape, options, &inputs)
+            .map_err(runtime)?;
+        return Ok(result);
     };
+    let x = widen(&array.data)?;
     let (result, stats) = ctx
-        .run_with_stats_blocking(data, shape, options, &inputs)
+        .run_with_stats_blocking(&x, shape, options, &inputs)
         .map_err(runtime)?;
+    drop(x);
     let flat: &[f32] = bytemuck::cast_slice(&stats);
     npy::write(path, Shape::new(stats.len(), 2), false, flat)
         .map_err(|e| runtime(format!("cannot write {}: {e}", path.display())))?;
-    Ok(result)
+    Ok(narrow(result))
 }
 
 /// `--input` without `--output`: what ran where, and the start of the first row;
 /// `gradient` labels both as the backward pass's, so dx is not read as probabilities.
-fn print_summary(
+fn print_summary<T: Logit>(
     ctx: &Context,
-    array: &npy::Array,
-    result: &[f32],
+    array: &npy::Array<T>,
+    result: &[T],
     options: &Options,
     gradient: bool,
 ) -> Outcome<()> {
@@ -535,10 +607,12 @@ fn print_summary(
     } else {
         say!("shape: {rows} x {cols} ({described})")?;
     }
+    let dtype = dtype_name::<T>();
+    say!("dtype: {dtype} in, {dtype} out (float32 arithmetic)")?;
     let shown: Vec<String> = result
         .iter()
         .take(cols.min(SUMMARY_VALUES))
-        .map(|v| format!("{v:?}"))
+        .map(|v| format!("{:?}", v.to_f32()))
         .collect();
     let more = if cols > SUMMARY_VALUES { ", ..." } else { "" };
     let label = if gradient {
@@ -650,7 +724,7 @@ fn causal_from_row(options: &Options, first_row: usize) -> Options {
 #[derive(Default)]
 struct RowData {
     /// The mask's values and its row count.
-    mask: Option<(Vec<f32>, usize)>,
+    mask: Option<(Mask, usize)>,
     lengths: Option<Vec<u32>>,
     temperatures: Option<Vec<f32>>,
 }
@@ -678,18 +752,25 @@ impl RowData {
         })
     }
 
-    fn is_empty(&self) -> bool {
-        self.mask.is_none() && self.lengths.is_none() && self.temperatures.is_none()
-    }
-
     fn host_inputs(&self) -> HostInputs<'_> {
-        HostInputs {
-            mask: self.mask.as_ref().map(|(m, rows)| (m.as_slice(), *rows)),
+        let mut inputs = HostInputs {
             lengths: self.lengths.as_deref(),
             temperatures: self.temperatures.as_deref(),
             ..HostInputs::default()
+        };
+        match &self.mask {
+            Some((Mask::F32(m), rows)) => inputs.mask = Some((m, *rows)),
+            Some((Mask::F16(m), rows)) => inputs.mask_f16 = Some((m, *rows)),
+            None => {}
         }
+        inputs
     }
+}
+
+/// A mask's values as the file stores them: a float16 mask goes to the GPU as float16.
+enum Mask {
+    F32(Vec<f32>),
+    F16(Vec<F16>),
 }
 
 /// A failure of the file given to `flag`, naming both.
@@ -697,25 +778,30 @@ fn file_failure(flag: &str, path: &Path, message: impl Display) -> Failure {
     runtime(format!("{flag} {}: {message}", path.display()))
 }
 
-/// `--mask`: `[mask_rows, cols]` float32, or `[cols]` for one row shared by all.
-fn load_mask(path: &Path, cols: usize) -> Outcome<(Vec<f32>, usize)> {
+/// `--mask`: `[mask_rows, cols]` float32 or float16, or `[cols]` for one row shared by
+/// all.
+fn load_mask(path: &Path, cols: usize) -> Outcome<(Mask, usize)> {
     let fail = |e| file_failure("--mask", path, e);
     let raw = npy::open(path).map_err(fail)?;
-    if raw.dtype == npy::Dtype::F16 {
-        return Err(fail(
-            "float16 masks are not supported by the library yet; save the mask as \
-             float32 ('<f4')"
-                .into(),
-        ));
-    }
     if raw.shape.cols != cols {
         return Err(fail(format!(
             "the mask has {} columns but the input has {cols}",
             raw.shape.cols
         )));
     }
-    let mask = raw.decode::<f32>().map_err(fail)?;
-    Ok((mask.data, mask.shape.rows))
+    let rows = raw.shape.rows;
+    let mask = match raw.dtype {
+        npy::Dtype::F32 => Mask::F32(raw.decode().map_err(fail)?.data),
+        npy::Dtype::F16 => Mask::F16(raw.decode().map_err(fail)?.data),
+        other => {
+            return Err(fail(format!(
+                "the mask must be {} or {}, not {other}",
+                npy::Dtype::F32,
+                npy::Dtype::F16
+            )))
+        }
+    };
+    Ok((mask, rows))
 }
 
 /// `--lengths`: int32 or uint32, as NumPy and PyTorch users hold lengths; a negative
@@ -949,21 +1035,21 @@ fn submit_and_wait(
 // .npy files
 
 /// A minimal reader and writer of NumPy's `.npy` format (versions 1.0 to 3.0) for
-/// little-endian arrays of rank 1 or 2, C order: float32, int32 and uint32 are read,
-/// float32 written.
+/// little-endian arrays of rank 1 or 2, C order: float32, float16, int32 and uint32 are
+/// read, float32 and float16 written.
 mod npy {
     use std::fmt;
     use std::io::Write;
     use std::path::Path;
 
-    use wgpu_softmax::Shape;
+    use wgpu_softmax::{Shape, F16};
 
     const MAGIC: &[u8] = b"\x93NUMPY";
     /// NumPy pads the header so the data starts on a 64-byte boundary.
     const ALIGN: usize = 64;
 
-    /// The element types the reader knows. float16 is known only so that a caller can
-    /// refuse it by name: no [`Element`] decodes it.
+    /// The element types the reader knows, each decoded (and written) by an
+    /// [`Element`].
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Dtype {
         F16,
@@ -985,11 +1071,11 @@ mod npy {
             }
         }
 
+        /// Bytes per element.
         fn size(self) -> usize {
-            if self == Dtype::F16 {
-                2
-            } else {
-                4
+            match self {
+                Dtype::F16 => 2,
+                Dtype::F32 | Dtype::I32 | Dtype::U32 => 4,
             }
         }
     }
@@ -1006,18 +1092,32 @@ mod npy {
         }
     }
 
-    /// A 4-byte element type the reader decodes.
-    pub trait Element: Sized {
+    /// An element type the reader decodes and the writer encodes: its bytes are
+    /// `DTYPE.size()` little-endian bytes.
+    pub trait Element: Sized + Copy {
         const DTYPE: Dtype;
-        fn from_le(bytes: [u8; 4]) -> Self;
+        /// The value of `DTYPE.size()` bytes.
+        fn from_le(bytes: &[u8]) -> Self;
+        /// The value's `DTYPE.size()` bytes.
+        fn to_le(self) -> impl AsRef<[u8]>;
+    }
+
+    /// `N` bytes as an array; every caller passes chunks of exactly the dtype's size.
+    fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
+        let mut a = [0; N];
+        a.copy_from_slice(bytes);
+        a
     }
 
     macro_rules! element {
         ($type:ty, $dtype:ident) => {
             impl Element for $type {
                 const DTYPE: Dtype = Dtype::$dtype;
-                fn from_le(bytes: [u8; 4]) -> Self {
-                    <$type>::from_le_bytes(bytes)
+                fn from_le(bytes: &[u8]) -> Self {
+                    <$type>::from_le_bytes(array(bytes))
+                }
+                fn to_le(self) -> impl AsRef<[u8]> {
+                    self.to_le_bytes()
                 }
             }
         };
@@ -1026,8 +1126,19 @@ mod npy {
     element!(i32, I32);
     element!(u32, U32);
 
+    /// float16, as its bits.
+    impl Element for F16 {
+        const DTYPE: Dtype = Dtype::F16;
+        fn from_le(bytes: &[u8]) -> Self {
+            F16(u16::from_le_bytes(array(bytes)))
+        }
+        fn to_le(self) -> impl AsRef<[u8]> {
+            self.0.to_le_bytes()
+        }
+    }
+
     /// An array read from a file.
-    pub struct Array<T = f32> {
+    pub struct Array<T> {
         /// 1-D arrays are one row.
         pub shape: Shape,
         /// Whether the file held a 1-D array, so the output can keep that shape.
@@ -1064,8 +1175,8 @@ mod npy {
                 ));
             }
             let data = self.bytes[self.data_at..]
-                .chunks_exact(4)
-                .map(|b| T::from_le([b[0], b[1], b[2], b[3]]))
+                .chunks_exact(T::DTYPE.size())
+                .map(T::from_le)
                 .collect();
             Ok(Array {
                 shape: self.shape,
@@ -1078,11 +1189,6 @@ mod npy {
         pub fn shape_text(&self) -> String {
             describe_shape(self.shape, self.is_vector)
         }
-    }
-
-    /// A float32 file (the logits).
-    pub fn read(path: &Path) -> Result<Array, String> {
-        open(path)?.decode()
     }
 
     /// Reads and checks a file of any dtype the reader knows.
@@ -1206,8 +1312,8 @@ mod npy {
         } else {
             // The reader does not know which file this is, so it names every use.
             Err(format!(
-                "unsupported dtype '{d}': arrays are float32 ('<f4'), or for --lengths \
-                 int32 ('<i4') or uint32 ('<u4')"
+                "unsupported dtype '{d}': arrays are float32 ('<f4') or float16 ('<f2'), \
+                 or for --lengths int32 ('<i4') or uint32 ('<u4')"
             ))
         }
     }
@@ -1335,12 +1441,17 @@ mod npy {
         }
     }
 
-    /// Writes `data` as a version 1.0 `<f4` file of the given shape (1-D if
-    /// `is_vector`).
-    pub fn write(path: &Path, shape: Shape, is_vector: bool, data: &[f32]) -> std::io::Result<()> {
+    /// Writes `data` as a version 1.0 file of `T`'s dtype (`<f4`, `<f2`, ...) and the
+    /// given shape (1-D if `is_vector`).
+    pub fn write<T: Element>(
+        path: &Path,
+        shape: Shape,
+        is_vector: bool,
+        data: &[T],
+    ) -> std::io::Result<()> {
         let mut header = format!(
             "{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
-            Dtype::F32.descr(),
+            T::DTYPE.descr(),
             describe_shape(shape, is_vector)
         );
         // Magic, version and length take 10 bytes; the header ends with '\n'.
@@ -1356,8 +1467,8 @@ mod npy {
         file.write_all(&[1, 0])?;
         file.write_all(&len.to_le_bytes())?;
         file.write_all(header.as_bytes())?;
-        for v in data {
-            file.write_all(&v.to_le_bytes())?;
+        for &v in data {
+            file.write_all(v.to_le().as_ref())?;
         }
         file.flush()
     }

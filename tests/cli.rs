@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use wgpu_softmax::reference::{self, Tolerance};
-use wgpu_softmax::{HostInputs, MaskedRows, Options};
+use wgpu_softmax::{HostInputs, MaskedRows, Options, F16};
 
 /// `target/<profile>/examples/softmax`, found from this test's own path
 /// (`target/<profile>/deps/cli-<hash>`).
@@ -92,6 +92,10 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+fn f16_bytes(values: &[F16]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.0.to_le_bytes()).collect()
+}
+
 fn i32_bytes(values: &[i32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
@@ -100,8 +104,9 @@ fn u32_bytes(values: &[u32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Reads an `.npy` v1.0 file the CLI wrote: its header text and its values. Checks the
-/// layout NumPy expects: data 64-byte aligned, header ending in a newline.
+/// Reads an `.npy` v1.0 file the CLI wrote: its header text and its values, float32
+/// (`<f4`) or float16 (`<f2`, widened exactly to f32). Checks the layout NumPy
+/// expects: data 64-byte aligned, header ending in a newline.
 fn read_npy(path: &Path) -> (String, Vec<f32>) {
     let bytes = std::fs::read(path).expect("the output file exists");
     assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00", "magic and version 1.0");
@@ -109,10 +114,17 @@ fn read_npy(path: &Path) -> (String, Vec<f32>) {
     let header = text(&bytes[10..10 + len]);
     assert_eq!((10 + len) % 64, 0, "data is 64-byte aligned: {header:?}");
     assert!(header.ends_with('\n'), "{header:?}");
-    let values = bytes[10 + len..]
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let data = &bytes[10 + len..];
+    let values = if header.contains("'descr': '<f2'") {
+        data.chunks_exact(2)
+            .map(|b| F16(u16::from_le_bytes([b[0], b[1]])).to_f32())
+            .collect()
+    } else {
+        assert!(header.contains("'descr': '<f4'"), "{header:?}");
+        data.chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
     (header, values)
 }
 
@@ -146,8 +158,8 @@ fn assert_matches_reference_with(
 }
 
 /// A failure as the CLI promises it: the exit status, exactly one `error:` line on
-/// stderr, and no panic.
-fn assert_fails(args: &[&str], status: i32) {
+/// stderr, and no panic. Returns that line.
+fn assert_fails(args: &[&str], status: i32) -> String {
     let out = cli(args);
     let stderr = text(&out.stderr);
     assert_eq!(
@@ -159,12 +171,13 @@ fn assert_fails(args: &[&str], status: i32) {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line on stderr: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0].to_string()
 }
 
-/// A file the CLI must refuse (exit status 1).
-fn assert_file_refused(test: &str, contents: &[u8]) {
+/// A file the CLI must refuse (exit status 1). Returns the error line.
+fn assert_file_refused(test: &str, contents: &[u8]) -> String {
     let input = TempFile::with_contents(test, "in.npy", contents);
-    assert_fails(&["--input", input.arg()], 1);
+    assert_fails(&["--input", input.arg()], 1)
 }
 
 const LOGITS: [f32; 6] = [7.0, 4.0, 0.0, 1.0, 1.0, 1.0];
@@ -222,6 +235,7 @@ fn input_without_output_prints_a_summary() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert!(stdout.contains("shape: 2 x 3"), "{stdout}");
+    assert!(stdout.contains("float32 in, float32 out"), "{stdout}");
     assert!(stdout.contains("first row: [0.9517"), "{stdout}");
 }
 
@@ -568,21 +582,6 @@ fn mask_of_another_width_is_an_error() {
 }
 
 #[test]
-fn float16_mask_is_refused_by_name() {
-    let file = TempFile::with_contents("mask_f16", "mask.npy", &npy("<f2", "(5,)", &[0; 10]));
-    let input = f32_file("mask_f16", "in.npy", "(3, 5)", &LOGITS_3X5);
-    let out = cli(&["--input", input.arg(), "--mask", file.arg()]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.starts_with("error: ") && stderr.contains("float16"),
-        "{stderr}"
-    );
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-}
-
-#[test]
 fn lengths_count_other_than_rows_is_an_error() {
     let lengths = i32_file("lengths_count", "lengths.npy", "(2,)", &[1, 2]);
     assert_row_input_refused("lengths_count", &["--lengths", lengths.arg()]);
@@ -645,15 +644,26 @@ fn assert_gradient_matches(
     cols: usize,
     options: &Options,
 ) {
+    let tolerance = Tolerance {
+        abs: reference::BACKWARD_F32.abs + 1e-5,
+        ..reference::BACKWARD_F32
+    };
+    assert_gradient_within(got, (logits, dy), cols, options, tolerance);
+}
+
+/// [`assert_gradient_matches`] within `tolerance`.
+fn assert_gradient_within(
+    got: &[f32],
+    (logits, dy): (&[f32], &[f32]),
+    cols: usize,
+    options: &Options,
+    tolerance: Tolerance,
+) {
     let y: Vec<f32> = reference::softmax_f64(logits, cols, options)
         .iter()
         .map(|&v| v as f32)
         .collect();
     let expected = reference::backward_f64(&y, dy, cols, options);
-    let tolerance = Tolerance {
-        abs: reference::BACKWARD_F32.abs + 1e-5,
-        ..reference::BACKWARD_F32
-    };
     assert_eq!(got.len(), expected.len());
     let mismatch = reference::first_mismatch(got, &expected, tolerance);
     assert_eq!(mismatch, None, "got {got:?}, expected {expected:?}");
@@ -721,6 +731,243 @@ fn gradient_of_another_shape_is_an_error() {
         &["--input", input.arg(), "--backward", "--grad", dy.arg()],
         1,
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// float16 files
+
+/// `values` rounded to f16: the bits for a file, and their exact f32 values for the
+/// reference.
+fn to_f16(values: &[f32]) -> (Vec<F16>, Vec<f32>) {
+    let bits: Vec<F16> = values.iter().map(|&v| F16::from_f32(v)).collect();
+    let wide = bits.iter().map(|h| h.to_f32()).collect();
+    (bits, wide)
+}
+
+/// A temp `.npy` file of float16 values of the given shape.
+fn f16_file(test: &str, name: &str, shape: &str, values: &[F16]) -> TempFile {
+    TempFile::with_contents(test, name, &npy("<f2", shape, &f16_bytes(values)))
+}
+
+/// [`round_trip`] of a float16 input file.
+fn round_trip_f16(test: &str, shape: &str, values: &[F16], flags: &[&str]) -> (String, Vec<f32>) {
+    let input = f16_file(test, "in.npy", shape, values);
+    let output = TempFile::new(test, "out.npy");
+    let mut args = vec!["--input", input.arg(), "--output", output.arg()];
+    args.extend(flags);
+    let out = cli(&args);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    read_npy(&output.0)
+}
+
+/// Checks a float16 output (widened) against the f64 reference of the widened input,
+/// within the f16 storage tolerance.
+fn assert_matches_f16(
+    got: &[f32],
+    input: &[f32],
+    cols: usize,
+    options: &Options,
+    inputs: &HostInputs<'_>,
+) {
+    let expected = reference::softmax_f64_with(input, cols, options, inputs);
+    assert_eq!(got.len(), expected.len());
+    let mismatch = reference::first_mismatch(got, &expected, reference::F16_STORAGE);
+    assert_eq!(mismatch, None, "got {got:?}, expected {expected:?}");
+}
+
+/// A [3, 37] input, rounded to f16: 37 columns fill no vector evenly, the values span
+/// about 24 (so some probabilities are below f16's range), and a few are `-inf`.
+fn logits_3x37() -> (Vec<F16>, Vec<f32>) {
+    let values: Vec<f32> = (0..3 * 37)
+        .map(|i| {
+            if i % 13 == 5 {
+                f32::NEG_INFINITY
+            } else {
+                ((i * 29) % 67) as f32 * 0.37 - 12.0
+            }
+        })
+        .collect();
+    to_f16(&values)
+}
+
+/// A [2, 37] float16 mask for [`logits_3x37`], a few entries `-inf`.
+fn mask_2x37() -> (Vec<F16>, Vec<f32>) {
+    let values: Vec<f32> = (0..2 * 37)
+        .map(|i| {
+            if i % 7 == 3 {
+                f32::NEG_INFINITY
+            } else {
+                ((i * 5) % 11) as f32 * 0.25 - 1.0
+            }
+        })
+        .collect();
+    to_f16(&values)
+}
+
+#[test]
+fn float16_round_trip_writes_float16_that_matches_the_reference() {
+    let (bits, wide) = logits_3x37();
+    let none = HostInputs::default();
+    let (header, got) = round_trip_f16("f16_round_trip", "(3, 37)", &bits, &[]);
+    assert!(header.contains("'descr': '<f2'"), "{header}");
+    assert!(header.contains("'shape': (3, 37)"), "{header}");
+    assert_matches_f16(&got, &wide, 37, &Options::softmax(), &none);
+    assert_eq!(got[5], 0.0, "a -inf logit has probability 0");
+
+    let (header, got) = round_trip_f16("f16_round_trip_log", "(3, 37)", &bits, &["--log"]);
+    assert!(header.contains("'descr': '<f2'"), "{header}");
+    assert_matches_f16(&got, &wide, 37, &Options::log_softmax(), &none);
+    assert_eq!(got[5], f32::NEG_INFINITY, "{got:?}");
+}
+
+#[test]
+fn float16_one_d_input_stays_one_d() {
+    let (bits, wide) = to_f16(&LOGITS[..3]);
+    let (header, got) = round_trip_f16("f16_one_d", "(3,)", &bits, &[]);
+    assert!(header.contains("'descr': '<f2'"), "{header}");
+    assert!(header.contains("'shape': (3,)"), "{header}");
+    assert_matches_f16(&got, &wide, 3, &Options::softmax(), &HostInputs::default());
+}
+
+#[test]
+fn float16_input_without_output_prints_its_dtype() {
+    let (bits, _) = to_f16(&LOGITS);
+    let input = f16_file("f16_summary", "in.npy", "(2, 3)", &bits);
+    let out = cli(&["--input", input.arg()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(stdout.contains("shape: 2 x 3"), "{stdout}");
+    assert!(stdout.contains("float16 in, float16 out"), "{stdout}");
+    assert!(stdout.contains("first row: [0.951"), "{stdout}");
+}
+
+#[test]
+fn float16_mask_with_a_float32_input() {
+    let mask: Vec<f32> = [0.0, f32::NEG_INFINITY, 0.5, 1.0, -2.0]
+        .into_iter()
+        .chain([-1.0, 0.25, 0.0, f32::NEG_INFINITY, 3.0])
+        .collect();
+    let (bits, _) = to_f16(&mask);
+    let file = f16_file("mask_f16_f32", "mask.npy", "(2, 5)", &bits);
+    let flags = ["--mask", file.arg()];
+    let (header, got) = round_trip("mask_f16_f32", "(3, 5)", &LOGITS_3X5, &flags);
+    assert!(header.contains("'descr': '<f4'"), "{header}");
+    let inputs = HostInputs {
+        mask_f16: Some((&bits, 2)),
+        ..Default::default()
+    };
+    assert_matches_reference_with(&got, &LOGITS_3X5, 5, &Options::softmax(), &inputs);
+    assert_eq!((got[1], got[8]), (0.0, 0.0), "{got:?}");
+    assert_eq!(got[11], 0.0, "row 2 takes mask row 0: {got:?}");
+}
+
+#[test]
+fn float16_mask_with_a_float16_input() {
+    let (bits, wide) = logits_3x37();
+    let (mask, _) = mask_2x37();
+    let file = f16_file("mask_f16_f16", "mask.npy", "(2, 37)", &mask);
+    let flags = ["--mask", file.arg(), "--temperature", "1.5"];
+    let (header, got) = round_trip_f16("mask_f16_f16", "(3, 37)", &bits, &flags);
+    assert!(header.contains("'descr': '<f2'"), "{header}");
+    let inputs = HostInputs {
+        mask_f16: Some((&mask, 2)),
+        ..Default::default()
+    };
+    let options = Options::softmax().with_temperature(1.5);
+    assert_matches_f16(&got, &wide, 37, &options, &inputs);
+    assert_eq!(got[3], 0.0, "the mask's -inf at row 0, column 3: {got:?}");
+}
+
+#[test]
+fn float16_input_with_stats_and_a_float16_mask() {
+    let (bits, wide) = logits_3x37();
+    let (mask, _) = mask_2x37();
+    let mask_file = f16_file("f16_stats", "mask.npy", "(2, 37)", &mask);
+    let stats = TempFile::new("f16_stats", "stats.npy");
+    let flags = ["--stats", stats.arg(), "--mask", mask_file.arg(), "--log"];
+    let (header, got) = round_trip_f16("f16_stats", "(3, 37)", &bits, &flags);
+    assert!(header.contains("'descr': '<f2'"), "{header}");
+    assert!(header.contains("'shape': (3, 37)"), "{header}");
+    let inputs = HostInputs {
+        mask_f16: Some((&mask, 2)),
+        ..Default::default()
+    };
+    let options = Options::log_softmax();
+    assert_matches_f16(&got, &wide, 37, &options, &inputs);
+
+    let (header, got) = read_npy(&stats.0);
+    assert!(header.contains("'descr': '<f4'"), "{header}");
+    assert!(header.contains("'shape': (3, 2)"), "{header}");
+    let want = reference::row_stats_f64_with(&wide, 37, &options, &inputs);
+    assert_eq!(got.len(), 2 * want.len());
+    for (g, w) in got.chunks(2).zip(&want) {
+        let close = |g: f32, w: f64| (f64::from(g) - w).abs() <= 1e-5 * (1.0 + w.abs());
+        assert!(
+            close(g[0], w[0]) && close(g[1], w[1]),
+            "{got:?} vs {want:?}"
+        );
+    }
+}
+
+#[test]
+fn float16_backward_takes_a_float16_or_a_float32_gradient() {
+    let (x_bits, x) = to_f16(&LOGITS_2X4);
+    let (dy_bits, dy) = to_f16(&GRAD_2X4);
+    // The f32 gradient check, widened by the rounding of dx to f16.
+    let tolerance = Tolerance {
+        abs: reference::BACKWARD_F32.abs + 1e-5 + reference::F16_STORAGE.abs,
+        rel: reference::BACKWARD_F32.rel + reference::F16_STORAGE.rel,
+    };
+    let options = Options::log_softmax().with_temperature(2.0);
+    let grads = [
+        (
+            "f16_backward_f16",
+            npy("<f2", "(2, 4)", &f16_bytes(&dy_bits)),
+        ),
+        ("f16_backward_f32", npy("<f4", "(2, 4)", &f32_bytes(&dy))),
+    ];
+    for (test, grad) in grads {
+        let grad = TempFile::with_contents(test, "grad.npy", &grad);
+        let flags = [
+            "--backward",
+            "--grad",
+            grad.arg(),
+            "--log",
+            "--temperature",
+            "2",
+        ];
+        let (header, got) = round_trip_f16(test, "(2, 4)", &x_bits, &flags);
+        assert!(header.contains("'descr': '<f2'"), "{test}: {header}");
+        assert!(header.contains("'shape': (2, 4)"), "{test}: {header}");
+        assert_gradient_within(&got, (&x, &dy), 4, &options, tolerance);
+    }
+}
+
+#[test]
+fn float16_mask_of_another_width_is_an_error() {
+    let (bits, _) = to_f16(&[0.0; 8]);
+    let mask = f16_file("mask_f16_width", "mask.npy", "(2, 4)", &bits);
+    assert_row_input_refused("mask_f16_width", &["--mask", mask.arg()]);
+}
+
+#[test]
+fn float64_input_is_refused_by_name() {
+    let line = assert_file_refused("f8_named", &npy("<f8", "(2, 3)", &[0; 48]));
+    assert!(line.contains("'<f8'"), "{line}");
+}
+
+#[test]
+fn int32_input_is_refused_by_name() {
+    let line = assert_file_refused("i4_input", &npy("<i4", "(2, 3)", &i32_bytes(&[0; 6])));
+    assert!(line.contains("int32"), "{line}");
+}
+
+#[test]
+fn int32_mask_is_refused_by_name() {
+    let mask = i32_file("mask_i32", "mask.npy", "(5,)", &[0; 5]);
+    let input = f32_file("mask_i32", "in.npy", "(3, 5)", &LOGITS_3X5);
+    let line = assert_fails(&["--input", input.arg(), "--mask", mask.arg()], 1);
+    assert!(line.contains("--mask") && line.contains("int32"), "{line}");
 }
 
 #[test]
