@@ -22,7 +22,7 @@ fn softmax_subgroup_row(
         return;
     }
     begin_row(row);
-    if row_fits_cache(lanes) {
+    if row_fits_cache() {
         var cache: array<vec4<f32>, CACHE>;
         let own = cache_load(row, lane, lanes, &cache);
         let m = subgroupMax(own.m);

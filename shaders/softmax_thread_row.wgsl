@@ -16,7 +16,7 @@ fn softmax_thread_row(
         return;
     }
     begin_row(row);
-    if row_fits_cache(1u) {
+    if row_fits_cache() {
         var cache: array<vec4<f32>, CACHE>;
         let mb = cache_load(row, 0u, 1u, &cache);
         let s = cache_exp_sum(row, 0u, 1u, &cache, mb.m);

@@ -17,7 +17,7 @@ fn softmax_workgroup_shared(
         return;
     }
     begin_row(row);
-    if row_fits_cache(WORKGROUP_SIZE) {
+    if row_fits_cache() {
         var cache: array<vec4<f32>, CACHE>;
         let mb = tree_max_bad(cache_load(row, lid, WORKGROUP_SIZE, &cache), lid);
         let s = tree_sum(cache_exp_sum(row, lid, WORKGROUP_SIZE, &cache, mb.m), lid);

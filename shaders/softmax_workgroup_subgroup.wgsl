@@ -61,7 +61,7 @@ fn softmax_workgroup_subgroup(
         return;
     }
     begin_row(row);
-    if row_fits_cache(WORKGROUP_SIZE) {
+    if row_fits_cache() {
         var cache: array<vec4<f32>, CACHE>;
         let mb = workgroup_max_bad(cache_load(row, lid, WORKGROUP_SIZE, &cache), sg_id, sg_count, sg_lane);
         let s = workgroup_sum(cache_exp_sum(row, lid, WORKGROUP_SIZE, &cache, mb.m), sg_id, sg_count, sg_lane);

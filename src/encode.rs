@@ -765,6 +765,12 @@ impl Context {
             shader,
             workgroup_size: plan.workgroup_size,
             vec4: plan.vec4,
+            // The backward kernel has no register cache: one variant serves every shape.
+            cache_slots: if shader == Shader::Backward {
+                0
+            } else {
+                plan.cache_slots
+            },
             log: options.op == Op::LogSoftmax,
             masked_rows_zero: options.masked_rows == MaskedRows::Zero,
             stats_write: matches!(inputs.stats, Some((_, StatsMode::Write))),

@@ -157,6 +157,8 @@ pub(crate) struct PipelineKey {
     pub shader: Shader,
     pub workgroup_size: u32,
     pub vec4: bool,
+    /// Register-cache slots per invocation, 0 for none (see `plan::cache_slots`).
+    pub cache_slots: u32,
     pub log: bool,
     pub masked_rows_zero: bool,
     pub stats_write: bool,
@@ -420,6 +422,7 @@ impl Kernels {
             ("MASKED_ROWS_ZERO", bool_constant(key.masked_rows_zero)),
             ("VEC4", bool_constant(key.vec4)),
             ("WORKGROUP_SIZE", f64::from(key.workgroup_size)),
+            ("CACHE_SLOTS", f64::from(key.cache_slots)),
             ("STATS_WRITE", bool_constant(key.stats_write)),
             ("STATS_GIVEN", bool_constant(key.stats_given)),
             ("CAUSAL", bool_constant(key.causal)),

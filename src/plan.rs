@@ -200,6 +200,9 @@ pub struct Plan {
     pub workgroup_size: u32,
     /// Whether rows are read and written as `vec4` (scalar tail for `cols % 4`).
     pub vec4: bool,
+    /// Register-cache slots (vec4s) per invocation: the fewest, as a power of two, that
+    /// hold an invocation's share of a row; 0 when rows are swept instead of cached.
+    pub cache_slots: u32,
     /// The dispatches, in row order.
     pub chunks: Vec<Chunk>,
     /// How rows are split, for [`RowKernel::SplitRow`].
@@ -469,6 +472,7 @@ pub fn plan(
             kernel,
             workgroup_size,
             vec4,
+            cache_slots: 0,
             chunks,
             split: Some(split),
         });
@@ -491,9 +495,30 @@ pub fn plan(
         kernel,
         workgroup_size,
         vec4,
+        cache_slots: cache_slots(kernel, cols, vec4, workgroup_size, caps),
         chunks,
         split: None,
     })
+}
+
+/// Register-cache slots per invocation for a kernel's rows: the invocation's share of
+/// the row's vec4 body (with the fewest lanes a row may get), rounded up to a power of
+/// two; 0 where rows are not cached (no vec4 access, split rows, or a share beyond
+/// [`CACHE_VEC4`]).
+pub fn cache_slots(
+    kernel: RowKernel,
+    cols: usize,
+    vec4: bool,
+    workgroup_size: u32,
+    caps: &DeviceCaps,
+) -> u32 {
+    let lanes = lanes_per_row(kernel, workgroup_size, caps);
+    let share = ((cols / 4) as u64).div_ceil(lanes);
+    if !vec4 || kernel == RowKernel::SplitRow || share > CACHE_VEC4 as u64 {
+        0
+    } else {
+        share.max(1).next_power_of_two() as u32
+    }
 }
 
 /// Cuts a split row into parts: enough to fill the device (with the other rows), each of
@@ -1065,6 +1090,53 @@ mod tests {
             }
             assert_eq!(next, rows);
         }
+    }
+
+    #[test]
+    fn cached_rows_get_the_fewest_slots_that_hold_them() {
+        let caps = caps_with_subgroups();
+        for kernel in [
+            RowKernel::ThreadPerRow,
+            RowKernel::SubgroupPerRow,
+            RowKernel::WorkgroupSubgroup,
+        ] {
+            for cols in [
+                4, 5, 31, 32, 33, 64, 100, 128, 129, 512, 513, 2048, 4096, 20000,
+            ] {
+                let p = plan(
+                    3,
+                    cols,
+                    contiguous(cols.next_multiple_of(4)),
+                    contiguous(cols.next_multiple_of(4)),
+                    Tuning {
+                        kernel: Some(kernel),
+                        workgroup_size: None,
+                    },
+                    &caps,
+                )
+                .unwrap();
+                let lanes = lanes_per_row(kernel, p.workgroup_size, &caps) as usize;
+                let share = (cols / 4).div_ceil(lanes);
+                if p.cache_slots == 0 {
+                    assert!(share > CACHE_VEC4, "{kernel:?} {cols}: not cached");
+                } else {
+                    let slots = p.cache_slots as usize;
+                    assert!(slots.is_power_of_two() && slots <= CACHE_VEC4);
+                    // Every row of the plan fits, and half as many slots would not.
+                    assert!(share <= slots, "{kernel:?} {cols}: {share} > {slots}");
+                    assert!(slots == 1 || share > slots / 2, "{kernel:?} {cols}");
+                }
+            }
+        }
+        // No vec4 access (a stride that is not a multiple of 4): never cached.
+        let odd = Placement {
+            offset: 0,
+            row_stride: 67,
+            elem_bytes: 4,
+        };
+        let p = plan(3, 64, odd, odd, Tuning::default(), &caps).unwrap();
+        assert!(!p.vec4);
+        assert_eq!(p.cache_slots, 0);
     }
 
     #[test]

@@ -195,27 +195,15 @@ fn accumulate1(st: Stats, x: f32) -> Stats {
     return Stats(st.m, st.s + exp((x - st.m) * row_inv_t), st.bad);
 }
 
-fn accumulate4(st: Stats, v: vec4<f32>) -> Stats {
-    let bits = bitcast<vec4<u32>>(v);
-    let non_finite = (bits & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
-    let poison = non_finite & (bits != vec4<u32>(NEG_INF_BITS));
-    let vm = select(v, vec4<f32>(LOWEST), non_finite);
-    let mx = max(max(vm.x, vm.y), max(vm.z, vm.w));
-    var out = st;
-    out.bad = st.bad | u32(any(poison));
-    if mx > st.m {
-        out.s = rescale(st.s, st.m - mx);
-        out.m = mx;
-    }
-    let e = exp((vm - vec4<f32>(out.m)) * row_inv_t);
-    out.s += dot(select(e, vec4<f32>(0.0), non_finite), vec4<f32>(1.0));
-    return out;
-}
-
-// Loads summed into one partial before it is merged into the running total: a long
-// sweep sums blocks, then block sums, so f32 rounding grows with the block length plus
-// the number of blocks rather than with the sweep length.
-const BLOCK: u32 = 32u;
+// Loads taken together: their max is found first, then one rescale of the running sum
+// and an exp of each, so the online (max, sum) pair costs one exp per element plus one
+// per group rather than one per comparison (on software adapters an `if` on the max
+// would run its exp for every lane anyway).
+const GROUP: u32 = 8u;
+// Groups summed into one block before it is merged into the running total: a long
+// sweep sums groups, then block sums, so f32 rounding grows with the groups per block
+// plus the number of blocks rather than with the sweep length.
+const BLOCK: u32 = 4u;
 
 // Index in `src` of element `col` of row `row` (and likewise in `dst`).
 fn src_index(row: u32, col: u32) -> u32 {
@@ -232,33 +220,98 @@ fn body_end(c0: u32, c1: u32) -> u32 {
     return select(c0, max(c0, c1 & ~3u), VEC4);
 }
 
-// Statistics of columns c0 + first, c0 + first + step, ... below c1 of row `row`, taking
-// the vec4 body four columns per step, then the scalar tail.
+// The statistics `st` with GROUP vec4s added: vec4s i, i + step, ... (vec4 indices of
+// the row from column c0, at vec4 index base4 of the input) below n4.
+fn accumulate_group4(st: Stats, c0: u32, base4: u32, i: u32, step: u32, n4: u32) -> Stats {
+    var vals: array<vec4<f32>, GROUP>;
+    var vmax = vec4<f32>(LOWEST);
+    for (var k = 0u; k < GROUP; k++) {
+        let at = i + k * step;
+        var v = vec4<f32>(bitcast<f32>(NEG_INF_BITS));
+        if at < n4 {
+            v = load4(c0 + 4u * at, base4 + at);
+        }
+        vals[k] = v;
+        vmax = max(vmax, v);
+    }
+    return add_group(st, &vals, vmax);
+}
+
+// The same for scalars, four to a slot: elements j, j + step, ... (columns from c0, at
+// index base of the input) below n.
+fn accumulate_group1(st: Stats, c0: u32, base: u32, j: u32, step: u32, n: u32) -> Stats {
+    var vals: array<vec4<f32>, GROUP>;
+    var vmax = vec4<f32>(LOWEST);
+    for (var k = 0u; k < GROUP; k++) {
+        var v = vec4<f32>(bitcast<f32>(NEG_INF_BITS));
+        for (var c = 0u; c < 4u; c++) {
+            let at = j + (4u * k + c) * step;
+            if at < n {
+                v[c] = load1(c0 + at, base + at);
+            }
+        }
+        vals[k] = v;
+        vmax = max(vmax, v);
+    }
+    return add_group(st, &vals, vmax);
+}
+
+// Adds a group of loads (padded with -inf), whose running max is vmax, to `st`. -inf
+// values add nothing; NaN or +inf poison the row (its max and sum are then unused).
+fn add_group(st: Stats, vals: ptr<function, array<vec4<f32>, GROUP>>, vmax: vec4<f32>) -> Stats {
+    let m = max(st.m, max(max(vmax.x, vmax.y), max(vmax.z, vmax.w)));
+    var sv = vec4<f32>(0.0);
+    // Poison found by two running maxima of the bits, as in cache_load.
+    var imax = vec4<i32>(0);
+    var umax = vec4<u32>(0u);
+    for (var k = 0u; k < GROUP; k++) {
+        let v = (*vals)[k];
+        let bits = bitcast<vec4<u32>>(v);
+        imax = max(imax, bitcast<vec4<i32>>(v));
+        umax = max(umax, bits);
+        let non_finite = (bits & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
+        sv += select(exp((v - vec4<f32>(m)) * row_inv_t), vec4<f32>(0.0), non_finite);
+    }
+    let poison = (imax >= vec4<i32>(i32(EXP_MASK))) | (umax > vec4<u32>(NEG_INF_BITS));
+    let s = rescale(st.s, st.m - m) + ((sv.x + sv.y) + (sv.z + sv.w));
+    return Stats(m, s, st.bad | u32(any(poison)));
+}
+
+// Statistics of columns c0 + first, c0 + first + step, ... below c1 of row `row`: the
+// vec4 body four columns per step in groups, then the scalar tail (without VEC4, all
+// scalars, in groups too).
 fn range_stats(row: u32, c0: u32, c1: u32, first: u32, step: u32) -> Stats {
     var total = stats_empty();
-    var block = stats_empty();
-    var count = 0u;
-    let end4 = body_end(c0, c1);
     let base = src_index(row, c0);
-    for (var i = first; i < (end4 - c0) / 4u; i += step) {
-        block = accumulate4(block, load4(c0 + 4u * i, base / 4u + i));
-        count += 1u;
-        if count == BLOCK {
+    if VEC4 {
+        let end4 = body_end(c0, c1);
+        let n4 = (end4 - c0) / 4u;
+        let group = step * GROUP;
+        for (var b = first; b < n4; b += group * BLOCK) {
+            var block = stats_empty();
+            let b_end = min(n4, b + group * BLOCK);
+            for (var i = b; i < b_end; i += group) {
+                block = accumulate_group4(block, c0, base / 4u, i, step, n4);
+            }
             total = merge(total, block);
-            block = stats_empty();
-            count = 0u;
         }
-    }
-    for (var j = end4 + first; j < c1; j += step) {
-        block = accumulate1(block, load1(j, base + (j - c0)));
-        count += 1u;
-        if count == BLOCK {
-            total = merge(total, block);
-            block = stats_empty();
-            count = 0u;
+        var tail = stats_empty();
+        for (var j = end4 + first; j < c1; j += step) {
+            tail = accumulate1(tail, load1(j, base + (j - c0)));
         }
+        return merge(total, tail);
     }
-    return merge(total, block);
+    let n = c1 - c0;
+    let group = step * 4u * GROUP;
+    for (var b = first; b < n; b += group * BLOCK) {
+        var block = stats_empty();
+        let b_end = min(n, b + group * BLOCK);
+        for (var j = b; j < b_end; j += group) {
+            block = accumulate_group1(block, c0, base, j, step, n);
+        }
+        total = merge(total, block);
+    }
+    return total;
 }
 
 // Statistics of the elements first, first + step, ... of row `row`.
@@ -342,10 +395,18 @@ fn write_row(row: u32, first: u32, step: u32, st: Stats) {
 // reciprocal. One read, one exp and one write per element.
 
 const CACHE: u32 = 16u;
+// Slots of the cache each invocation uses for this pipeline's rows (a power of two, at
+// most CACHE), or 0 when the rows are too long to cache. The planner sets it from the
+// row length and the fewest invocations a row may get, so it holds for every row of a
+// dispatch. The cache loops then run a constant number of times, and a kernel compiles
+// only the path its rows take: on software adapters an `if` runs its body under a lane
+// mask rather than skipping it, so an untaken path or an empty slot costs nearly as
+// much as a taken one.
+override CACHE_SLOTS: u32 = 0u;
 
-// Whether a row of params.cols fits the register cache of `step` invocations.
-fn row_fits_cache(step: u32) -> bool {
-    return VEC4 && params.cols / 4u <= step * CACHE;
+// Whether this pipeline's rows are held in the register cache.
+fn row_fits_cache() -> bool {
+    return VEC4 && CACHE_SLOTS > 0u;
 }
 
 struct MaxBad {
@@ -369,19 +430,25 @@ fn max_bad1(acc: MaxBad, x: f32) -> MaxBad {
 fn cache_load(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f32>, CACHE>>) -> MaxBad {
     let n4 = params.cols / 4u;
     let base = src_index(row, 0u);
-    var acc = MaxBad(LOWEST, 0u);
-    for (var k = 0u; k < CACHE; k++) {
+    // Three running maxima, no per-element tests: of the values (-inf never wins over
+    // LOWEST; with NaN or +inf the row is poisoned and its max unused), of the bits as
+    // i32 (>= +inf's bits: +inf or a positive NaN) and as u32 (above -inf's bits: a
+    // negative NaN).
+    var vmax = vec4<f32>(LOWEST);
+    var imax = vec4<i32>(0);
+    var umax = vec4<u32>(0u);
+    for (var k = 0u; k < min(CACHE_SLOTS, CACHE); k++) {
         let i = first + k * step;
         if i < n4 {
             let v = load4(4u * i, base / 4u + i);
             (*cache)[k] = v;
-            let bits = bitcast<vec4<u32>>(v);
-            let non_finite = (bits & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
-            let poison = non_finite & (bits != vec4<u32>(NEG_INF_BITS));
-            let vm = select(v, vec4<f32>(LOWEST), non_finite);
-            acc = MaxBad(max(acc.m, max(max(vm.x, vm.y), max(vm.z, vm.w))), acc.bad | u32(any(poison)));
+            vmax = max(vmax, v);
+            imax = max(imax, bitcast<vec4<i32>>(v));
+            umax = max(umax, bitcast<vec4<u32>>(v));
         }
     }
+    let poison = (imax >= vec4<i32>(i32(EXP_MASK))) | (umax > vec4<u32>(NEG_INF_BITS));
+    var acc = MaxBad(max(max(vmax.x, vmax.y), max(vmax.z, vmax.w)), u32(any(poison)));
     for (var j = n4 * 4u + first; j < params.cols; j += step) {
         acc = max_bad1(acc, load1(j, base + j));
     }
@@ -393,7 +460,7 @@ fn cache_load(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f
 fn cache_exp_sum(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f32>, CACHE>>, m: f32) -> f32 {
     var s = 0.0;
     let n4 = params.cols / 4u;
-    for (var k = 0u; k < CACHE; k++) {
+    for (var k = 0u; k < min(CACHE_SLOTS, CACHE); k++) {
         if first + k * step < n4 {
             let v = (*cache)[k];
             let non_finite = (bitcast<vec4<u32>>(v) & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
@@ -428,7 +495,7 @@ fn cache_write(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<
     }
     let dst4_base = dst_index(row, 0u) / 4u;
     let n4 = params.cols / 4u;
-    for (var k = 0u; k < CACHE; k++) {
+    for (var k = 0u; k < min(CACHE_SLOTS, CACHE); k++) {
         let i = first + k * step;
         if i < n4 {
             if LOG_SOFTMAX {
