@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use wgpu_softmax::bandwidth::CopyKernel;
 use wgpu_softmax::wgpu;
-use wgpu_softmax::{Context, MatrixView, Options, Region, RowInputs, RowKernel, Shape, StatsView};
+use wgpu_softmax::{
+    Context, Dtype, MatrixView, Options, Region, RowInputs, RowKernel, Shape, StatsView, F16,
+};
 
 const DEFAULT_COLS: [usize; 9] = [32, 128, 512, 1024, 4096, 16384, 32000, 131072, 262144];
 const LATENCY_COLS: [usize; 2] = [32000, 262144];
@@ -502,6 +504,81 @@ fn feature_costs(
         let t = time_rounds(ctx, args.iters, args.repeats, &[base, with])?;
         costs.push((*name, median_ratio(&t[0], &t[1])));
     }
+    // 16-bit storage: the same matrix (rounded) in f16 or bf16 buffers, and an f16
+    // mask. These move fewer bytes, so a ratio above 1 is possible.
+    let x16: Vec<F16> = logits(rows * cols, 3)
+        .iter()
+        .map(|&v| F16::from_f32(v))
+        .collect();
+    let input16 = upload(bytemuck::cast_slice(&x16));
+    let output16 = buffer(ctx, ((rows * cols * 2) as u64).next_multiple_of(16), usage);
+    let mask16: Vec<F16> = (0..cols)
+        .map(|c| F16::from_f32(if c % 7 == 0 { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    let mask16 = upload(bytemuck::cast_slice(&mask16));
+    let storage: [(&'static str, Dtype, Dtype); 4] = [
+        ("f16 in, f16 out", Dtype::F16, Dtype::F16),
+        ("bf16 in, bf16 out", Dtype::Bf16, Dtype::Bf16),
+        ("f16 in, f32 out", Dtype::F16, Dtype::F32),
+        ("f32 in, f16 out", Dtype::F32, Dtype::F16),
+    ];
+    for (name, src, dst) in storage {
+        let view = |dtype: Dtype, wide, narrow| {
+            MatrixView::new(if dtype.is_half() { narrow } else { wide }).with_dtype(dtype)
+        };
+        let base: Recorder = &|enc| {
+            ctx.encode(
+                enc,
+                MatrixView::new(&input),
+                MatrixView::new(&output),
+                shape,
+                &args.options,
+            )
+        };
+        let with: Recorder = &|enc| {
+            ctx.encode(
+                enc,
+                view(src, &input, &input16),
+                view(dst, &output, &output16),
+                shape,
+                &args.options,
+            )
+        };
+        let t = time_rounds(ctx, args.iters, args.repeats, &[base, with])?;
+        costs.push((name, median_ratio(&t[0], &t[1])));
+    }
+    let base: Recorder = &|enc| {
+        ctx.encode_with(
+            enc,
+            MatrixView::new(&input),
+            MatrixView::new(&output),
+            shape,
+            &args.options,
+            &RowInputs {
+                mask: Some((Region::new(&mask_one), 1)),
+                ..plain
+            },
+        )
+    };
+    let with: Recorder = &|enc| {
+        ctx.encode_with(
+            enc,
+            MatrixView::new(&input),
+            MatrixView::new(&output),
+            shape,
+            &args.options,
+            &RowInputs {
+                mask: Some((Region::new(&mask16), 1)),
+                mask_dtype: Dtype::F16,
+                ..plain
+            },
+        )
+    };
+    let t = time_rounds(ctx, args.iters, args.repeats, &[base, with])?;
+    costs.push((
+        "f16 mask (against the f32 mask)",
+        median_ratio(&t[0], &t[1]),
+    ));
     Ok(costs)
 }
 

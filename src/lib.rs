@@ -1,5 +1,6 @@
-//! Batched softmax and log-softmax over the last axis of row-major `[rows, cols]` f32
-//! matrices, computed by WGSL compute shaders on any adapter wgpu reaches.
+//! Batched softmax and log-softmax over the last axis of row-major `[rows, cols]`
+//! matrices stored as f32, f16 or bf16 (arithmetic in f32), computed by WGSL compute
+//! shaders on any adapter wgpu reaches.
 //!
 //! Two ways in:
 //!
@@ -17,6 +18,11 @@
 //! policy for fully masked rows ([`MaskedRows`]), per-row statistics for vocabularies
 //! sharded across devices ([`Context::run_with_stats`], [`combine_stats`]), and the
 //! backward pass ([`Context::run_backward`], [`Context::encode_backward`]).
+//!
+//! 16-bit storage ([`Dtype`]): matrices and masks in f16 or bf16, read and written in
+//! pairs of a `u32` and converted by bit operations, so `Features::SHADER_F16` is not
+//! needed ([`MatrixView::with_dtype`], [`RowInputs::mask_dtype`],
+//! [`Context::run_typed_into`] with [`F16`] and [`Bf16`]).
 //!
 //! ```no_run
 //! use wgpu_softmax::{Context, Options, Shape};
@@ -47,6 +53,10 @@
 //! | --- | --- |
 //! | softmax | `abs(y - r) <= 1e-6 + 1e-5 * abs(r)`; rows sum to 1 within 1e-5 |
 //! | log-softmax | `abs(y - r) <= 1e-5 + 1e-5 * abs(r)` |
+//! | f16 output (f32 compute) | `abs(y - r) <= 1e-4 + 2e-3 * abs(r)` |
+//! | bf16 output (f32 compute) | `abs(y - r) <= 1e-4 + 8e-3 * abs(r)` |
+//!
+//! (For 16-bit inputs, `r` is computed from the values the 16-bit input holds.)
 //!
 //! With a temperature `T`, the result is that of `x / T`; the kernels compute
 //! `(x - max) / T`, so large common offsets (integers plus 1e7) cancel exactly first.

@@ -259,6 +259,51 @@ fn a_mask_given_twice_is_refused() {
     assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
 }
 
+#[test]
+fn sixteen_bit_matrices_stream_through_small_host_chunks() {
+    // Chunks of a few rows: odd byte counts per chunk (padded to whole words on the
+    // way in and out), and for mixed types an output region after the input's.
+    if ctx().is_none() {
+        return;
+    }
+    let mut options = wgpu_softmax::ContextOptions::default();
+    options.host_chunk_bytes = 2048;
+    let small = Context::with_options_blocking(options).unwrap();
+    let (rows, cols) = (29, 301);
+    let shape = Shape::new(rows, cols);
+    let x = normal_matrix(17, rows * cols, 2.0);
+    let lengths: Vec<u32> = (0..rows as u32).map(|r| (r * 11) % 301 + 1).collect();
+    let mask: Vec<F16> = quantize(&normal_matrix(18, 3 * cols, 1.0));
+    let inputs = HostInputs {
+        mask_f16: Some((&mask, 3)),
+        lengths: Some(&lengths),
+        ..HostInputs::default()
+    };
+    let o = Options::softmax();
+    let xh: Vec<F16> = quantize(&x);
+    let xq = widen(&xh);
+    let mut same = vec![F16(0); x.len()];
+    small
+        .run_typed_into_blocking(&xh, &mut same, shape, &o, &inputs)
+        .unwrap();
+    check(&same, &xq, shape, &o, &inputs, "f16 -> f16 in chunks");
+    let mut wide = vec![0.0f32; x.len()];
+    small
+        .run_typed_into_blocking(&xh, &mut wide, shape, &o, &inputs)
+        .unwrap();
+    check(&wide, &xq, shape, &o, &inputs, "f16 -> f32 in chunks");
+    let mut narrow = vec![Bf16(0); x.len()];
+    small
+        .run_typed_into_blocking(&x, &mut narrow, shape, &o, &inputs)
+        .unwrap();
+    check(&narrow, &x, shape, &o, &inputs, "f32 -> bf16 in chunks");
+    assert!(
+        small.staging_bytes() <= 2 * 2 * 4096,
+        "{}",
+        small.staging_bytes()
+    );
+}
+
 // ---- The GPU-resident API ------------------------------------------------------------
 
 /// A storage buffer holding `bytes`, padded with zeros to a whole word.
