@@ -75,6 +75,9 @@ pub struct DeviceCaps {
     /// all (a guard against hangs), silently leaving the rest of the work undone; the
     /// planner spreads rows over enough invocations to stay below this.
     pub max_loop_iterations: Option<u64>,
+    /// Threads a software adapter runs workgroups on (Mesa's default: one per CPU); 1
+    /// for hardware, where it is not used.
+    pub software_threads: u32,
     /// `Limits::max_compute_workgroups_per_dimension`.
     pub max_workgroups_per_dimension: u32,
     /// `Limits::max_storage_buffer_binding_size`.
@@ -99,6 +102,11 @@ impl DeviceCaps {
             software: info.device_type == wgpu::DeviceType::Cpu,
             max_loop_iterations: (info.device_type == wgpu::DeviceType::Cpu)
                 .then_some(SOFTWARE_LOOP_ITERATIONS),
+            software_threads: if info.device_type == wgpu::DeviceType::Cpu {
+                std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+            } else {
+                1
+            },
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             max_storage_binding_size: limits.max_storage_buffer_binding_size,
             storage_offset_alignment: limits.min_storage_buffer_offset_alignment,
@@ -118,6 +126,7 @@ impl Default for DeviceCaps {
             subgroup_max_size: wgpu::MAXIMUM_SUBGROUP_MAX_SIZE,
             software: false,
             max_loop_iterations: None,
+            software_threads: 1,
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             max_storage_binding_size: limits.max_storage_buffer_binding_size,
             storage_offset_alignment: limits.min_storage_buffer_offset_alignment,
@@ -257,14 +266,15 @@ pub const SPLIT_MIN_PART_COLS: usize = 8192;
 /// barrier costs a switch through all of a workgroup's invocations.
 pub const SOFTWARE_WORKGROUP: u32 = 32;
 /// On software adapters without subgroups, rows up to this long run one invocation per
-/// row (no barriers; the sequential f32 sum of so short a row stays well within the
-/// numerics contract).
+/// row (no barriers), however few the rows.
 pub const SOFTWARE_THREAD_PER_ROW_MAX_COLS: usize = 256;
 
 /// Picks the kernel for a shape on a device: split rows when a few long rows could not
-/// fill the device; else one invocation per row for rows that fit one invocation's cache;
-/// with subgroups, one subgroup per row while the row fits the subgroup's cache (on
-/// software adapters, at every length: no barriers); one workgroup per row beyond.
+/// fill the device; else one invocation per row for rows that fit one invocation's cache
+/// (on software adapters without subgroups, also longer rows, when there are rows
+/// enough to give every thread a workgroup: no barriers); with subgroups, one subgroup
+/// per row while the row fits the subgroup's cache (on software adapters, at every
+/// length: no barriers); one workgroup per row beyond.
 pub fn choose_kernel(rows: usize, cols: usize, caps: &DeviceCaps) -> RowKernel {
     let target = if caps.software {
         SOFTWARE_SPLIT_TARGET_WORKGROUPS
@@ -274,8 +284,11 @@ pub fn choose_kernel(rows: usize, cols: usize, caps: &DeviceCaps) -> RowKernel {
     if cols >= SPLIT_MIN_COLS && rows.saturating_mul(4) <= target {
         return RowKernel::SplitRow;
     }
+    let software_rows_to_fill = THREAD_PER_ROW_WORKGROUP as usize * caps.software_threads as usize;
     if cols <= THREAD_PER_ROW_MAX_COLS
-        || (caps.software && !caps.subgroups && cols <= SOFTWARE_THREAD_PER_ROW_MAX_COLS)
+        || (caps.software
+            && !caps.subgroups
+            && (cols <= SOFTWARE_THREAD_PER_ROW_MAX_COLS || rows >= software_rows_to_fill))
     {
         RowKernel::ThreadPerRow
     } else if !caps.subgroups {
@@ -742,8 +755,18 @@ mod tests {
             choose_kernel(1000, 256, &no_subgroups),
             RowKernel::ThreadPerRow
         );
+        // Without subgroups, long rows run one invocation each when there are rows
+        // enough for 64 per thread, else one workgroup each.
+        let four_threads = DeviceCaps {
+            software_threads: 4,
+            ..no_subgroups
+        };
         assert_eq!(
-            choose_kernel(1000, 4096, &no_subgroups),
+            choose_kernel(256, 4096, &four_threads),
+            RowKernel::ThreadPerRow
+        );
+        assert_eq!(
+            choose_kernel(255, 4096, &four_threads),
             RowKernel::WorkgroupShared
         );
         assert_eq!(
