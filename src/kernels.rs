@@ -122,6 +122,49 @@ impl Shader {
     }
 }
 
+/// The declaration of the register cache's size in `softmax_common.wgsl`.
+const CACHE_SLOTS_DECLARATION: &str = "const CACHE_SLOTS: u32 = 16u;";
+/// The head of a loop over the register cache's slots.
+const CACHE_LOOP: &str = "for (var k = 0u; k < CACHE_SLOTS; k++) {";
+
+/// `source` with `slots` register-cache slots: the size declared, and each loop over
+/// the slots written out as one block per slot (`{ let k = 0u; ... }`, ...). The loops
+/// then cost nothing where a pipeline's rows are not cached, and the cache's array is
+/// only ever indexed by constants, even for more slots than a driver would unroll.
+pub(crate) fn with_cache_slots(source: &str, slots: u32) -> String {
+    let source = source.replace(
+        CACHE_SLOTS_DECLARATION,
+        &format!("const CACHE_SLOTS: u32 = {slots}u;"),
+    );
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source.as_str();
+    while let Some(at) = rest.find(CACHE_LOOP) {
+        out.push_str(&rest[..at]);
+        let body_start = at + CACHE_LOOP.len();
+        // The body ends at the brace that closes the loop's.
+        let mut depth = 1;
+        let mut end = body_start;
+        for (i, c) in rest[body_start..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 {
+                end = body_start + i;
+                break;
+            }
+        }
+        let body = &rest[body_start..end];
+        for k in 0..slots {
+            out.push_str(&format!("{{\n        let k = {k}u;{body}}}\n    "));
+        }
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The bandwidth baseline kernel (`shaders/copy_vec4.wgsl`).
 pub const COPY_VEC4_SOURCE: &str = include_str!("../shaders/copy_vec4.wgsl");
 
@@ -247,8 +290,9 @@ pub(crate) struct Kernels {
     device: wgpu::Device,
     /// Keyed by whether the row-input bindings are present.
     layouts: Mutex<HashMap<bool, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
-    /// Keyed by shader, row inputs, and whether the input and the output are 16-bit.
-    modules: Mutex<HashMap<(Shader, bool, bool, bool), wgpu::ShaderModule>>,
+    /// Keyed by shader, row inputs, whether the input and the output are 16-bit, and
+    /// register-cache slots.
+    modules: Mutex<HashMap<(Shader, bool, bool, bool, u32), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     /// Bound to the vec4 views, the partials and the statistics when unused.
     pub dummy: wgpu::Buffer,
@@ -399,11 +443,15 @@ impl Kernels {
             key.row_inputs(),
             key.src.is_half(),
             key.dst.is_half(),
+            key.cache_slots,
         );
         let module = match modules.get(&module_key) {
             Some(m) => m.clone(),
             None => {
-                let source = key.shader.source_for(key.row_inputs(), key.src, key.dst);
+                let source = with_cache_slots(
+                    &key.shader.source_for(key.row_inputs(), key.src, key.dst),
+                    key.cache_slots,
+                );
                 let m = scoped(&self.device, || {
                     self.device
                         .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -422,7 +470,6 @@ impl Kernels {
             ("MASKED_ROWS_ZERO", bool_constant(key.masked_rows_zero)),
             ("VEC4", bool_constant(key.vec4)),
             ("WORKGROUP_SIZE", f64::from(key.workgroup_size)),
-            ("CACHE_SLOTS", f64::from(key.cache_slots)),
             ("STATS_WRITE", bool_constant(key.stats_write)),
             ("STATS_GIVEN", bool_constant(key.stats_given)),
             ("CAUSAL", bool_constant(key.causal)),
@@ -471,6 +518,34 @@ impl Kernels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_loops_are_written_out_once_per_slot_and_validate() {
+        for shader in Shader::ALL {
+            let source = shader.source(false);
+            assert_eq!(source.matches(CACHE_SLOTS_DECLARATION).count(), 1);
+            let loops = source.matches(CACHE_LOOP).count();
+            for slots in [0, 1, 4, 16, 128] {
+                let s = with_cache_slots(&source, slots);
+                assert!(!s.contains(CACHE_LOOP));
+                assert!(s.contains(&format!("const CACHE_SLOTS: u32 = {slots}u;")));
+                let copies = if slots == 0 { 0 } else { loops };
+                assert_eq!(s.matches("let k = 0u;").count(), copies);
+                let last = format!("let k = {}u;", slots.max(1) - 1);
+                assert_eq!(s.matches(&last).count(), copies);
+                let module = naga::front::wgsl::parse_str(&s)
+                    .unwrap_or_else(|e| panic!("{shader:?} {slots}: {}", e.emit_to_string(&s)));
+                let caps = if shader.needs_subgroups() {
+                    naga::valid::Capabilities::SUBGROUP
+                } else {
+                    naga::valid::Capabilities::empty()
+                };
+                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+                    .validate(&module)
+                    .unwrap_or_else(|e| panic!("{shader:?} {slots}: {}", e.emit_to_string(&s)));
+            }
+        }
+    }
 
     #[test]
     fn params_block_is_80_bytes_like_the_wgsl_struct() {

@@ -46,6 +46,10 @@ impl RowKernel {
 /// vec4s each invocation holds in registers (`CACHE` in `softmax_common.wgsl`): rows whose
 /// body fits `CACHE` vec4s per invocation are read once.
 pub const CACHE_VEC4: usize = 16;
+/// The same on software adapters, where the cache's slots live in the CPU's vector
+/// registers and stack: reading a row once from the storage buffer (each load a loop
+/// over the lanes on Mesa's rasterisers) matters more than its size.
+pub const SOFTWARE_CACHE_VEC4: usize = 128;
 /// Rows up to this many columns run one invocation per row (and fit its cache).
 pub const THREAD_PER_ROW_MAX_COLS: usize = 4 * CACHE_VEC4;
 /// Invocations per workgroup of the thread-per-row kernel.
@@ -517,7 +521,7 @@ pub fn plan(
 /// Register-cache slots per invocation for a kernel's rows: the invocation's share of
 /// the row's vec4 body (with the fewest lanes a row may get), rounded up to a power of
 /// two; 0 where rows are not cached (no vec4 access, split rows, or a share beyond
-/// [`CACHE_VEC4`]).
+/// [`CACHE_VEC4`], or on software adapters [`SOFTWARE_CACHE_VEC4`]).
 pub fn cache_slots(
     kernel: RowKernel,
     cols: usize,
@@ -527,7 +531,12 @@ pub fn cache_slots(
 ) -> u32 {
     let lanes = lanes_per_row(kernel, workgroup_size, caps);
     let share = ((cols / 4) as u64).div_ceil(lanes);
-    if !vec4 || kernel == RowKernel::SplitRow || share > CACHE_VEC4 as u64 {
+    let cap = if caps.software {
+        SOFTWARE_CACHE_VEC4
+    } else {
+        CACHE_VEC4
+    };
+    if !vec4 || kernel == RowKernel::SplitRow || share > cap as u64 {
         0
     } else {
         share.max(1).next_power_of_two() as u32

@@ -69,6 +69,34 @@ fn every_kernel_handles_every_short_and_medium_row_length() {
 }
 
 #[test]
+fn every_kernel_at_and_around_its_register_cache_sizes() {
+    // Rows are cached in 1, 2, 4, ... slots per invocation (up to 16 on hardware, 128 on
+    // software adapters), then swept: lengths at and either side of each step for one
+    // invocation (thread-row), 8 or 32 (subgroups, software workgroups) and more.
+    let Some(ctx) = ctx() else { return };
+    let steps = [4usize, 64, 128, 512, 1024, 2048, 4096, 16384];
+    for kernel in kernels() {
+        for &step in &steps {
+            for cols in [step - 4, step, step + 4, step + 1] {
+                if cols == 0 {
+                    continue;
+                }
+                let x = normal_matrix(cols as u64 + 7, 2 * cols, 3.0);
+                let o = Options::softmax().with_kernel(kernel);
+                check_host(ctx, &x, Shape::new(2, cols), &o);
+            }
+        }
+        let x = normal_matrix(9, 2 * 4100, 3.0);
+        check_host(
+            ctx,
+            &x,
+            Shape::new(2, 4100),
+            &Options::log_softmax().with_kernel(kernel),
+        );
+    }
+}
+
+#[test]
 fn every_kernel_handles_long_rows() {
     // One invocation (or one subgroup) sweeping a whole long row: the blocked sum keeps
     // f32 rounding within the contract. (30577 columns, scalar, is about as long as one

@@ -394,15 +394,16 @@ fn write_row(row: u32, first: u32, step: u32, st: Stats) {
 // computed once per element (and kept, for softmax), summed, and written scaled by one
 // reciprocal. One read, one exp and one write per element.
 
-const CACHE: u32 = 16u;
-// Slots of the cache each invocation uses for this pipeline's rows (a power of two, at
-// most CACHE), or 0 when the rows are too long to cache. The planner sets it from the
-// row length and the fewest invocations a row may get, so it holds for every row of a
-// dispatch. The cache loops then run a constant number of times, and a kernel compiles
-// only the path its rows take: on software adapters an `if` runs its body under a lane
-// mask rather than skipping it, so an untaken path or an empty slot costs nearly as
-// much as a taken one.
-override CACHE_SLOTS: u32 = 0u;
+// Slots (vec4s) of the register cache per invocation, or 0 when the pipeline's rows are
+// too long to cache and are swept instead. src/kernels.rs writes the pipeline's count
+// here (the planner's, from the row length and the fewest invocations a row may get, so
+// it holds for every row of a dispatch) and writes each loop over the slots,
+// `for (var k = 0u; k < CACHE_SLOTS; k++)`, out as one copy of its body per slot. So a
+// kernel compiles only the path its rows take, with no loop and no empty slot: software
+// adapters run both sides of an `if` under a lane mask rather than branching, and index
+// a private array held in registers only at constant indices.
+const CACHE_SLOTS: u32 = 16u;
+const CACHE: u32 = max(CACHE_SLOTS, 1u);
 
 // Whether this pipeline's rows are held in the register cache.
 fn row_fits_cache() -> bool {
@@ -437,7 +438,7 @@ fn cache_load(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f
     var vmax = vec4<f32>(LOWEST);
     var imax = vec4<i32>(0);
     var umax = vec4<u32>(0u);
-    for (var k = 0u; k < min(CACHE_SLOTS, CACHE); k++) {
+    for (var k = 0u; k < CACHE_SLOTS; k++) {
         let i = first + k * step;
         if i < n4 {
             let v = load4(4u * i, base / 4u + i);
@@ -460,7 +461,7 @@ fn cache_load(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f
 fn cache_exp_sum(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f32>, CACHE>>, m: f32) -> f32 {
     var s = 0.0;
     let n4 = params.cols / 4u;
-    for (var k = 0u; k < min(CACHE_SLOTS, CACHE); k++) {
+    for (var k = 0u; k < CACHE_SLOTS; k++) {
         if first + k * step < n4 {
             let v = (*cache)[k];
             let non_finite = (bitcast<vec4<u32>>(v) & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
@@ -495,7 +496,7 @@ fn cache_write(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<
     }
     let dst4_base = dst_index(row, 0u) / 4u;
     let n4 = params.cols / 4u;
-    for (var k = 0u; k < min(CACHE_SLOTS, CACHE); k++) {
+    for (var k = 0u; k < CACHE_SLOTS; k++) {
         let i = first + k * step;
         if i < n4 {
             if LOG_SOFTMAX {
