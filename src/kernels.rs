@@ -285,6 +285,10 @@ pub(crate) struct Bindings {
 /// the host path's pooled staging buffers) then create no buffer and no bind group.
 const BINDING_CACHE: usize = 16;
 
+/// What selects a distinct WGSL text: the shader, whether it has the row inputs,
+/// whether the input and the output are 16-bit, and the register-cache slots.
+type ModuleKey = (Shader, bool, bool, bool, u32);
+
 /// Bind group layout, pipeline layout and the lazily built pipelines of one device.
 pub(crate) struct Kernels {
     device: wgpu::Device,
@@ -292,7 +296,7 @@ pub(crate) struct Kernels {
     layouts: Mutex<HashMap<bool, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     /// Keyed by shader, row inputs, whether the input and the output are 16-bit, and
     /// register-cache slots.
-    modules: Mutex<HashMap<(Shader, bool, bool, bool, u32), wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<ModuleKey, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     /// Bound to the vec4 views, the partials and the statistics when unused.
     pub dummy: wgpu::Buffer,
