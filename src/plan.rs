@@ -269,6 +269,10 @@ pub const SPLIT_MIN_PART_COLS: usize = 8192;
 /// Invocations per workgroup of the workgroup kernels on software adapters, where every
 /// barrier costs a switch through all of a workgroup's invocations.
 pub const SOFTWARE_WORKGROUP: u32 = 32;
+/// The same for the workgroup kernel with subgroups, which software adapters use for
+/// rows too long for one subgroup's cache but not for this many invocations' (each
+/// reduction is one barrier, through 8 subgroups of 8 on lavapipe).
+pub const SOFTWARE_SUBGROUP_WORKGROUP: u32 = 64;
 /// On software adapters without subgroups, rows up to this long run one invocation per
 /// row (no barriers), however few the rows.
 pub const SOFTWARE_THREAD_PER_ROW_MAX_COLS: usize = 256;
@@ -297,7 +301,18 @@ pub fn choose_kernel(rows: usize, cols: usize, caps: &DeviceCaps) -> RowKernel {
         RowKernel::ThreadPerRow
     } else if !caps.subgroups {
         RowKernel::WorkgroupShared
-    } else if caps.software || cols <= 4 * CACHE_VEC4 * caps.subgroup_min_size as usize {
+    } else if caps.software {
+        // A subgroup while it can cache the row; then a workgroup while it can (its two
+        // barriers cost less than reading the row twice); beyond, a subgroup sweeping.
+        let cached_by = |lanes: usize| cols / 4 <= lanes * SOFTWARE_CACHE_VEC4;
+        if !cached_by(caps.subgroup_min_size as usize)
+            && cached_by(SOFTWARE_SUBGROUP_WORKGROUP as usize)
+        {
+            RowKernel::WorkgroupSubgroup
+        } else {
+            RowKernel::SubgroupPerRow
+        }
+    } else if cols <= 4 * CACHE_VEC4 * caps.subgroup_min_size as usize {
         RowKernel::SubgroupPerRow
     } else {
         RowKernel::WorkgroupSubgroup
@@ -321,9 +336,8 @@ pub fn workgroup_size(kernel: RowKernel, cols: usize, vec4: bool, caps: &DeviceC
             .clamp(64, 256)
             .min(limit)
             .max(caps.subgroup_max_size.min(limit)),
-        RowKernel::WorkgroupShared | RowKernel::WorkgroupSubgroup | RowKernel::SplitRow
-            if caps.software =>
-        {
+        RowKernel::WorkgroupSubgroup if caps.software => SOFTWARE_SUBGROUP_WORKGROUP.min(limit),
+        RowKernel::WorkgroupShared | RowKernel::SplitRow if caps.software => {
             SOFTWARE_WORKGROUP.min(limit)
         }
         RowKernel::SplitRow => MAX_SHARED_WORKGROUP.min(limit),
@@ -756,6 +770,32 @@ mod tests {
             choose_kernel(1000, 262_144, &caps),
             RowKernel::SubgroupPerRow
         );
+        // Rows a subgroup of 8 caches (128 vec4 a lane: 4096 columns), then rows a
+        // workgroup of 64 caches, with its two barriers.
+        assert_eq!(choose_kernel(1000, 4096, &caps), RowKernel::SubgroupPerRow);
+        assert_eq!(
+            choose_kernel(1000, 4100, &caps),
+            RowKernel::WorkgroupSubgroup
+        );
+        assert_eq!(
+            choose_kernel(1000, 32_768, &caps),
+            RowKernel::WorkgroupSubgroup
+        );
+        assert_eq!(
+            choose_kernel(1000, 32_772, &caps),
+            RowKernel::SubgroupPerRow
+        );
+        let p = plan(
+            100,
+            16384,
+            contiguous(16384),
+            contiguous(16384),
+            Tuning::default(),
+            &caps,
+        )
+        .unwrap();
+        assert_eq!(p.workgroup_size, SOFTWARE_SUBGROUP_WORKGROUP);
+        assert_eq!(p.cache_slots, 64);
         let no_subgroups = DeviceCaps {
             subgroups: false,
             ..caps
