@@ -784,6 +784,14 @@ impl Context {
             } else {
                 Dtype::F32
             },
+            // Vector reads of the mask need its rows on four-element boundaries (the
+            // binding starts on one) and vec4 rows of the matrix.
+            mask_vec4: plan.vec4
+                && shape.cols.is_multiple_of(4)
+                && inputs
+                    .mask
+                    .as_ref()
+                    .is_some_and(|(b, _)| b.first.is_multiple_of(4)),
             lengths: inputs.lengths.is_some(),
             temperatures: inputs.temperatures.is_some(),
         };

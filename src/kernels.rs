@@ -17,6 +17,9 @@ const ROW_INPUTS: &str = include_str!("../shaders/common/row_inputs.wgsl");
 const ROW_INPUTS_NONE: &str = include_str!("../shaders/common/row_inputs_none.wgsl");
 const WORKGROUP_TREE: &str = include_str!("../shaders/common/workgroup_tree.wgsl");
 const HALF: &str = include_str!("../shaders/common/half.wgsl");
+const MASK_WORDS: &str = include_str!("../shaders/common/mask_words.wgsl");
+const MASK_VEC4: &str = include_str!("../shaders/common/mask_vec4.wgsl");
+const MASK_VEC4_HALF: &str = include_str!("../shaders/common/mask_vec4_half.wgsl");
 const SRC_F32: &str = include_str!("../shaders/common/src_f32.wgsl");
 const SRC_HALF: &str = include_str!("../shaders/common/src_half.wgsl");
 const DST_F32: &str = include_str!("../shaders/common/dst_f32.wgsl");
@@ -85,6 +88,18 @@ impl Shader {
     /// them, then the shader's own file. f16 and bf16 share their text; an override
     /// constant tells them apart.
     pub fn source_for(self, row_inputs: bool, src: Dtype, dst: Dtype) -> String {
+        self.source_with_mask(row_inputs, src, dst, None)
+    }
+
+    /// [`Shader::source_for`] with the mask read four elements at a time, for masks of
+    /// `Some(dtype)` whose rows start on four-element boundaries (else `None`: as words).
+    pub fn source_with_mask(
+        self,
+        row_inputs: bool,
+        src: Dtype,
+        dst: Dtype,
+        vec4_mask: Option<Dtype>,
+    ) -> String {
         let own = match self {
             Shader::ThreadRow => include_str!("../shaders/softmax_thread_row.wgsl"),
             Shader::SubgroupRow => include_str!("../shaders/softmax_subgroup_row.wgsl"),
@@ -97,9 +112,14 @@ impl Shader {
             Shader::Backward => include_str!("../shaders/softmax_backward.wgsl"),
         };
         let inputs = if row_inputs {
-            ROW_INPUTS
+            let mask = match vec4_mask {
+                None => MASK_WORDS,
+                Some(d) if d.is_half() => MASK_VEC4_HALF,
+                Some(_) => MASK_VEC4,
+            };
+            format!("{ROW_INPUTS}\n{mask}")
         } else {
-            ROW_INPUTS_NONE
+            ROW_INPUTS_NONE.to_string()
         };
         let src = if src.is_half() { SRC_HALF } else { SRC_F32 };
         let dst = if dst.is_half() { DST_HALF } else { DST_F32 };
@@ -108,6 +128,21 @@ impl Shader {
             _ => "",
         };
         format!("{COMMON}\n{HALF}\n{src}\n{dst}\n{inputs}\n{tree}\n{own}")
+    }
+
+    /// Every distinct source text of the shader (row inputs or not, f32 or 16-bit input
+    /// and output, each way of reading the mask), for validation.
+    pub fn every_source(self) -> Vec<String> {
+        let mut all = Vec::new();
+        for src in [Dtype::F32, Dtype::F16] {
+            for dst in [Dtype::F32, Dtype::F16] {
+                all.push(self.source_with_mask(false, src, dst, None));
+                for mask in [None, Some(Dtype::F32), Some(Dtype::F16)] {
+                    all.push(self.source_with_mask(true, src, dst, mask));
+                }
+            }
+        }
+        all
     }
 
     /// The shaders a kernel runs, in order.
@@ -214,6 +249,9 @@ pub(crate) struct PipelineKey {
     pub mask: bool,
     /// How the mask is stored (F32 when there is none).
     pub mask_dtype: Dtype,
+    /// Whether the mask's rows start on four-element boundaries, so that it is read four
+    /// elements at a time (with vec4 rows only).
+    pub mask_vec4: bool,
     pub lengths: bool,
     pub temperatures: bool,
 }
@@ -221,6 +259,11 @@ pub(crate) struct PipelineKey {
 impl PipelineKey {
     pub fn row_inputs(&self) -> bool {
         self.mask || self.lengths || self.temperatures
+    }
+
+    /// The mask's dtype where it is read four elements at a time.
+    pub fn vec4_mask(&self) -> Option<Dtype> {
+        (self.mask && self.mask_vec4).then_some(self.mask_dtype)
     }
 }
 
@@ -286,8 +329,9 @@ pub(crate) struct Bindings {
 const BINDING_CACHE: usize = 16;
 
 /// What selects a distinct WGSL text: the shader, whether it has the row inputs,
-/// whether the input and the output are 16-bit, and the register-cache slots.
-type ModuleKey = (Shader, bool, bool, bool, u32);
+/// whether the input and the output are 16-bit, the register-cache slots, and the mask's
+/// vector access (with whether it is 16-bit).
+type ModuleKey = (Shader, bool, bool, bool, u32, Option<bool>);
 
 /// Bind group layout, pipeline layout and the lazily built pipelines of one device.
 pub(crate) struct Kernels {
@@ -448,12 +492,18 @@ impl Kernels {
             key.src.is_half(),
             key.dst.is_half(),
             key.cache_slots,
+            key.vec4_mask().map(Dtype::is_half),
         );
         let module = match modules.get(&module_key) {
             Some(m) => m.clone(),
             None => {
                 let source = with_cache_slots(
-                    &key.shader.source_for(key.row_inputs(), key.src, key.dst),
+                    &key.shader.source_with_mask(
+                        key.row_inputs(),
+                        key.src,
+                        key.dst,
+                        key.vec4_mask(),
+                    ),
                     key.cache_slots,
                 );
                 let m = scoped(&self.device, || {

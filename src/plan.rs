@@ -46,10 +46,17 @@ impl RowKernel {
 /// vec4s each invocation holds in registers (`CACHE` in `softmax_common.wgsl`): rows whose
 /// body fits `CACHE` vec4s per invocation are read once.
 pub const CACHE_VEC4: usize = 16;
-/// The same on software adapters, where the cache's slots live in the CPU's vector
-/// registers and stack: reading a row once from the storage buffer (each load a loop
-/// over the lanes on Mesa's rasterisers) matters more than its size.
-pub const SOFTWARE_CACHE_VEC4: usize = 128;
+/// The same on software adapters with subgroups (lavapipe), where the cache's slots
+/// live in the CPU's vector registers and stack and reading a row once from the storage
+/// buffer (each load a loop over the lanes) matters more than the cache's size. Capped
+/// by compile time: a pipeline of 64 slots takes up to about 5 s to build on lavapipe,
+/// one of 128 slots 10-14 s.
+pub const SOFTWARE_CACHE_VEC4: usize = 64;
+/// The same on software adapters without subgroups (llvmpipe through GL), lower again:
+/// wgpu's GL backend holds one lock over the context while it builds a pipeline, and
+/// panics in any other thread that waits for it longer than 6 s. 32 slots build in
+/// under 1.5 s there.
+pub const SOFTWARE_GL_CACHE_VEC4: usize = 32;
 /// Rows up to this many columns run one invocation per row (and fit its cache).
 pub const THREAD_PER_ROW_MAX_COLS: usize = 4 * CACHE_VEC4;
 /// Invocations per workgroup of the thread-per-row kernel.
@@ -269,9 +276,10 @@ pub const SPLIT_MIN_PART_COLS: usize = 8192;
 /// Invocations per workgroup of the workgroup kernels on software adapters, where every
 /// barrier costs a switch through all of a workgroup's invocations.
 pub const SOFTWARE_WORKGROUP: u32 = 32;
-/// The same for the workgroup kernel with subgroups, which software adapters use for
-/// rows too long for one subgroup's cache but not for this many invocations' (each
-/// reduction is one barrier, through 8 subgroups of 8 on lavapipe).
+/// The same (at most) for the workgroup kernel with subgroups, which software adapters
+/// use for rows too long for one subgroup's cache but not for this many invocations'
+/// (each reduction is one barrier, through 8 subgroups of 8 on lavapipe). Rows that 32
+/// invocations cache in 32 vec4 each get 32.
 pub const SOFTWARE_SUBGROUP_WORKGROUP: u32 = 64;
 /// On software adapters without subgroups, rows up to this long run one invocation per
 /// row (no barriers), however few the rows.
@@ -336,7 +344,18 @@ pub fn workgroup_size(kernel: RowKernel, cols: usize, vec4: bool, caps: &DeviceC
             .clamp(64, 256)
             .min(limit)
             .max(caps.subgroup_max_size.min(limit)),
-        RowKernel::WorkgroupSubgroup if caps.software => SOFTWARE_SUBGROUP_WORKGROUP.min(limit),
+        RowKernel::WorkgroupSubgroup if caps.software => {
+            // Half the invocations while each still caches at most 32 vec4: fewer to
+            // switch through at each barrier.
+            let half = SOFTWARE_SUBGROUP_WORKGROUP / 2;
+            let loads = if vec4 { cols / 4 } else { cols };
+            if loads.div_ceil(half as usize) <= 32 {
+                half
+            } else {
+                SOFTWARE_SUBGROUP_WORKGROUP
+            }
+            .min(limit)
+        }
         RowKernel::WorkgroupShared | RowKernel::SplitRow if caps.software => {
             SOFTWARE_WORKGROUP.min(limit)
         }
@@ -535,7 +554,8 @@ pub fn plan(
 /// Register-cache slots per invocation for a kernel's rows: the invocation's share of
 /// the row's vec4 body (with the fewest lanes a row may get), rounded up to a power of
 /// two; 0 where rows are not cached (no vec4 access, split rows, or a share beyond
-/// [`CACHE_VEC4`], or on software adapters [`SOFTWARE_CACHE_VEC4`]).
+/// [`CACHE_VEC4`]; on software adapters [`SOFTWARE_CACHE_VEC4`] or, without subgroups,
+/// [`SOFTWARE_GL_CACHE_VEC4`]).
 pub fn cache_slots(
     kernel: RowKernel,
     cols: usize,
@@ -545,10 +565,10 @@ pub fn cache_slots(
 ) -> u32 {
     let lanes = lanes_per_row(kernel, workgroup_size, caps);
     let share = ((cols / 4) as u64).div_ceil(lanes);
-    let cap = if caps.software {
-        SOFTWARE_CACHE_VEC4
-    } else {
-        CACHE_VEC4
+    let cap = match (caps.software, caps.subgroups) {
+        (false, _) => CACHE_VEC4,
+        (true, true) => SOFTWARE_CACHE_VEC4,
+        (true, false) => SOFTWARE_GL_CACHE_VEC4,
     };
     if !vec4 || kernel == RowKernel::SplitRow || share > cap as u64 {
         0
@@ -770,19 +790,21 @@ mod tests {
             choose_kernel(1000, 262_144, &caps),
             RowKernel::SubgroupPerRow
         );
-        // Rows a subgroup of 8 caches (128 vec4 a lane: 4096 columns), then rows a
-        // workgroup of 64 caches, with its two barriers.
-        assert_eq!(choose_kernel(1000, 4096, &caps), RowKernel::SubgroupPerRow);
+        // Rows a subgroup of 8 caches (64 vec4 a lane: 2048 columns), then rows a
+        // workgroup of up to 64 caches (16384), with its two barriers.
+        assert_eq!(choose_kernel(1000, 2048, &caps), RowKernel::SubgroupPerRow);
         assert_eq!(
-            choose_kernel(1000, 4100, &caps),
+            choose_kernel(1000, 2052, &caps),
+            RowKernel::WorkgroupSubgroup
+        );
+        let wg = |cols| workgroup_size(RowKernel::WorkgroupSubgroup, cols, true, &caps);
+        assert_eq!((wg(4096), wg(4100), wg(16384)), (32, 64, 64));
+        assert_eq!(
+            choose_kernel(1000, 16_384, &caps),
             RowKernel::WorkgroupSubgroup
         );
         assert_eq!(
-            choose_kernel(1000, 32_768, &caps),
-            RowKernel::WorkgroupSubgroup
-        );
-        assert_eq!(
-            choose_kernel(1000, 32_772, &caps),
+            choose_kernel(1000, 16_388, &caps),
             RowKernel::SubgroupPerRow
         );
         let p = plan(

@@ -70,9 +70,9 @@ fn every_kernel_handles_every_short_and_medium_row_length() {
 
 #[test]
 fn every_kernel_at_and_around_its_register_cache_sizes() {
-    // Rows are cached in 1, 2, 4, ... slots per invocation (up to 16 on hardware, 128 on
-    // software adapters), then swept: lengths at and either side of each step for one
-    // invocation (thread-row), 8 or 32 (subgroups, software workgroups) and more.
+    // Rows are cached in 1, 2, 4, ... slots per invocation (up to 16 on hardware, 32 or
+    // 64 on software adapters), then swept: lengths at and either side of each step for
+    // one invocation (thread-row), 8 or 32 (subgroups, software workgroups) and more.
     let Some(ctx) = ctx() else { return };
     let steps = [4usize, 64, 128, 512, 1024, 2048, 4096, 16384];
     for kernel in kernels() {

@@ -244,6 +244,77 @@ fn f16_masks_with_temperatures_and_lengths() {
 }
 
 #[test]
+fn masks_on_four_element_boundaries_are_read_four_at_a_time() {
+    // Mask rows of a multiple of 4 columns from a 16-byte (f32) or 8-byte (16-bit)
+    // boundary are read as vectors; one element later they are read as words. Both
+    // must give the same, right answer, with every kernel.
+    let Some(ctx) = ctx() else { return };
+    for cols in [64, 4100] {
+        let rows = 3;
+        let shape = Shape::new(rows, cols);
+        let x = normal_matrix(cols as u64, rows * cols, 2.0);
+        let mut rng = Rng::new(cols as u64);
+        let mask: Vec<f32> = (0..2 * cols)
+            .map(|_| {
+                if rng.unit() < 0.1 {
+                    f32::NEG_INFINITY
+                } else {
+                    rng.normal(0.0, 1.0)
+                }
+            })
+            .collect();
+        let input = buffer(ctx, bytemuck::cast_slice(&x));
+        let output = buffer(ctx, &vec![0u8; x.len() * 4]);
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
+            let (bytes, values): (Vec<u8>, Vec<f32>) = match dtype {
+                Dtype::F32 => (bytemuck::cast_slice(&mask).to_vec(), mask.clone()),
+                Dtype::F16 => {
+                    let h: Vec<F16> = quantize(&mask);
+                    (bytemuck::cast_slice(&h).to_vec(), widen(&h))
+                }
+                _ => {
+                    let h: Vec<Bf16> = quantize(&mask);
+                    (bytemuck::cast_slice(&h).to_vec(), widen(&h))
+                }
+            };
+            let size = dtype.size() as usize;
+            // The same mask at element 4 (vector reads) and element 1 (word reads).
+            for first in [4usize, 1] {
+                let mut padded = vec![0u8; first * size];
+                padded.extend(&bytes);
+                let mask_buffer = buffer(ctx, &padded);
+                let inputs = RowInputs {
+                    mask: Some((
+                        Region::new(&mask_buffer).with_offset((first * size) as u64),
+                        2,
+                    )),
+                    mask_dtype: dtype,
+                    ..RowInputs::default()
+                };
+                for kernel in kernels(ctx) {
+                    let o = Options::softmax().with_kernel(kernel);
+                    encode(
+                        ctx,
+                        MatrixView::new(&input),
+                        MatrixView::new(&output),
+                        shape,
+                        &o,
+                        &inputs,
+                    );
+                    let got: Vec<f32> = bytemuck::cast_slice(&read(ctx, &output)).to_vec();
+                    let host = HostInputs {
+                        mask: Some((&values, 2)),
+                        ..HostInputs::default()
+                    };
+                    let what = format!("{dtype:?} mask at element {first}, {kernel:?}");
+                    check(&got, &x, shape, &o, &host, &what);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn a_mask_given_twice_is_refused() {
     let Some(ctx) = ctx() else { return };
     let m = [0.0f32; 4];

@@ -3,8 +3,10 @@
 // row_inputs_none.wgsl instead and stay within WebGPU's default of 8 per stage.
 //
 // Bindings (group 0):
-//   7 mask          storage  [mask_rows, cols] of f32, f16 or bf16 (MASK_DTYPE), read
-//                            as u32 words: row r adds mask row r % mask_rows
+//   7 mask          storage  [mask_rows, cols] of f32, f16 or bf16 (MASK_DTYPE): row r
+//                            adds mask row r % mask_rows; declared by mask_words.wgsl
+//                            (any layout) or, where mask rows start on four-element
+//                            boundaries, mask_vec4.wgsl or mask_vec4_half.wgsl
 //   8 lengths       storage  u32 per row: columns at or past it are masked out
 //   9 temperatures  storage  f32 per row: multiplies the scalar temperature
 // Each is a 16-byte dummy when its flag is off.
@@ -18,7 +20,6 @@ override HAS_TEMPERATURES: bool = false;
 // half.wgsl).
 override MASK_DTYPE: u32 = 0u;
 
-@group(0) @binding(7) var<storage, read_write> mask: array<u32>;
 @group(0) @binding(8) var<storage, read_write> lengths: array<u32>;
 @group(0) @binding(9) var<storage, read_write> temperatures: array<f32>;
 
@@ -55,14 +56,6 @@ fn mask_index(col: u32) -> u32 {
     return row_mask_base + col;
 }
 
-// Mask element `at`.
-fn mask_value(at: u32) -> f32 {
-    if MASK_DTYPE == 0u {
-        return bitcast<f32>(mask[at]);
-    }
-    return decode_at(mask[at >> 1u], at, MASK_DTYPE == 2u);
-}
-
 // x + T * mask: x / T + mask in the kernels' unscaled units.
 fn apply_mask1(col: u32, x: f32) -> f32 {
     if HAS_MASK {
@@ -73,9 +66,7 @@ fn apply_mask1(col: u32, x: f32) -> f32 {
 
 fn apply_mask4(col: u32, v: vec4<f32>) -> vec4<f32> {
     if HAS_MASK {
-        let at = mask_index(col);
-        let m = vec4<f32>(mask_value(at), mask_value(at + 1u), mask_value(at + 2u), mask_value(at + 3u));
-        return v + m * row_t;
+        return v + mask_value4(mask_index(col)) * row_t;
     }
     return v;
 }
