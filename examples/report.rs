@@ -481,16 +481,21 @@ fn feature_costs(
         ),
     ];
     let mut costs = Vec::new();
+    // Plain softmax, measured in turn with each variant.
+    let plain_softmax: Recorder = &|enc| {
+        ctx.encode(
+            enc,
+            MatrixView::new(&input),
+            MatrixView::new(&output),
+            shape,
+            &args.options,
+        )
+    };
+    let cost = |base: Recorder, with: Recorder| -> Result<f64, String> {
+        let t = time_rounds(ctx, args.iters, args.repeats, &[base, with])?;
+        Ok(median_ratio(&t[0], &t[1]))
+    };
     for (name, options, inputs) in &variants {
-        let base: Recorder = &|enc| {
-            ctx.encode(
-                enc,
-                MatrixView::new(&input),
-                MatrixView::new(&output),
-                shape,
-                &args.options,
-            )
-        };
         let with: Recorder = &|enc| {
             ctx.encode_with(
                 enc,
@@ -501,8 +506,7 @@ fn feature_costs(
                 inputs,
             )
         };
-        let t = time_rounds(ctx, args.iters, args.repeats, &[base, with])?;
-        costs.push((*name, median_ratio(&t[0], &t[1])));
+        costs.push((*name, cost(plain_softmax, with)?));
     }
     // 16-bit storage: the same matrix (rounded) in f16 or bf16 buffers, and an f16
     // mask. These move fewer bytes, so a ratio above 1 is possible.
@@ -526,15 +530,6 @@ fn feature_costs(
         let view = |dtype: Dtype, wide, narrow| {
             MatrixView::new(if dtype.is_half() { narrow } else { wide }).with_dtype(dtype)
         };
-        let base: Recorder = &|enc| {
-            ctx.encode(
-                enc,
-                MatrixView::new(&input),
-                MatrixView::new(&output),
-                shape,
-                &args.options,
-            )
-        };
         let with: Recorder = &|enc| {
             ctx.encode(
                 enc,
@@ -544,10 +539,9 @@ fn feature_costs(
                 &args.options,
             )
         };
-        let t = time_rounds(ctx, args.iters, args.repeats, &[base, with])?;
-        costs.push((name, median_ratio(&t[0], &t[1])));
+        costs.push((name, cost(plain_softmax, with)?));
     }
-    let base: Recorder = &|enc| {
+    let f32_mask: Recorder = &|enc| {
         ctx.encode_with(
             enc,
             MatrixView::new(&input),
@@ -574,11 +568,7 @@ fn feature_costs(
             },
         )
     };
-    let t = time_rounds(ctx, args.iters, args.repeats, &[base, with])?;
-    costs.push((
-        "f16 mask (against the f32 mask)",
-        median_ratio(&t[0], &t[1]),
-    ));
+    costs.push(("f16 mask (against the f32 mask)", cost(f32_mask, with)?));
     Ok(costs)
 }
 

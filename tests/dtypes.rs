@@ -250,9 +250,8 @@ fn masks_on_four_element_boundaries_are_read_four_at_a_time() {
     // must give the same, right answer, with every kernel.
     let Some(ctx) = ctx() else { return };
     for cols in [64, 4100] {
-        let rows = 3;
-        let shape = Shape::new(rows, cols);
-        let x = normal_matrix(cols as u64, rows * cols, 2.0);
+        let shape = Shape::new(3, cols);
+        let x = normal_matrix(cols as u64, 3 * cols, 2.0);
         let mut rng = Rng::new(cols as u64);
         let mask: Vec<f32> = (0..2 * cols)
             .map(|_| {
@@ -263,51 +262,11 @@ fn masks_on_four_element_boundaries_are_read_four_at_a_time() {
                 }
             })
             .collect();
-        let input = buffer(ctx, bytemuck::cast_slice(&x));
-        let output = buffer(ctx, &vec![0u8; x.len() * 4]);
         for dtype in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
-            let (bytes, values): (Vec<u8>, Vec<f32>) = match dtype {
-                Dtype::F32 => (bytemuck::cast_slice(&mask).to_vec(), mask.clone()),
-                Dtype::F16 => {
-                    let h: Vec<F16> = quantize(&mask);
-                    (bytemuck::cast_slice(&h).to_vec(), widen(&h))
-                }
-                _ => {
-                    let h: Vec<Bf16> = quantize(&mask);
-                    (bytemuck::cast_slice(&h).to_vec(), widen(&h))
-                }
-            };
-            let size = dtype.size() as usize;
-            // The same mask at element 4 (vector reads) and element 1 (word reads).
             for first in [4usize, 1] {
-                let mut padded = vec![0u8; first * size];
-                padded.extend(&bytes);
-                let mask_buffer = buffer(ctx, &padded);
-                let inputs = RowInputs {
-                    mask: Some((
-                        Region::new(&mask_buffer).with_offset((first * size) as u64),
-                        2,
-                    )),
-                    mask_dtype: dtype,
-                    ..RowInputs::default()
-                };
                 for kernel in kernels(ctx) {
                     let o = Options::softmax().with_kernel(kernel);
-                    encode(
-                        ctx,
-                        MatrixView::new(&input),
-                        MatrixView::new(&output),
-                        shape,
-                        &o,
-                        &inputs,
-                    );
-                    let got: Vec<f32> = bytemuck::cast_slice(&read(ctx, &output)).to_vec();
-                    let host = HostInputs {
-                        mask: Some((&values, 2)),
-                        ..HostInputs::default()
-                    };
-                    let what = format!("{dtype:?} mask at element {first}, {kernel:?}");
-                    check(&got, &x, shape, &o, &host, &what);
+                    check_resident_mask(ctx, &x, shape, &o, (&mask, 2, dtype), first);
                 }
             }
         }
@@ -534,52 +493,72 @@ fn resident_16_bit_views_at_odd_offsets_and_strides_leave_neighbours_untouched()
     }
 }
 
+/// A mask stored as `dtype`: its bytes, and the values they hold.
+fn stored_mask(mask: &[f32], dtype: Dtype) -> (Vec<u8>, Vec<f32>) {
+    match dtype {
+        Dtype::F16 => {
+            let h: Vec<F16> = quantize(mask);
+            (bytemuck::cast_slice(&h).to_vec(), widen(&h))
+        }
+        Dtype::Bf16 => {
+            let h: Vec<Bf16> = quantize(mask);
+            (bytemuck::cast_slice(&h).to_vec(), widen(&h))
+        }
+        _ => (bytemuck::cast_slice(mask).to_vec(), mask.to_vec()),
+    }
+}
+
+/// Runs the resident op on `x` with a mask of `mask_rows` rows stored as `dtype`,
+/// `first` elements into its buffer, and checks the result against the reference on
+/// the values the mask holds.
+fn check_resident_mask(
+    ctx: &Context,
+    x: &[f32],
+    shape: Shape,
+    o: &Options,
+    (mask, mask_rows, dtype): (&[f32], usize, Dtype),
+    first: usize,
+) {
+    let (bytes, values) = stored_mask(mask, dtype);
+    let at = first * dtype.size() as usize;
+    let mut padded = vec![0x5au8; at];
+    padded.extend(&bytes);
+    let mask_buffer = buffer(ctx, &padded);
+    let inputs = RowInputs {
+        mask: Some((Region::new(&mask_buffer).with_offset(at as u64), mask_rows)),
+        mask_dtype: dtype,
+        ..RowInputs::default()
+    };
+    let input = buffer(ctx, bytemuck::cast_slice(x));
+    let output = buffer(ctx, &vec![0u8; x.len() * 4]);
+    encode(
+        ctx,
+        MatrixView::new(&input),
+        MatrixView::new(&output),
+        shape,
+        o,
+        &inputs,
+    );
+    let got: Vec<f32> = bytemuck::cast_slice(&read(ctx, &output)).to_vec();
+    let host = HostInputs {
+        mask: Some((&values, mask_rows)),
+        ..HostInputs::default()
+    };
+    let what = format!("{dtype:?} mask at element {first}, {:?}", o.kernel);
+    check(&got, x, shape, o, &host, &what);
+}
+
 #[test]
 fn resident_16_bit_masks_at_odd_offsets() {
     let Some(ctx) = ctx() else { return };
     let (rows, cols) = (4, 13);
-    let shape = Shape::new(rows, cols);
     let x = normal_matrix(21, rows * cols, 2.0);
-    let input = buffer(ctx, bytemuck::cast_slice(&x));
-    let output = buffer(ctx, &vec![0u8; x.len() * 4]);
     let mut rng = Rng::new(9);
     let mask: Vec<f32> = (0..rows * cols).map(|_| rng.normal(0.0, 2.0)).collect();
     for dtype in [Dtype::F16, Dtype::Bf16] {
-        let (bits, values): (Vec<u16>, Vec<f32>) = match dtype {
-            Dtype::F16 => mask
-                .iter()
-                .map(|&v| (F16::from_f32(v).0, F16::from_f32(v).to_f32()))
-                .unzip(),
-            _ => mask
-                .iter()
-                .map(|&v| (Bf16::from_f32(v).0, Bf16::from_f32(v).to_f32()))
-                .unzip(),
-        };
         // One element of padding first: the mask starts at byte 2.
-        let mut padded = vec![SENTINEL];
-        padded.extend(&bits);
-        padded.resize(padded.len().next_multiple_of(2), 0);
-        let mask_buffer = buffer(ctx, bytemuck::cast_slice(&padded));
-        let inputs = RowInputs {
-            mask: Some((Region::new(&mask_buffer).with_offset(2), rows)),
-            mask_dtype: dtype,
-            ..RowInputs::default()
-        };
         let o = Options::softmax().with_temperature(2.0);
-        encode(
-            ctx,
-            MatrixView::new(&input),
-            MatrixView::new(&output),
-            shape,
-            &o,
-            &inputs,
-        );
-        let got: Vec<f32> = bytemuck::cast_slice(&read(ctx, &output)).to_vec();
-        let host = HostInputs {
-            mask: Some((&values, rows)),
-            ..HostInputs::default()
-        };
-        check(&got, &x, shape, &o, &host, &format!("{dtype:?} mask"));
+        check_resident_mask(ctx, &x, Shape::new(rows, cols), &o, (&mask, rows, dtype), 1);
     }
 }
 
