@@ -482,31 +482,14 @@ fn feature_costs(
     ];
     let mut costs = Vec::new();
     // Plain softmax, measured in turn with each variant.
-    let plain_softmax: Recorder = &|enc| {
-        ctx.encode(
-            enc,
-            MatrixView::new(&input),
-            MatrixView::new(&output),
-            shape,
-            &args.options,
-        )
-    };
+    let plain_softmax = fused(ctx, (&input, &output), shape, &args.options, &plain);
     let cost = |base: Recorder, with: Recorder| -> Result<f64, String> {
         let t = time_rounds(ctx, args.iters, args.repeats, &[base, with])?;
         Ok(median_ratio(&t[0], &t[1]))
     };
     for (name, options, inputs) in &variants {
-        let with: Recorder = &|enc| {
-            ctx.encode_with(
-                enc,
-                MatrixView::new(&input),
-                MatrixView::new(&output),
-                shape,
-                options,
-                inputs,
-            )
-        };
-        costs.push((*name, cost(plain_softmax, with)?));
+        let with = fused(ctx, (&input, &output), shape, options, inputs);
+        costs.push((*name, cost(&plain_softmax, &with)?));
     }
     // 16-bit storage: the same matrix (rounded) in f16 or bf16 buffers, and an f16
     // mask. These move fewer bytes, so a ratio above 1 is possible.
@@ -539,37 +522,38 @@ fn feature_costs(
                 &args.options,
             )
         };
-        costs.push((name, cost(plain_softmax, with)?));
+        costs.push((name, cost(&plain_softmax, with)?));
     }
-    let f32_mask: Recorder = &|enc| {
-        ctx.encode_with(
-            enc,
-            MatrixView::new(&input),
-            MatrixView::new(&output),
-            shape,
-            &args.options,
-            &RowInputs {
-                mask: Some((Region::new(&mask_one), 1)),
-                ..plain
-            },
-        )
+    let mask_of = |buffer, mask_dtype| RowInputs {
+        mask: Some((Region::new(buffer), 1)),
+        mask_dtype,
+        ..plain
     };
-    let with: Recorder = &|enc| {
-        ctx.encode_with(
-            enc,
-            MatrixView::new(&input),
-            MatrixView::new(&output),
-            shape,
-            &args.options,
-            &RowInputs {
-                mask: Some((Region::new(&mask16), 1)),
-                mask_dtype: Dtype::F16,
-                ..plain
-            },
-        )
-    };
-    costs.push(("f16 mask (against the f32 mask)", cost(f32_mask, with)?));
+    let (f32_mask, f16_mask) = (mask_of(&mask_one, Dtype::F32), mask_of(&mask16, Dtype::F16));
+    let f32_mask = fused(ctx, (&input, &output), shape, &args.options, &f32_mask);
+    let with = fused(ctx, (&input, &output), shape, &args.options, &f16_mask);
+    costs.push(("f16 mask (against the f32 mask)", cost(&f32_mask, &with)?));
     Ok(costs)
+}
+
+/// Records the resident op on `input` into `output` with `options` and `inputs`.
+fn fused<'a>(
+    ctx: &'a Context,
+    (input, output): (&'a wgpu::Buffer, &'a wgpu::Buffer),
+    shape: Shape,
+    options: &'a Options,
+    inputs: &'a RowInputs<'a>,
+) -> impl Fn(&mut wgpu::CommandEncoder) -> wgpu_softmax::Result<()> + 'a {
+    move |enc| {
+        ctx.encode_with(
+            enc,
+            MatrixView::new(input),
+            MatrixView::new(output),
+            shape,
+            options,
+            inputs,
+        )
+    }
 }
 
 fn csv(rows: &[Row]) -> String {

@@ -53,7 +53,7 @@ fn softmax_backward(
     for (var i = lid; i < n4; i += WORKGROUP_SIZE) {
         block += dot(read_dst4(g4_base + i), weight4(read_src4(y4_base + i)));
         count += 1u;
-        if count == BLOCK {
+        if count == GROUP * BLOCK {
             total += block;
             block = 0.0;
             count = 0u;

@@ -4,8 +4,8 @@
 //! On the GPU, 16-bit values are read and written as pairs in `u32` words, decoded and
 //! encoded by bit operations (`shaders/common/half.wgsl`), so neither needs
 //! `Features::SHADER_F16`. The host types [`F16`] and [`Bf16`] hold the raw bits and
-//! convert exactly as the shaders do: round to nearest, ties to even, overflow to
-//! infinity, NaN kept NaN.
+//! convert by the same rules as the shaders: round to nearest, ties to even, overflow
+//! to infinity, NaN kept NaN.
 
 /// How the elements of a matrix (or a mask) are stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -348,7 +348,7 @@ impl Context {
         let layout = ChunkLayout::new::<T, U>(self, shape.cols);
         let row_bytes = layout.row_bytes();
         let max_rows_by_buffer =
-            (self.caps.max_buffer_size.saturating_sub(layout.gap) / row_bytes) as usize;
+            (self.caps.max_buffer_size.saturating_sub(layout.gap()) / row_bytes) as usize;
         let chunk_rows = ((self.options.host_chunk_bytes / row_bytes) as usize)
             .clamp(1, shape.rows)
             .min(max_rows_by_buffer);
@@ -417,7 +417,7 @@ impl Context {
                     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 });
-                self.queue.write_buffer(&buffer, 0, bytes);
+                write_words(&self.queue, &buffer, bytes);
                 buffer
             })
         };
@@ -426,15 +426,10 @@ impl Context {
                 Some((upload("wgpu-softmax mask", bytemuck::cast_slice(m))?, rows)),
                 Dtype::F32,
             ),
-            (None, Some((m, rows))) => {
-                // Queue writes are whole words: an odd count gets one f16 of padding.
-                let mut words = bytemuck::cast_slice::<F16, u8>(m).to_vec();
-                words.resize(words.len().next_multiple_of(4), 0);
-                (
-                    Some((upload("wgpu-softmax mask", &words)?, rows)),
-                    Dtype::F16,
-                )
-            }
+            (None, Some((m, rows))) => (
+                Some((upload("wgpu-softmax mask", bytemuck::cast_slice(m))?, rows)),
+                Dtype::F16,
+            ),
             (None, None) => (None, Dtype::F32),
         };
         Ok(InputBuffers {
@@ -803,8 +798,6 @@ pub(crate) struct ChunkLayout {
     align: u64,
     /// Whether the output has its own region.
     separate: bool,
-    /// The most bytes the output's alignment adds.
-    gap: u64,
 }
 
 impl ChunkLayout {
@@ -817,7 +810,15 @@ impl ChunkLayout {
             out_elem: U::DTYPE.size(),
             align,
             separate,
-            gap: if separate { align } else { 0 },
+        }
+    }
+
+    /// The most bytes the output's alignment adds to a chunk.
+    fn gap(&self) -> u64 {
+        if self.separate {
+            self.align
+        } else {
+            0
         }
     }
 
@@ -861,8 +862,8 @@ impl ChunkLayout {
     }
 }
 
-/// Writes `bytes` at the start of `buffer`; queue writes are whole words, so an odd
-/// 16-bit tail goes in one padded word.
+/// Writes `bytes` at the start of `buffer` (which holds them rounded up to a word);
+/// queue writes are whole words, so an odd 16-bit tail goes in one padded word.
 fn write_words(queue: &wgpu::Queue, buffer: &wgpu::Buffer, bytes: &[u8]) {
     let whole = bytes.len() / 4 * 4;
     if whole > 0 {

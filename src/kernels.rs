@@ -76,9 +76,10 @@ impl Shader {
         matches!(self, Shader::SubgroupRow | Shader::WorkgroupSubgroup)
     }
 
-    /// The WGSL source with f32 input and output: see [`Shader::source_for`].
+    /// The WGSL source with f32 input and output and a mask read as words: see
+    /// [`Shader::source_with_mask`].
     pub fn source(self, row_inputs: bool) -> String {
-        self.source_for(row_inputs, Dtype::F32, Dtype::F32)
+        self.source_with_mask(row_inputs, Dtype::F32, Dtype::F32, None)
     }
 
     /// The WGSL source as compiled: the common helpers, the input's and the output's
@@ -86,13 +87,9 @@ impl Shader {
     /// `common/half.wgsl`), the row inputs (mask, lengths, temperatures: three more
     /// bindings) or their stand-ins, the workgroup-memory trees for the shaders that use
     /// them, then the shader's own file. f16 and bf16 share their text; an override
-    /// constant tells them apart.
-    pub fn source_for(self, row_inputs: bool, src: Dtype, dst: Dtype) -> String {
-        self.source_with_mask(row_inputs, src, dst, None)
-    }
-
-    /// [`Shader::source_for`] with the mask read four elements at a time, for masks of
-    /// `Some(dtype)` whose rows start on four-element boundaries (else `None`: as words).
+    /// constant tells them apart. `vec4_mask` is `Some(mask dtype)` for a mask whose
+    /// rows start on four-element boundaries, read four elements at a time (`None`: read
+    /// as words).
     pub fn source_with_mask(
         self,
         row_inputs: bool,

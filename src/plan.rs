@@ -160,15 +160,6 @@ pub struct Placement {
 }
 
 impl Placement {
-    /// Packed rows of `cols` f32 elements from byte `offset`.
-    pub fn packed_f32(offset: u64, cols: usize) -> Self {
-        Placement {
-            offset,
-            row_stride: cols,
-            elem_bytes: 4,
-        }
-    }
-
     /// Whether rows can be read in fours: each row starts on a boundary of four
     /// elements, and so does the binding that holds it (bindings start at multiples of
     /// `align` bytes).

@@ -426,7 +426,7 @@ fn max_bad1(acc: MaxBad, x: f32) -> MaxBad {
     return MaxBad(select(max(acc.m, x), acc.m, non_finite), acc.bad | poison);
 }
 
-// Loads vec4s first + k * step (k < CACHE) of the row body into `cache` and returns
+// Loads vec4s first + k * step (k < CACHE_SLOTS) of the row body into `cache` and returns
 // their max and poison flag, tail scalars included. Slots past the row stay unused.
 fn cache_load(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f32>, CACHE>>) -> MaxBad {
     let n4 = params.cols / 4u;
