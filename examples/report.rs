@@ -7,9 +7,13 @@
 //!
 //! `cargo run --release --example report -- [--size-mib N] [--iters N] [--repeats N]
 //!  [--cols 32,128,...] [--out DIR] [--log] [--kernel thread-row|subgroup-row|
-//!  workgroup-subgroup|workgroup-shared] [--wg N]`
+//!  workgroup-subgroup|workgroup-shared] [--wg N] [--versus CONFIG,...]`
 //!
 //! `--kernel` and `--wg` force the kernel and workgroup size (for tuning the planner).
+//! `--versus planner,workgroup-subgroup:16,...` instead measures, per `--cols` shape, the
+//! planner's choice and each forced kernel (with an optional workgroup size after the
+//! colon) against the copy kernel in the same interleaved rounds, and prints only that
+//! table: the A/B comparison behind each planner threshold.
 //!
 //! GPU time is wall time over `--iters` dispatches recorded in one submission (map and
 //! poll outside the timed region), the median of `--repeats` runs. The default matrix is
@@ -35,6 +39,18 @@ struct Args {
     cols: Vec<usize>,
     out: PathBuf,
     options: Options,
+    /// Configurations for `--versus`: a name and the options it runs with.
+    versus: Vec<(String, Options)>,
+}
+
+fn parse_kernel(name: &str) -> Result<RowKernel, String> {
+    Ok(match name {
+        "thread-row" => RowKernel::ThreadPerRow,
+        "subgroup-row" => RowKernel::SubgroupPerRow,
+        "workgroup-subgroup" => RowKernel::WorkgroupSubgroup,
+        "workgroup-shared" => RowKernel::WorkgroupShared,
+        other => return Err(format!("unknown kernel {other:?}")),
+    })
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -45,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
         cols: DEFAULT_COLS.to_vec(),
         out: PathBuf::from("target/report"),
         options: Options::softmax(),
+        versus: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,13 +80,23 @@ fn parse_args() -> Result<Args, String> {
             "--log" => args.options.op = wgpu_softmax::Op::LogSoftmax,
             "--wg" => args.options.workgroup_size = Some(number(value()?)? as u32),
             "--kernel" => {
-                args.options.kernel = Some(match value()?.as_str() {
-                    "thread-row" => RowKernel::ThreadPerRow,
-                    "subgroup-row" => RowKernel::SubgroupPerRow,
-                    "workgroup-subgroup" => RowKernel::WorkgroupSubgroup,
-                    "workgroup-shared" => RowKernel::WorkgroupShared,
-                    other => return Err(format!("--kernel: unknown kernel {other:?}")),
-                })
+                args.options.kernel =
+                    Some(parse_kernel(&value()?).map_err(|e| format!("--kernel: {e}"))?)
+            }
+            "--versus" => {
+                for config in value()?.split(',') {
+                    let (kernel, wg) = match config.split_once(':') {
+                        Some((k, w)) => (k, Some(number(w.to_string())? as u32)),
+                        None => (config, None),
+                    };
+                    let mut options = Options::softmax();
+                    if kernel != "planner" {
+                        options.kernel =
+                            Some(parse_kernel(kernel).map_err(|e| format!("--versus: {e}"))?);
+                    }
+                    options.workgroup_size = wg;
+                    args.versus.push((config.to_string(), options));
+                }
             }
             "--cols" => {
                 args.cols = value()?
@@ -615,6 +642,57 @@ fn chart(path: &std::path::Path, title: &str, rows: &[Row]) -> Result<(), String
     draw().map_err(|e| e.to_string())
 }
 
+/// `--versus`: per shape, each configuration against the copy kernel in the same
+/// interleaved rounds. Prints the median of per-round ratios and, less touched by a
+/// shared machine's slow spells, the ratio of the fastest rounds.
+fn versus(ctx: &Context, copy: &CopyKernel, args: &Args, size: u64) -> Result<(), String> {
+    let mut table = format!(
+        "Adapter: {}; {} dispatches per submission, {} rounds\n\n| rows x cols | kernel | softmax / copy kernel (median) | at the fastest rounds |\n| --- | --- | --- | --- |\n",
+        ctx.adapter_info().name,
+        args.iters,
+        args.repeats
+    );
+    for &cols in &args.cols {
+        let rows = ((size / 4) as usize / cols).max(1);
+        eprintln!("measuring {rows} x {cols} ...");
+        let bytes = ((rows * cols * 4) as u64).next_multiple_of(16);
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        let (input, output) = (buffer(ctx, bytes, usage), buffer(ctx, bytes, usage));
+        ctx.queue().write_buffer(
+            &input,
+            0,
+            bytemuck::cast_slice(&logits(rows * cols, cols as u64)),
+        );
+        let bound = copy
+            .bind(&input, &output, bytes)
+            .map_err(|e| e.to_string())?;
+        let copy_kernel: Recorder = &|enc| {
+            bound.record(enc);
+            Ok(())
+        };
+        let plain = RowInputs::default();
+        let shape = Shape::new(rows, cols);
+        let configs: Vec<_> = args
+            .versus
+            .iter()
+            .map(|(_, options)| fused(ctx, (&input, &output), shape, options, &plain))
+            .collect();
+        let mut recorders = vec![copy_kernel];
+        recorders.extend(configs.iter().map(|r| r as Recorder));
+        let t = time_rounds(ctx, args.iters, args.repeats, &recorders)?;
+        let fastest = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        for ((name, _), times) in args.versus.iter().zip(&t[1..]) {
+            table += &format!(
+                "| {rows} x {cols} | {name} | {:.2} | {:.2} |\n",
+                median_ratio(&t[0], times),
+                fastest(&t[0]) / fastest(times)
+            );
+        }
+    }
+    println!("{table}");
+    Ok(())
+}
+
 fn run(args: Args) -> Result<(), String> {
     let ctx = Context::new_blocking().map_err(|e| e.to_string())?;
     let copy = CopyKernel::new(ctx.device(), ctx.queue()).map_err(|e| e.to_string())?;
@@ -622,6 +700,9 @@ fn run(args: Args) -> Result<(), String> {
     let size = args.size_mib.unwrap_or(if software { 16 } else { 256 }) << 20;
     // One binding holds the whole matrix of the copy kernel; stay inside it.
     let size = size.min(ctx.caps().max_storage_binding_size / 16 * 16);
+    if !args.versus.is_empty() {
+        return versus(&ctx, &copy, &args, size);
+    }
     let mut rows = Vec::new();
     for &cols in &args.cols {
         let r = ((size / 4) as usize / cols).max(1);

@@ -267,10 +267,10 @@ pub const SPLIT_MIN_PART_COLS: usize = 8192;
 /// Invocations per workgroup of the workgroup kernels on software adapters, where every
 /// barrier costs a switch through all of a workgroup's invocations.
 pub const SOFTWARE_WORKGROUP: u32 = 32;
-/// The same (at most) for the workgroup kernel with subgroups, which software adapters
-/// use for rows too long for one subgroup's cache but not for this many invocations'
-/// (each reduction is one barrier, through 8 subgroups of 8 on lavapipe). Rows that 32
-/// invocations cache in 32 vec4 each get 32.
+/// The most for the workgroup kernel with subgroups, which software adapters use for
+/// rows too long for one subgroup's cache but not for this many invocations' (each
+/// reduction is one barrier, through 8 subgroups of 8 on lavapipe). Shorter rows get
+/// the fewest invocations that cache them.
 pub const SOFTWARE_SUBGROUP_WORKGROUP: u32 = 64;
 /// On software adapters without subgroups, rows up to this long run one invocation per
 /// row (no barriers), however few the rows.
@@ -341,16 +341,13 @@ pub fn workgroup_size(kernel: RowKernel, cols: usize, vec4: bool, caps: &DeviceC
             .min(limit)
             .max(caps.subgroup_max_size.min(limit)),
         RowKernel::WorkgroupSubgroup if caps.software => {
-            // Half the invocations while each still caches at most 32 vec4: fewer to
-            // switch through at each barrier.
-            let half = SOFTWARE_SUBGROUP_WORKGROUP / 2;
+            // The fewest invocations whose caches hold the row, and at least two
+            // subgroups: each barrier switches through every subgroup, and a workgroup
+            // of 16 caching 64 vec4 a lane beat one of 32 caching 32 at 4096 columns.
             let loads = if vec4 { cols / 4 } else { cols };
-            if loads.div_ceil(half as usize) <= 32 {
-                half
-            } else {
-                SOFTWARE_SUBGROUP_WORKGROUP
-            }
-            .min(limit)
+            let wanted = loads.div_ceil(SOFTWARE_CACHE_VEC4).next_power_of_two() as u32;
+            let least = (2 * caps.subgroup_max_size).min(SOFTWARE_SUBGROUP_WORKGROUP);
+            wanted.clamp(least, SOFTWARE_SUBGROUP_WORKGROUP).min(limit)
         }
         RowKernel::WorkgroupShared | RowKernel::SplitRow if caps.software => {
             SOFTWARE_WORKGROUP.min(limit)
@@ -796,7 +793,10 @@ mod tests {
             RowKernel::WorkgroupSubgroup
         );
         let wg = |cols| workgroup_size(RowKernel::WorkgroupSubgroup, cols, true, &caps);
-        assert_eq!((wg(4096), wg(4100), wg(16384)), (32, 64, 64));
+        assert_eq!(
+            (wg(2052), wg(4096), wg(4100), wg(8192), wg(16384)),
+            (16, 16, 32, 32, 64)
+        );
         assert_eq!(
             choose_kernel(1000, 16_384, &caps),
             RowKernel::WorkgroupSubgroup
