@@ -3,7 +3,9 @@
 //! the copy engine (`copy_buffer_to_buffer`); the host path against upload plus readback
 //! alone; batch-1 latency against an empty submission's round trip. Prints a markdown
 //! table and writes `report.md`, `report.csv` and `report.png` (softmax as a fraction of
-//! the copy kernel, against cols) to `--out` (default `target/report`).
+//! the copy kernel, against cols) to `--out` (default `target/report`). A last table,
+//! also in `scaling.csv`, times 4096-column matrices from 1 MiB doubling up to four times
+//! the default size, to show whether time grows linearly with size.
 //!
 //! `cargo run --release --example report -- [--size-mib N] [--iters N] [--repeats N]
 //!  [--cols 32,128,...] [--out DIR] [--log] [--kernel thread-row|subgroup-row|
@@ -31,6 +33,8 @@ use wgpu_softmax::{
 
 const DEFAULT_COLS: [usize; 9] = [32, 128, 512, 1024, 4096, 16384, 32000, 131072, 262144];
 const LATENCY_COLS: [usize; 2] = [32000, 262144];
+/// Row length of the scaling table (matrices from 1 MiB to four times `--size-mib`).
+const SCALING_COLS: usize = 4096;
 
 struct Args {
     size_mib: Option<u64>,
@@ -642,6 +646,95 @@ fn chart(path: &std::path::Path, title: &str, rows: &[Row]) -> Result<(), String
     draw().map_err(|e| e.to_string())
 }
 
+/// One size of the scaling table: seconds per dispatch of softmax and the copy kernel.
+struct Scale {
+    bytes: u64,
+    rows: usize,
+    softmax_s: f64,
+    copy_s: f64,
+    softmax_over_copy: f64,
+}
+
+/// Time against size: softmax and the copy kernel on rows of [`SCALING_COLS`], from
+/// 1 MiB doubling up to `max` bytes. Every submission moves about the same bytes (more
+/// dispatches of a smaller matrix), so a fixed cost per dispatch, or a device left
+/// partly idle by few rows, shows as a lower rate at the small sizes.
+fn scaling(ctx: &Context, copy: &CopyKernel, args: &Args, max: u64) -> Result<Vec<Scale>, String> {
+    let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+    let max_rows = ((max / 4) as usize / SCALING_COLS).max(1);
+    let max = (max_rows * SCALING_COLS * 4) as u64;
+    let (input, output) = (buffer(ctx, max, usage), buffer(ctx, max, usage));
+    ctx.queue().write_buffer(
+        &input,
+        0,
+        bytemuck::cast_slice(&logits(max_rows * SCALING_COLS, 11)),
+    );
+    let mut out = Vec::new();
+    let mut rows = ((1 << 20) / 4 / SCALING_COLS).min(max_rows);
+    loop {
+        let bytes = (rows * SCALING_COLS * 4) as u64;
+        eprintln!("measuring {rows} x {SCALING_COLS} for the scaling table ...");
+        let bound = copy
+            .bind(&input, &output, bytes)
+            .map_err(|e| e.to_string())?;
+        let copy_kernel: Recorder = &|enc| {
+            bound.record(enc);
+            Ok(())
+        };
+        let shape = Shape::new(rows, SCALING_COLS);
+        let softmax: Recorder = &|enc| {
+            ctx.encode(
+                enc,
+                MatrixView::new(&input),
+                MatrixView::new(&output),
+                shape,
+                &args.options,
+            )
+        };
+        let iters = args.iters * (max / bytes).max(1) as u32;
+        let t = time_rounds(ctx, iters, args.repeats, &[copy_kernel, softmax])?;
+        out.push(Scale {
+            bytes,
+            rows,
+            softmax_s: median(t[1].clone()),
+            copy_s: median(t[0].clone()),
+            softmax_over_copy: median_ratio(&t[0], &t[1]),
+        });
+        if rows == max_rows {
+            return Ok(out);
+        }
+        rows = (rows * 2).min(max_rows);
+    }
+}
+
+fn scaling_markdown(scales: &[Scale]) -> String {
+    let gbs = |s: &Scale, t: f64| s.bytes as f64 * 2.0 / t / 1e9;
+    let mut md = String::from(
+        "\n| matrix MiB | rows x cols | softmax GB/s | copy kernel GB/s | softmax / copy kernel |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for s in scales {
+        md += &format!(
+            "| {:.0} | {} x {SCALING_COLS} | {:.2} | {:.2} | {:.2} |\n",
+            s.bytes as f64 / (1 << 20) as f64,
+            s.rows,
+            gbs(s, s.softmax_s),
+            gbs(s, s.copy_s),
+            s.softmax_over_copy
+        );
+    }
+    let rates: Vec<f64> = scales.iter().map(|s| gbs(s, s.softmax_s)).collect();
+    let ratios: Vec<f64> = scales.iter().map(|s| s.softmax_over_copy).collect();
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        (lo, v.iter().copied().fold(lo, f64::max))
+    };
+    let ((rate_lo, rate_hi), (ratio_lo, ratio_hi)) = (range(&rates), range(&ratios));
+    md += &format!(
+        "\nAcross these sizes: softmax {rate_lo:.2}-{rate_hi:.2} GB/s, {ratio_lo:.2}-{ratio_hi:.2} of the copy kernel (time linear in size: a flat rate).\n"
+    );
+    md
+}
+
 /// `--versus`: per shape, each configuration against the copy kernel in the same
 /// interleaved rounds. Prints the median of per-round ratios and, less touched by a
 /// shared machine's slow spells, the ratio of the fastest rounds.
@@ -718,6 +811,10 @@ fn run(args: Args) -> Result<(), String> {
         let (call, empty) = latency(&ctx, cols, &planned)?;
         lat.push((cols, call, empty));
     }
+    let max_scaled = (4 * size)
+        .min(ctx.caps().max_storage_binding_size / 16 * 16)
+        .min(ctx.caps().max_buffer_size / 16 * 16);
+    let scales = scaling(&ctx, &copy, &args, max_scaled)?;
     let (feature_rows, feature_cols) = (((size / 4) as usize / 4096).max(1), 4096);
     eprintln!("measuring fused inputs on {feature_rows} x {feature_cols} ...");
     let costs = feature_costs(&ctx, &args, feature_rows, feature_cols)?;
@@ -728,14 +825,27 @@ fn run(args: Args) -> Result<(), String> {
     for (name, ratio) in &costs {
         table += &format!("| {name} | {ratio:.2} |\n");
     }
+    table += &scaling_markdown(&scales);
     println!("{table}");
     std::fs::create_dir_all(&args.out).map_err(|e| e.to_string())?;
     std::fs::write(args.out.join("report.md"), &table).map_err(|e| e.to_string())?;
     std::fs::write(args.out.join("report.csv"), csv(&rows)).map_err(|e| e.to_string())?;
+    let mut scaling_csv =
+        String::from("bytes,rows,cols,softmax_s,copy_kernel_s,softmax_over_copy\n");
+    for s in &scales {
+        scaling_csv += &format!(
+            "{},{},{SCALING_COLS},{:e},{:e},{:.4}\n",
+            s.bytes, s.rows, s.softmax_s, s.copy_s, s.softmax_over_copy
+        );
+    }
+    std::fs::write(args.out.join("scaling.csv"), scaling_csv).map_err(|e| e.to_string())?;
     let info = ctx.adapter_info();
     let title = format!("softmax / copy kernel: {} ({:?})", info.name, info.backend);
     match chart(&args.out.join("report.png"), &title, &rows) {
-        Ok(()) => eprintln!("wrote {}", args.out.join("report.{md,csv,png}").display()),
+        Ok(()) => eprintln!(
+            "wrote {} and scaling.csv",
+            args.out.join("report.{md,csv,png}").display()
+        ),
         Err(e) => eprintln!("chart skipped: {e}"),
     }
     Ok(())

@@ -979,3 +979,74 @@ fn the_sharded_example_matches_the_unsplit_softmax() {
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert!(stdout.contains("matches the unsplit softmax"), "{stdout}");
 }
+
+/// The benchmark report, at its smallest: it runs to the end on this adapter and writes
+/// its tables, each shape's row with a softmax / copy ratio that is a positive number.
+/// Too few rounds to mean anything about speed; this only keeps the report working.
+#[test]
+fn the_report_runs_and_writes_its_tables() {
+    let dir = TempFile::new("report", "out");
+    let out = Command::new(example("report"))
+        .args(["--size-mib", "1", "--repeats", "1", "--iters", "1"])
+        .args(["--cols", "32,1000", "--out", dir.arg()])
+        .output()
+        .expect("the report example starts");
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let md = std::fs::read_to_string(dir.0.join("report.md")).expect("report.md written");
+    for shape in ["8192 x 32", "262 x 1000"] {
+        let row = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {shape} |")))
+            .unwrap_or_else(|| panic!("no row for {shape} in:\n{md}"));
+        let ratio: f64 = row.split('|').nth(6).unwrap().trim().parse().unwrap();
+        assert!(ratio > 0.0 && ratio.is_finite(), "{row}");
+    }
+    let csv = std::fs::read_to_string(dir.0.join("report.csv")).expect("report.csv written");
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    // Scaling: 1 MiB doubling up to four times --size-mib.
+    let scaling = std::fs::read_to_string(dir.0.join("scaling.csv")).expect("scaling.csv");
+    let sizes: Vec<&str> = scaling
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(sizes, ["1048576", "2097152", "4194304"], "{scaling}");
+    std::fs::remove_dir_all(&dir.0).ok();
+}
+
+/// `--versus` prints one row per shape and configuration, and names a bad kernel.
+#[test]
+fn the_report_compares_kernel_choices() {
+    let out = Command::new(example("report"))
+        .args([
+            "--size-mib",
+            "1",
+            "--repeats",
+            "1",
+            "--iters",
+            "1",
+            "--cols",
+            "256",
+        ])
+        .args(["--versus", "planner,thread-row,workgroup-shared:64"])
+        .output()
+        .expect("the report example starts");
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for config in ["planner", "thread-row", "workgroup-shared:64"] {
+        assert!(
+            stdout.contains(&format!("| 1024 x 256 | {config} |")),
+            "{stdout}"
+        );
+    }
+    let out = Command::new(example("report"))
+        .args(["--versus", "no-such-kernel"])
+        .output()
+        .expect("the report example starts");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unknown kernel"),
+        "{}",
+        text(&out.stderr)
+    );
+}
