@@ -545,8 +545,8 @@ pub fn plan(
 }
 
 /// Register-cache slots per invocation for a kernel's rows: the invocation's share of
-/// the row's vec4 body (with the fewest lanes a row may get), rounded up to a power of
-/// two; 0 where rows are not cached (no vec4 access, split rows, or a share beyond
+/// the row's vec4 body (with the fewest lanes a row may get), rounded up to a multiple
+/// of 4 (to 1, 2 or 4 below that); 0 where rows are not cached (no vec4 access, split rows, or a share beyond
 /// [`CACHE_VEC4`]; on software adapters [`SOFTWARE_CACHE_VEC4`] or, without subgroups,
 /// [`SOFTWARE_GL_CACHE_VEC4`]).
 pub fn cache_slots(
@@ -566,7 +566,14 @@ pub fn cache_slots(
     if !vec4 || kernel == RowKernel::SplitRow || share > cap as u64 {
         0
     } else {
-        share.max(1).next_power_of_two() as u32
+        // Few pipeline variants, few empty slots: on software adapters an empty slot
+        // costs about what a full one does.
+        let share = share.max(1);
+        if share <= 4 {
+            share.next_power_of_two() as u32
+        } else {
+            share.next_multiple_of(4) as u32
+        }
     }
 }
 
@@ -1193,7 +1200,7 @@ mod tests {
             RowKernel::WorkgroupSubgroup,
         ] {
             for cols in [
-                4, 5, 31, 32, 33, 64, 100, 128, 129, 512, 513, 2048, 4096, 20000,
+                4, 5, 20, 31, 32, 33, 40, 44, 64, 100, 128, 129, 200, 512, 513, 2048, 4096, 20000,
             ] {
                 let p = plan(
                     3,
@@ -1213,10 +1220,15 @@ mod tests {
                     assert!(share > CACHE_VEC4, "{kernel:?} {cols}: not cached");
                 } else {
                     let slots = p.cache_slots as usize;
-                    assert!(slots.is_power_of_two() && slots <= CACHE_VEC4);
-                    // Every row of the plan fits, and half as many slots would not.
+                    assert!(slots <= CACHE_VEC4, "{kernel:?} {cols}: {slots}");
+                    // Every row of the plan fits; below 4 slots the next power of two,
+                    // from 4 the next multiple of 4 (at most 3 slots empty).
                     assert!(share <= slots, "{kernel:?} {cols}: {share} > {slots}");
-                    assert!(slots == 1 || share > slots / 2, "{kernel:?} {cols}");
+                    if share <= 4 {
+                        assert_eq!(slots, share.next_power_of_two(), "{kernel:?} {cols}");
+                    } else {
+                        assert_eq!(slots, share.next_multiple_of(4), "{kernel:?} {cols}");
+                    }
                 }
             }
         }
