@@ -211,8 +211,9 @@ pub struct Plan {
     pub workgroup_size: u32,
     /// Whether rows are read and written as `vec4` (scalar tail for `cols % 4`).
     pub vec4: bool,
-    /// Register-cache slots (vec4s) per invocation: the fewest, as a power of two, that
-    /// hold an invocation's share of a row; 0 when rows are swept instead of cached.
+    /// Register-cache slots (vec4s) per invocation: the fewest, as a multiple of 4 (or
+    /// 1 or 2), that hold an invocation's share of a row; 0 when rows are swept instead
+    /// of cached.
     pub cache_slots: u32,
     /// The dispatches, in row order.
     pub chunks: Vec<Chunk>,
