@@ -270,9 +270,12 @@ pub const SPLIT_MIN_PART_COLS: usize = 8192;
 pub const SOFTWARE_WORKGROUP: u32 = 32;
 /// The most for the workgroup kernel with subgroups, which software adapters use for
 /// rows too long for one subgroup's cache but not for this many invocations' (each
-/// reduction is one barrier, through 8 subgroups of 8 on lavapipe). Shorter rows get
-/// the fewest invocations that cache them.
-pub const SOFTWARE_SUBGROUP_WORKGROUP: u32 = 64;
+/// reduction is one barrier, which switches through every subgroup): on lavapipe two
+/// subgroups of 8, caching up to 4096 columns (0.88 of the copy kernel there, against
+/// 0.71-0.73 sweeping). Longer rows are swept by one subgroup: a workgroup of 32 or 64
+/// caching them was no faster on average in interleaved runs and far less steady
+/// (16384 columns: 0.61-0.83 against 0.73-0.76).
+pub const SOFTWARE_SUBGROUP_WORKGROUP: u32 = 16;
 /// On software adapters without subgroups, rows up to this long run one invocation per
 /// row (no barriers), however few the rows.
 pub const SOFTWARE_THREAD_PER_ROW_MAX_COLS: usize = 256;
@@ -307,8 +310,9 @@ pub fn choose_kernel(rows: usize, cols: usize, caps: &DeviceCaps) -> RowKernel {
     } else if !caps.subgroups {
         RowKernel::WorkgroupShared
     } else if caps.software {
-        // A subgroup while it can cache the row; then a workgroup while it can (its two
-        // barriers cost less than reading the row twice); beyond, a subgroup sweeping.
+        // A subgroup while it can cache the row; then a small workgroup while it can
+        // (its two barriers cost less than reading the row twice); beyond, a subgroup
+        // sweeping.
         let cached_by = |lanes: usize| cols / 4 <= lanes * SOFTWARE_CACHE_VEC4;
         if !cached_by(caps.subgroup_min_size as usize)
             && cached_by(SOFTWARE_SUBGROUP_WORKGROUP as usize)
@@ -342,13 +346,11 @@ pub fn workgroup_size(kernel: RowKernel, cols: usize, vec4: bool, caps: &DeviceC
             .min(limit)
             .max(caps.subgroup_max_size.min(limit)),
         RowKernel::WorkgroupSubgroup if caps.software => {
-            // The fewest invocations whose caches hold the row, and at least two
-            // subgroups: each barrier switches through every subgroup, and a workgroup
-            // of 16 caching 64 vec4 a lane beat one of 32 caching 32 at 4096 columns.
-            let loads = if vec4 { cols / 4 } else { cols };
-            let wanted = loads.div_ceil(SOFTWARE_CACHE_VEC4).next_power_of_two() as u32;
-            let least = (2 * caps.subgroup_max_size).min(SOFTWARE_SUBGROUP_WORKGROUP);
-            wanted.clamp(least, SOFTWARE_SUBGROUP_WORKGROUP).min(limit)
+            // Few subgroups: each barrier switches through every one of them (see
+            // SOFTWARE_SUBGROUP_WORKGROUP).
+            SOFTWARE_SUBGROUP_WORKGROUP
+                .max(caps.subgroup_max_size)
+                .min(limit)
         }
         RowKernel::WorkgroupShared | RowKernel::SplitRow if caps.software => {
             SOFTWARE_WORKGROUP.min(limit)
@@ -794,25 +796,36 @@ mod tests {
         assert_eq!(choose_kernel(1000, 128, &caps), RowKernel::ThreadPerRow);
         assert_eq!(choose_kernel(1000, 132, &caps), RowKernel::SubgroupPerRow);
         // Rows a subgroup of 8 caches (64 vec4 a lane: 2048 columns), then rows a
-        // workgroup of up to 64 caches (16384), with its two barriers.
+        // workgroup of two subgroups caches (4096), with its two barriers; longer rows
+        // are swept by a subgroup.
         assert_eq!(choose_kernel(1000, 2048, &caps), RowKernel::SubgroupPerRow);
         assert_eq!(
             choose_kernel(1000, 2052, &caps),
             RowKernel::WorkgroupSubgroup
         );
         let wg = |cols| workgroup_size(RowKernel::WorkgroupSubgroup, cols, true, &caps);
+        assert_eq!((wg(2052), wg(4096), wg(16384)), (16, 16, 16));
         assert_eq!(
-            (wg(2052), wg(4096), wg(4100), wg(8192), wg(16384)),
-            (16, 16, 32, 32, 64)
-        );
-        assert_eq!(
-            choose_kernel(1000, 16_384, &caps),
+            choose_kernel(1000, 4096, &caps),
             RowKernel::WorkgroupSubgroup
         );
+        assert_eq!(choose_kernel(1000, 4100, &caps), RowKernel::SubgroupPerRow);
         assert_eq!(
-            choose_kernel(1000, 16_388, &caps),
+            choose_kernel(1000, 16_384, &caps),
             RowKernel::SubgroupPerRow
         );
+        let p = plan(
+            100,
+            4096,
+            contiguous(4096),
+            contiguous(4096),
+            Tuning::default(),
+            &caps,
+        )
+        .unwrap();
+        assert_eq!(p.kernel, RowKernel::WorkgroupSubgroup);
+        assert_eq!(p.workgroup_size, SOFTWARE_SUBGROUP_WORKGROUP);
+        assert_eq!(p.cache_slots, 64);
         let p = plan(
             100,
             16384,
@@ -822,8 +835,8 @@ mod tests {
             &caps,
         )
         .unwrap();
-        assert_eq!(p.workgroup_size, SOFTWARE_SUBGROUP_WORKGROUP);
-        assert_eq!(p.cache_slots, 64);
+        assert_eq!(p.kernel, RowKernel::SubgroupPerRow);
+        assert_eq!(p.cache_slots, 0);
         let no_subgroups = DeviceCaps {
             subgroups: false,
             ..caps
