@@ -93,6 +93,8 @@ fn parse_args() -> Result<Args, String> {
                         Some((k, w)) => (k, Some(number(w.to_string())? as u32)),
                         None => (config, None),
                     };
+                    // Only the kernel and workgroup size are kept: the op comes from
+                    // the other flags, whatever their order.
                     let mut options = Options::softmax();
                     if kernel != "planner" {
                         options.kernel =
@@ -691,7 +693,9 @@ fn scaling(ctx: &Context, copy: &CopyKernel, args: &Args, max: u64) -> Result<Ve
                 &args.options,
             )
         };
-        let iters = args.iters * (max / bytes).max(1) as u32;
+        let iters = args
+            .iters
+            .saturating_mul(u32::try_from(max / bytes).unwrap_or(u32::MAX).max(1));
         let t = time_rounds(ctx, iters, args.repeats, &[copy_kernel, softmax])?;
         out.push(Scale {
             bytes,
@@ -730,7 +734,7 @@ fn scaling_markdown(scales: &[Scale]) -> String {
     };
     let ((rate_lo, rate_hi), (ratio_lo, ratio_hi)) = (range(&rates), range(&ratios));
     md += &format!(
-        "\nAcross these sizes: softmax {rate_lo:.2}-{rate_hi:.2} GB/s, {ratio_lo:.2}-{ratio_hi:.2} of the copy kernel (time linear in size: a flat rate).\n"
+        "\nAcross these sizes: softmax {rate_lo:.2}-{rate_hi:.2} GB/s, {ratio_lo:.2}-{ratio_hi:.2} of the copy kernel (time linear in size would give a flat rate).\n"
     );
     md
 }
@@ -765,8 +769,28 @@ fn versus(ctx: &Context, copy: &CopyKernel, args: &Args, size: u64) -> Result<()
         };
         let plain = RowInputs::default();
         let shape = Shape::new(rows, cols);
-        let configs: Vec<_> = args
-            .versus
+        // Each configuration with the op of the other flags; one the planner refuses
+        // for this shape (a forced kernel that cannot take its rows) gets a row saying
+        // so and is left out of the rounds.
+        let mut kept = Vec::new();
+        for (name, forced) in &args.versus {
+            let mut options = args.options;
+            options.kernel = forced.kernel;
+            options.workgroup_size = forced.workgroup_size;
+            let mut probe = ctx.device().create_command_encoder(&Default::default());
+            let refused = ctx.encode(
+                &mut probe,
+                MatrixView::new(&input),
+                MatrixView::new(&output),
+                shape,
+                &options,
+            );
+            match refused {
+                Ok(()) => kept.push((name, options)),
+                Err(e) => table += &format!("| {rows} x {cols} | {name} | refused: {e} | |\n"),
+            }
+        }
+        let configs: Vec<_> = kept
             .iter()
             .map(|(_, options)| fused(ctx, (&input, &output), shape, options, &plain))
             .collect();
@@ -774,7 +798,7 @@ fn versus(ctx: &Context, copy: &CopyKernel, args: &Args, size: u64) -> Result<()
         recorders.extend(configs.iter().map(|r| r as Recorder));
         let t = time_rounds(ctx, args.iters, args.repeats, &recorders)?;
         let fastest = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-        for ((name, _), times) in args.versus.iter().zip(&t[1..]) {
+        for ((name, _), times) in kept.iter().zip(&t[1..]) {
             table += &format!(
                 "| {rows} x {cols} | {name} | {:.2} | {:.2} |\n",
                 median_ratio(&t[0], times),

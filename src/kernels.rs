@@ -576,7 +576,7 @@ mod tests {
             let source = shader.source(false);
             assert_eq!(source.matches(CACHE_SLOTS_DECLARATION).count(), 1);
             let loops = source.matches(CACHE_LOOP).count();
-            for slots in [0, 1, 4, 16, 128] {
+            for slots in [0, 1, 4, 12, 16, 60, 128] {
                 let s = with_cache_slots(&source, slots);
                 assert!(!s.contains(CACHE_LOOP));
                 assert!(s.contains(&format!("const CACHE_SLOTS: u32 = {slots}u;")));

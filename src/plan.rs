@@ -549,9 +549,9 @@ pub fn plan(
 
 /// Register-cache slots per invocation for a kernel's rows: the invocation's share of
 /// the row's vec4 body (with the fewest lanes a row may get), rounded up to a multiple
-/// of 4 (to 1, 2 or 4 below that); 0 where rows are not cached (no vec4 access, split rows, or a share beyond
-/// [`CACHE_VEC4`]; on software adapters [`SOFTWARE_CACHE_VEC4`] or, without subgroups,
-/// [`SOFTWARE_GL_CACHE_VEC4`]).
+/// of 4 (to 1, 2 or 4 below that); 0 where rows are not cached (no vec4 access, split
+/// rows, or a share beyond [`CACHE_VEC4`]; on software adapters
+/// [`SOFTWARE_CACHE_VEC4`] or, without subgroups, [`SOFTWARE_GL_CACHE_VEC4`]).
 pub fn cache_slots(
     kernel: RowKernel,
     cols: usize,
@@ -837,6 +837,21 @@ mod tests {
         .unwrap();
         assert_eq!(p.kernel, RowKernel::SubgroupPerRow);
         assert_eq!(p.cache_slots, 0);
+        // Slots round up to a multiple of 4: 375 and 750 vec4 over 8 and 16 lanes.
+        let slots = |cols| {
+            let p = plan(
+                100,
+                cols,
+                contiguous(cols),
+                contiguous(cols),
+                Tuning::default(),
+                &caps,
+            )
+            .unwrap();
+            (p.kernel, p.cache_slots)
+        };
+        assert_eq!(slots(1500), (RowKernel::SubgroupPerRow, 48));
+        assert_eq!(slots(3000), (RowKernel::WorkgroupSubgroup, 48));
         let no_subgroups = DeviceCaps {
             subgroups: false,
             ..caps

@@ -986,11 +986,7 @@ fn the_sharded_example_matches_the_unsplit_softmax() {
 #[test]
 fn the_report_runs_and_writes_its_tables() {
     let dir = TempFile::new("report", "out");
-    let out = Command::new(example("report"))
-        .args(["--size-mib", "1", "--repeats", "1", "--iters", "1"])
-        .args(["--cols", "32,1000", "--out", dir.arg()])
-        .output()
-        .expect("the report example starts");
+    let out = report(&["--cols", "32,1000", "--out", dir.arg()]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let md = std::fs::read_to_string(dir.0.join("report.md")).expect("report.md written");
     for shape in ["8192 x 32", "262 x 1000"] {
@@ -1014,39 +1010,51 @@ fn the_report_runs_and_writes_its_tables() {
     std::fs::remove_dir_all(&dir.0).ok();
 }
 
-/// `--versus` prints one row per shape and configuration, and names a bad kernel.
+/// The report example run with these arguments (tiny: 1 MiB, one round of one dispatch).
+fn report(args: &[&str]) -> Output {
+    Command::new(example("report"))
+        .args(["--size-mib", "1", "--repeats", "1", "--iters", "1"])
+        .args(args)
+        .output()
+        .expect("the report example starts")
+}
+
+/// `--versus` prints one row per shape and configuration, says which forced kernel the
+/// planner refuses for a shape (one invocation per row of 300000 columns passes a
+/// software adapter's loop cap) and measures the rest, and names a bad kernel.
 #[test]
 fn the_report_compares_kernel_choices() {
-    let out = Command::new(example("report"))
-        .args([
-            "--size-mib",
-            "1",
-            "--repeats",
-            "1",
-            "--iters",
-            "1",
-            "--cols",
-            "256",
-        ])
-        .args(["--versus", "planner,thread-row,workgroup-shared:64"])
-        .output()
-        .expect("the report example starts");
+    let out = report(&[
+        "--cols",
+        "256",
+        "--versus",
+        "planner,thread-row,workgroup-shared:64",
+    ]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
     for config in ["planner", "thread-row", "workgroup-shared:64"] {
-        assert!(
-            stdout.contains(&format!("| 1024 x 256 | {config} |")),
-            "{stdout}"
-        );
+        let row = format!("| 1024 x 256 | {config} |");
+        assert!(stdout.contains(&row), "{stdout}");
     }
-    let out = Command::new(example("report"))
-        .args(["--versus", "no-such-kernel"])
-        .output()
-        .expect("the report example starts");
+    let out = report(&["--cols", "300000", "--versus", "planner,thread-row"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let row = |config: &str| {
+        let start = format!("| 1 x 300000 | {config} |");
+        let line = stdout.lines().find(|l| l.starts_with(&start));
+        line.unwrap_or_else(|| panic!("no {config} row in:\n{stdout}"))
+    };
+    assert!(row("thread-row").contains("refused"), "{stdout}");
+    let ratio: f64 = row("planner")
+        .split('|')
+        .nth(3)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ratio > 0.0 && ratio.is_finite(), "{stdout}");
+    let out = report(&["--versus", "no-such-kernel"]);
     assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("unknown kernel"),
-        "{}",
-        text(&out.stderr)
-    );
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("unknown kernel"), "{stderr}");
 }
