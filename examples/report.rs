@@ -17,9 +17,11 @@
 //! colon) against the copy kernel in the same interleaved rounds, and prints only that
 //! table: the A/B comparison behind each planner threshold.
 //!
-//! GPU time is wall time over `--iters` dispatches recorded in one submission (map and
-//! poll outside the timed region), the median of `--repeats` runs. The default matrix is
-//! 16 MiB per shape on a software adapter and 256 MiB on a hardware one.
+//! GPU time covers `--iters` dispatches recorded in one submission, the median of
+//! `--repeats` runs: from two timestamps written on the encoder around them where the
+//! device has `TIMESTAMP_QUERY` and `TIMESTAMP_QUERY_INSIDE_ENCODERS`, else wall time
+//! from submission to completion (map and poll outside the timed region either way). The
+//! default matrix is 16 MiB per shape on a software adapter and 256 MiB on a hardware one.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -123,37 +125,142 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 type Recorder<'a> = &'a dyn Fn(&mut wgpu::CommandEncoder) -> wgpu_softmax::Result<()>;
 
+/// GPU time from two timestamps written on the encoder around the recorded work, where
+/// the device has `TIMESTAMP_QUERY` and `TIMESTAMP_QUERY_INSIDE_ENCODERS`.
+struct GpuTimer {
+    set: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    /// Nanoseconds per timestamp tick.
+    period_ns: f64,
+}
+
+impl GpuTimer {
+    const FEATURES: wgpu::Features =
+        wgpu::Features::TIMESTAMP_QUERY.union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
+
+    fn new(ctx: &Context) -> Option<Self> {
+        if !timestamps(ctx) {
+            return None;
+        }
+        Some(GpuTimer {
+            set: ctx.device().create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("report timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            }),
+            resolved: buffer(
+                ctx,
+                16,
+                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            ),
+            readback: buffer(
+                ctx,
+                16,
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            ),
+            period_ns: f64::from(ctx.queue().get_timestamp_period()),
+        })
+    }
+
+    /// Records the start timestamp.
+    fn start(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.write_timestamp(&self.set, 0);
+    }
+
+    /// Records the end timestamp and the copy of both to the readback buffer.
+    fn stop(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.write_timestamp(&self.set, 1);
+        encoder.resolve_query_set(&self.set, 0..2, &self.resolved, 0);
+        encoder.copy_buffer_to_buffer(&self.resolved, 0, &self.readback, 0, 16);
+    }
+
+    /// Seconds between the two timestamps of the finished submission, or None where the
+    /// driver gave no usable pair.
+    fn seconds(&self, ctx: &Context) -> Result<Option<f64>, String> {
+        let slice = self.readback.slice(..);
+        slice.map_async(wgpu::MapMode::Read, |_| {});
+        wait_idle(ctx)?;
+        let ticks: [u64; 2] = {
+            let view = slice.get_mapped_range().map_err(|e| e.to_string())?;
+            bytemuck::pod_read_unaligned(&view[..16])
+        };
+        self.readback.unmap();
+        let elapsed = ticks[1].wrapping_sub(ticks[0]) as f64 * self.period_ns * 1e-9;
+        Ok((ticks[1] > ticks[0] && elapsed > 0.0).then_some(elapsed))
+    }
+}
+
 /// Seconds per iteration of each recorder, per round: `iters` recordings in one
 /// submission, the recorders taking turns within each round (so that a slow spell of a
-/// shared machine hits all of them alike), after one warm-up submission each.
+/// shared machine hits all of them alike), after one warm-up submission each. GPU time
+/// from timestamps where `timer` is given (wall time where a pair is unusable), else
+/// wall time from submission to completion.
 fn time_rounds(
     ctx: &Context,
     iters: u32,
     repeats: usize,
     recorders: &[Recorder],
 ) -> Result<Vec<Vec<f64>>, String> {
+    let timer = GpuTimer::new(ctx);
     let mut times = vec![Vec::new(); recorders.len()];
     for round in 0..=repeats {
         let n = if round == 0 { 1 } else { iters };
         for (record, out) in recorders.iter().zip(&mut times) {
             let mut encoder = ctx.device().create_command_encoder(&Default::default());
+            if let Some(t) = &timer {
+                t.start(&mut encoder);
+            }
             for _ in 0..n {
                 record(&mut encoder).map_err(|e| e.to_string())?;
+            }
+            if let Some(t) = &timer {
+                t.stop(&mut encoder);
             }
             let start = Instant::now();
             let index = ctx.queue().submit([encoder.finish()]);
             wait(ctx, index)?;
+            let wall = start.elapsed().as_secs_f64();
+            let gpu = match &timer {
+                Some(t) => t.seconds(ctx)?,
+                None => None,
+            };
             if round > 0 {
-                out.push(start.elapsed().as_secs_f64() / f64::from(n));
+                out.push(gpu.unwrap_or(wall) / f64::from(n));
             }
         }
     }
     Ok(times)
 }
 
+/// How the report's kernel times are taken, in words.
+fn clock(ctx: &Context) -> &'static str {
+    if timestamps(ctx) {
+        "GPU timestamps written on the encoder"
+    } else {
+        "wall time from submission to completion"
+    }
+}
+
+/// Whether the report's kernel times come from GPU timestamps.
+fn timestamps(ctx: &Context) -> bool {
+    ctx.device().features().contains(GpuTimer::FEATURES)
+}
+
 /// The median over rounds of `a[i] / b[i]`.
 fn median_ratio(a: &[f64], b: &[f64]) -> f64 {
     median(a.iter().zip(b).map(|(x, y)| x / y).collect())
+}
+
+/// Waits for everything submitted (and the map callbacks it makes ready).
+fn wait_idle(ctx: &Context) -> Result<(), String> {
+    ctx.device()
+        .poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(Duration::from_secs(600)),
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn wait(ctx: &Context, index: wgpu::SubmissionIndex) -> Result<(), String> {
@@ -399,9 +506,13 @@ fn markdown(ctx: &Context, args: &Args, rows: &[Row], lat: &[(usize, f64, f64)])
         ctx.caps().subgroups
     );
     s += &format!(
-        "Op: {:?}; {} dispatches per submission; times are medians of {} rounds, ratios the \
-         medians of per-round ratios (softmax and copies measured back to back).\n\n",
-        args.options.op, args.iters, args.repeats
+        "Op: {:?}; {} dispatches per submission, timed by {}; times are medians of {} \
+         rounds, ratios the medians of per-round ratios (softmax and copies measured back to \
+         back).\n\n",
+        args.options.op,
+        args.iters,
+        clock(ctx),
+        args.repeats
     );
     s += "| rows x cols | softmax G el/s | softmax GB/s | copy kernel GB/s | copy engine GB/s | softmax / copy kernel | host GB/s | upload+readback GB/s | host / transfer |\n";
     s += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
@@ -744,9 +855,10 @@ fn scaling_markdown(scales: &[Scale]) -> String {
 /// shared machine's slow spells, the ratio of the fastest rounds.
 fn versus(ctx: &Context, copy: &CopyKernel, args: &Args, size: u64) -> Result<(), String> {
     let mut table = format!(
-        "Adapter: {}; {} dispatches per submission, {} rounds\n\n| rows x cols | kernel | softmax / copy kernel (median) | at the fastest rounds |\n| --- | --- | --- | --- |\n",
+        "Adapter: {}; {} dispatches per submission, timed by {}, {} rounds\n\n| rows x cols | kernel | softmax / copy kernel (median) | at the fastest rounds |\n| --- | --- | --- | --- |\n",
         ctx.adapter_info().name,
         args.iters,
+        clock(ctx),
         args.repeats
     );
     for &cols in &args.cols {

@@ -73,9 +73,13 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (kind, backend)
 }
 
-/// The optional features the kernels and benchmarks use when the adapter has them.
+/// The optional features the kernels and benchmarks use when the adapter has them (the
+/// report times kernels with timestamps written on the encoder).
 fn wanted_features() -> wgpu::Features {
-    wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16
+    wgpu::Features::SUBGROUP
+        | wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+        | wgpu::Features::SHADER_F16
 }
 
 impl Context {

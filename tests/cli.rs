@@ -989,6 +989,7 @@ fn the_report_runs_and_writes_its_tables() {
     let out = report(&["--cols", "32,1000", "--out", dir.arg()]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let md = std::fs::read_to_string(dir.0.join("report.md")).expect("report.md written");
+    assert!(md.contains("timed by "), "the clock is named:\n{md}");
     for shape in ["8192 x 32", "262 x 1000"] {
         let row = md
             .lines()
