@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use wgpu_softmax::bandwidth::CopyKernel;
+use wgpu_softmax::bandwidth::{BoundCopy, CopyKernel};
 use wgpu_softmax::wgpu;
 use wgpu_softmax::{
     Context, Dtype, MatrixView, Options, Region, RowInputs, RowKernel, Shape, StatsView, F16,
@@ -337,30 +337,14 @@ fn measure_shape(
 ) -> Result<Row, String> {
     let shape = Shape::new(rows, cols);
     let bytes = (rows * cols * 4) as u64;
-    let storage =
-        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
-    let input = buffer(ctx, bytes.next_multiple_of(16), storage);
-    let output = buffer(ctx, bytes.next_multiple_of(16), storage);
     let data = logits(rows * cols, cols as u64);
-    ctx.queue()
-        .write_buffer(&input, 0, bytemuck::cast_slice(&data));
-
+    let (input, output) = matrix_buffers(ctx, &data);
     let bound = copy
         .bind(&input, &output, bytes.next_multiple_of(16))
         .map_err(|e| e.to_string())?;
-    let softmax: Recorder = &|enc| {
-        ctx.encode(
-            enc,
-            MatrixView::new(&input),
-            MatrixView::new(&output),
-            shape,
-            &args.options,
-        )
-    };
-    let copy_kernel: Recorder = &|enc| {
-        bound.record(enc);
-        Ok(())
-    };
+    let plain = RowInputs::default();
+    let softmax = fused(ctx, (&input, &output), shape, &args.options, &plain);
+    let copy_kernel = copy_recorder(&bound);
     let copy_engine: Recorder = &|enc| {
         enc.copy_buffer_to_buffer(&input, 0, &output, 0, bytes.next_multiple_of(4));
         Ok(())
@@ -369,7 +353,7 @@ fn measure_shape(
         ctx,
         args.iters,
         args.repeats,
-        &[softmax, copy_kernel, copy_engine],
+        &[&softmax, &copy_kernel, copy_engine],
     )?;
 
     // Host path, and the same bytes uploaded and read back with no compute.
@@ -700,6 +684,28 @@ fn fused<'a>(
     }
 }
 
+/// A matrix (`data`, f32) on the GPU and an output buffer of the same size, both usable
+/// by softmax, the copy kernel and the copy engine.
+fn matrix_buffers(ctx: &Context, data: &[f32]) -> (wgpu::Buffer, wgpu::Buffer) {
+    let bytes = (std::mem::size_of_val(data) as u64).next_multiple_of(16);
+    let usage =
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+    let (input, output) = (buffer(ctx, bytes, usage), buffer(ctx, bytes, usage));
+    ctx.queue()
+        .write_buffer(&input, 0, bytemuck::cast_slice(data));
+    (input, output)
+}
+
+/// Records the copy kernel bound to a matrix's buffers.
+fn copy_recorder(
+    bound: &BoundCopy,
+) -> impl Fn(&mut wgpu::CommandEncoder) -> wgpu_softmax::Result<()> + '_ {
+    move |enc| {
+        bound.record(enc);
+        Ok(())
+    }
+}
+
 fn csv(rows: &[Row]) -> String {
     let mut s = String::from("rows,cols,softmax_s,copy_kernel_s,copy_engine_s,host_s,transfer_s,softmax_over_copy,host_over_transfer\n");
     for r in rows {
@@ -773,15 +779,10 @@ struct Scale {
 /// dispatches of a smaller matrix), so a fixed cost per dispatch, or a device left
 /// partly idle by few rows, shows as a lower rate at the small sizes.
 fn scaling(ctx: &Context, copy: &CopyKernel, args: &Args, max: u64) -> Result<Vec<Scale>, String> {
-    let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
     let max_rows = ((max / 4) as usize / SCALING_COLS).max(1);
     let max = (max_rows * SCALING_COLS * 4) as u64;
-    let (input, output) = (buffer(ctx, max, usage), buffer(ctx, max, usage));
-    ctx.queue().write_buffer(
-        &input,
-        0,
-        bytemuck::cast_slice(&logits(max_rows * SCALING_COLS, 11)),
-    );
+    let (input, output) = matrix_buffers(ctx, &logits(max_rows * SCALING_COLS, 11));
+    let plain = RowInputs::default();
     let mut out = Vec::new();
     let mut rows = ((1 << 20) / 4 / SCALING_COLS).min(max_rows);
     loop {
@@ -790,24 +791,13 @@ fn scaling(ctx: &Context, copy: &CopyKernel, args: &Args, max: u64) -> Result<Ve
         let bound = copy
             .bind(&input, &output, bytes)
             .map_err(|e| e.to_string())?;
-        let copy_kernel: Recorder = &|enc| {
-            bound.record(enc);
-            Ok(())
-        };
+        let copy_kernel = copy_recorder(&bound);
         let shape = Shape::new(rows, SCALING_COLS);
-        let softmax: Recorder = &|enc| {
-            ctx.encode(
-                enc,
-                MatrixView::new(&input),
-                MatrixView::new(&output),
-                shape,
-                &args.options,
-            )
-        };
+        let softmax = fused(ctx, (&input, &output), shape, &args.options, &plain);
         let iters = args
             .iters
             .saturating_mul(u32::try_from(max / bytes).unwrap_or(u32::MAX).max(1));
-        let t = time_rounds(ctx, iters, args.repeats, &[copy_kernel, softmax])?;
+        let t = time_rounds(ctx, iters, args.repeats, &[&copy_kernel, &softmax])?;
         out.push(Scale {
             bytes,
             rows,
@@ -865,20 +855,11 @@ fn versus(ctx: &Context, copy: &CopyKernel, args: &Args, size: u64) -> Result<()
         let rows = ((size / 4) as usize / cols).max(1);
         eprintln!("measuring {rows} x {cols} ...");
         let bytes = ((rows * cols * 4) as u64).next_multiple_of(16);
-        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-        let (input, output) = (buffer(ctx, bytes, usage), buffer(ctx, bytes, usage));
-        ctx.queue().write_buffer(
-            &input,
-            0,
-            bytemuck::cast_slice(&logits(rows * cols, cols as u64)),
-        );
+        let (input, output) = matrix_buffers(ctx, &logits(rows * cols, cols as u64));
         let bound = copy
             .bind(&input, &output, bytes)
             .map_err(|e| e.to_string())?;
-        let copy_kernel: Recorder = &|enc| {
-            bound.record(enc);
-            Ok(())
-        };
+        let copy_kernel = copy_recorder(&bound);
         let plain = RowInputs::default();
         let shape = Shape::new(rows, cols);
         // Each configuration with the op of the other flags; one the planner refuses
@@ -906,7 +887,7 @@ fn versus(ctx: &Context, copy: &CopyKernel, args: &Args, size: u64) -> Result<()
             .iter()
             .map(|(_, options)| fused(ctx, (&input, &output), shape, options, &plain))
             .collect();
-        let mut recorders = vec![copy_kernel];
+        let mut recorders: Vec<Recorder> = vec![&copy_kernel];
         recorders.extend(configs.iter().map(|r| r as Recorder));
         let t = time_rounds(ctx, args.iters, args.repeats, &recorders)?;
         let fastest = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);

@@ -814,32 +814,8 @@ mod tests {
             choose_kernel(1000, 16_384, &caps),
             RowKernel::SubgroupPerRow
         );
-        let p = plan(
-            100,
-            4096,
-            contiguous(4096),
-            contiguous(4096),
-            Tuning::default(),
-            &caps,
-        )
-        .unwrap();
-        assert_eq!(p.kernel, RowKernel::WorkgroupSubgroup);
-        assert_eq!(p.workgroup_size, SOFTWARE_SUBGROUP_WORKGROUP);
-        assert_eq!(p.cache_slots, 64);
-        let p = plan(
-            100,
-            16384,
-            contiguous(16384),
-            contiguous(16384),
-            Tuning::default(),
-            &caps,
-        )
-        .unwrap();
-        assert_eq!(p.kernel, RowKernel::SubgroupPerRow);
-        assert_eq!(p.cache_slots, 0);
-        // Slots round up to a multiple of 4: 375 and 750 vec4 over 8 and 16 lanes.
-        let slots = |cols| {
-            let p = plan(
+        let planned = |cols| {
+            plan(
                 100,
                 cols,
                 contiguous(cols),
@@ -847,7 +823,18 @@ mod tests {
                 Tuning::default(),
                 &caps,
             )
-            .unwrap();
+            .unwrap()
+        };
+        let p = planned(4096);
+        assert_eq!(p.kernel, RowKernel::WorkgroupSubgroup);
+        assert_eq!(p.workgroup_size, SOFTWARE_SUBGROUP_WORKGROUP);
+        assert_eq!(p.cache_slots, 64);
+        let p = planned(16384);
+        assert_eq!(p.kernel, RowKernel::SubgroupPerRow);
+        assert_eq!(p.cache_slots, 0);
+        // Slots round up to a multiple of 4: 375 and 750 vec4 over 8 and 16 lanes.
+        let slots = |cols| {
+            let p = planned(cols);
             (p.kernel, p.cache_slots)
         };
         assert_eq!(slots(1500), (RowKernel::SubgroupPerRow, 48));
