@@ -366,11 +366,11 @@ fn parse_count(flag: &str, text: &str) -> Outcome<usize> {
 /// makes it a usage error, reported at once.
 fn parse_temperature(text: &str) -> Outcome<f32> {
     let t: f32 = parse_number("--temperature", text)?;
-    if t.is_finite() && t > 0.0 {
+    if t.is_finite() && t > 0.0 && (1.0 / t).is_finite() {
         Ok(t)
     } else {
         Err(Failure::Usage(format!(
-            "--temperature must be finite and > 0, got {text}"
+            "--temperature must be finite and > 0 (at least about 2.9e-39), got {text}"
         )))
     }
 }

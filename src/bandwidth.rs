@@ -79,10 +79,17 @@ impl CopyKernel {
         let groups = count.div_ceil(self.workgroup).max(1);
         let grid_x = groups.min(max_dim);
         let grid_y = groups.div_ceil(grid_x).min(max_dim);
+        let total_invocations =
+            u32::try_from(u64::from(grid_x) * u64::from(grid_y) * u64::from(self.workgroup))
+                .map_err(|_| {
+                    Error::Unsupported(format!(
+                        "a copy of {count} vec4s needs more invocations than a u32 counts"
+                    ))
+                })?;
         let params = CopyParams {
             count,
             grid_x,
-            total_invocations: grid_x * grid_y * self.workgroup,
+            total_invocations,
             _pad: 0,
         };
         let size = wgpu::BufferSize::new(u64::from(count.max(1)) * 16);

@@ -69,7 +69,8 @@ pub enum MaskedRows {
 pub struct Options {
     /// Softmax or log-softmax.
     pub op: Op,
-    /// Inputs are divided by this (finite, > 0). 1 leaves them as they are.
+    /// Inputs are divided by this: finite, > 0, and with a finite f32 reciprocal (at
+    /// least about 2.9e-39). 1 leaves them as they are.
     pub temperature: f32,
     /// What fully masked (all `-inf`) rows give.
     pub masked_rows: MaskedRows,
@@ -148,7 +149,9 @@ impl Options {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        if self.temperature.is_finite() && self.temperature > 0.0 {
+        // The kernels multiply by 1 / T, which overflows f32 below about 2.9e-39.
+        let t = self.temperature;
+        if t.is_finite() && t > 0.0 && (1.0 / t).is_finite() {
             Ok(())
         } else {
             Err(Error::InvalidTemperature(self.temperature))
@@ -179,12 +182,14 @@ pub struct StatsView<'a> {
 
 /// A checked binding of a caller's buffer region: the binding's range and the element
 /// index of the region's first element in it.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct RegionBinding<'a> {
     buffer: &'a wgpu::Buffer,
     offset: u64,
     size: u64,
     first: u32,
+    /// The region's own bytes (the binding may start below and end above them).
+    bytes: std::ops::Range<u64>,
 }
 
 impl<'a> RegionBinding<'a> {
@@ -215,7 +220,7 @@ impl<'a> RegionBinding<'a> {
         let end = count
             .checked_mul(elem)
             .and_then(|b| b.checked_add(offset))
-            .map(|b| b.next_multiple_of(4))
+            .and_then(|b| b.checked_next_multiple_of(4))
             .ok_or_else(|| Error::Unsupported(format!("the {which} region overflows")))?;
         if end > buffer.size() {
             return Err(Error::BufferTooSmall {
@@ -237,6 +242,8 @@ impl<'a> RegionBinding<'a> {
             offset: start,
             size: (end - start).max(4),
             first: ((offset - start) / elem) as u32,
+            // `end` is rounded up to a word; the region itself ends at its last element.
+            bytes: offset..offset + count * elem,
         })
     }
 }
@@ -279,7 +286,8 @@ pub struct RowInputs<'a> {
     /// `-inf`). Lengths above `cols` mean `cols`.
     pub lengths: Option<Region<'a>>,
     /// One f32 per row, multiplying [`Options::temperature`]. A row whose temperature is
-    /// not a finite number > 0 comes out NaN.
+    /// not a finite number > 0, or whose combined temperature is so small that the f32
+    /// reciprocals' product (`(1 / T) * (1 / t)`) overflows, comes out NaN.
     pub temperatures: Option<Region<'a>>,
     /// Row statistics, written or given (see [`Context::encode_with_stats`]).
     pub stats: Option<StatsView<'a>>,
@@ -340,6 +348,53 @@ impl<'a> RowInputs<'a> {
             stats,
             row_origin: 0,
         })
+    }
+}
+
+impl<'a> InputBindings<'a> {
+    /// Row inputs are read while the output is written, and statistics are written while
+    /// everything else is read: none of them may share bytes with what is written at the
+    /// same time, or the kernels race.
+    fn check_overlaps<'b>(
+        &'b self,
+        input: (&'b wgpu::Buffer, std::ops::Range<u64>),
+        output: (&'b wgpu::Buffer, std::ops::Range<u64>),
+    ) -> Result<()> {
+        type Bytes<'b> = (&'static str, &'b wgpu::Buffer, std::ops::Range<u64>);
+        let region = |which: &'static str, b: &'b RegionBinding<'a>| -> Bytes<'b> {
+            (which, b.buffer, b.bytes.clone())
+        };
+        let mut read: Vec<Bytes<'b>> = Vec::new();
+        read.extend(self.mask.as_ref().map(|(b, _)| region("mask", b)));
+        read.extend(self.lengths.as_ref().map(|b| region("lengths", b)));
+        read.extend(
+            self.temperatures
+                .as_ref()
+                .map(|b| region("temperatures", b)),
+        );
+        let mut written: Vec<Bytes<'b>> = vec![("output", output.0, output.1)];
+        match &self.stats {
+            Some((b, StatsMode::Given)) => read.push(region("stats", b)),
+            Some((b, StatsMode::Write)) => {
+                read.push(("input", input.0, input.1));
+                written.push(region("stats", b));
+            }
+            None => {}
+        }
+        let shared =
+            |a: &Bytes<'_>, b: &Bytes<'_>| a.1 == b.1 && a.2.start < b.2.end && b.2.start < a.2.end;
+        for w in &written {
+            for other in read.iter().chain(&written) {
+                // The output against the input is check_pair's (in place is allowed).
+                if w.0 != other.0 && shared(w, other) && !(w.0 == "output" && other.0 == "input") {
+                    return Err(Error::RegionOverlap {
+                        written: w.0,
+                        other: other.0,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -478,9 +533,9 @@ impl<'a> MatrixView<'a> {
         let end = (elements as u64)
             .checked_mul(p.elem_bytes)
             .and_then(|b| b.checked_add(p.offset))
-            .ok_or(overflow)?;
+            .ok_or(overflow.clone())?;
         // Bindings are whole words (16-bit elements are read and written in pairs).
-        let bound_end = end.next_multiple_of(4);
+        let bound_end = end.checked_next_multiple_of(4).ok_or(overflow)?;
         if bound_end > self.buffer.size() {
             return Err(Error::BufferTooSmall {
                 which,
@@ -672,6 +727,10 @@ impl Context {
             });
         }
         let mut bindings = inputs.bind(total_rows, shape.cols, &self.caps)?;
+        bindings.check_overlaps(
+            (input.buffer, input.check("input", shape)?),
+            (output.buffer, output.check("output", shape)?),
+        )?;
         bindings.row_origin = row_origin as u32;
         let plan = plan::plan(
             shape.rows,

@@ -47,8 +47,9 @@ pub enum Error {
         /// Values given.
         actual: usize,
     },
-    /// The temperature is not a finite number greater than zero.
-    #[error("temperature must be finite and > 0, got {0}")]
+    /// The temperature is not a finite number greater than zero whose f32 reciprocal is
+    /// finite.
+    #[error("temperature must be finite and > 0 with a finite reciprocal, got {0}")]
     InvalidTemperature(f32),
     /// A row stride shorter than the row.
     #[error("row stride {stride} is smaller than the row length {cols}")]
@@ -89,6 +90,17 @@ pub enum Error {
     /// the same buffer, offset, stride and dtype for both).
     #[error("output overlaps the input without being the same region")]
     PartialOverlap,
+    /// A region the op writes (the output, or statistics written) shares bytes with
+    /// another region of the call (a row input, the input, or the other written region):
+    /// the kernels would race.
+    #[error("the {written} region, which the op writes, shares bytes with the {other} region")]
+    RegionOverlap {
+        /// The written region: "output" or "stats".
+        written: &'static str,
+        /// The region it shares bytes with: "input", "output", "mask", "lengths",
+        /// "temperatures" or "stats".
+        other: &'static str,
+    },
     /// One row does not fit a single storage binding of this device.
     #[error("a row of {cols} elements ({bytes} bytes) exceeds the device's storage binding limit of {limit} bytes")]
     RowTooLong {

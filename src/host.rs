@@ -222,7 +222,8 @@ impl Context {
     }
 
     /// [`Context::run`] that also returns each row's `(max, log-sum-exp)` of `x / T`
-    /// (see [`Context::encode_with_stats`]).
+    /// (see [`Context::encode_with_stats`]). Rows with no columns (`cols == 0`) have
+    /// `(-inf, -inf)`, as fully masked rows do: nothing to add when shards are combined.
     pub async fn run_with_stats(
         &self,
         input: &[f32],
@@ -231,7 +232,16 @@ impl Context {
         inputs: &HostInputs<'_>,
     ) -> Result<(Vec<f32>, Vec<[f32; 2]>)> {
         let mut output = vec![0.0f32; input.len()];
-        let mut stats = vec![[0.0f32; 2]; shape.rows];
+        // Reserved rather than allocated outright, so that a shape of absurdly many empty
+        // rows is an error, not an abort.
+        let mut stats = Vec::new();
+        stats
+            .try_reserve_exact(shape.rows)
+            .map_err(|_| Error::ShapeOverflow {
+                rows: shape.rows,
+                cols: shape.cols,
+            })?;
+        stats.resize(shape.rows, [f32::NEG_INFINITY; 2]);
         self.run_host(
             input,
             &mut output,
@@ -466,8 +476,18 @@ impl Context {
             return Ok(dx);
         }
         let row_bytes = shape.cols as u64 * 4;
-        let chunk_rows =
-            ((self.options.host_chunk_bytes / row_bytes) as usize).clamp(1, shape.rows);
+        // As run_host: no chunk larger than the device's largest buffer.
+        let max_rows_by_buffer = (self.caps.max_buffer_size / row_bytes) as usize;
+        let chunk_rows = ((self.options.host_chunk_bytes / row_bytes) as usize)
+            .clamp(1, shape.rows)
+            .min(max_rows_by_buffer);
+        if chunk_rows == 0 {
+            return Err(Error::RowTooLong {
+                cols: shape.cols,
+                bytes: row_bytes,
+                limit: self.caps.max_buffer_size,
+            });
+        }
         let chunk_bytes = chunk_rows as u64 * row_bytes;
         let slots = [
             self.take_scratch(chunk_bytes)?,
@@ -762,21 +782,29 @@ impl Context {
     /// callback, so the map result itself is what ends the wait.
     #[cfg(not(target_arch = "wasm32"))]
     fn wait_for(&self, submission: wgpu::SubmissionIndex, mapped: &MapResult) -> Result<()> {
-        let deadline = std::time::Instant::now() + self.options.timeout;
+        // No deadline where the time-out is too long to add to the clock.
+        let deadline = std::time::Instant::now().checked_add(self.options.timeout);
+        let expired = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
         let timed_out = || match self.lost_reason() {
             Some(reason) => Error::DeviceLost(reason),
             None => Error::Timeout(self.options.timeout),
         };
-        match self.device.poll(wgpu::PollType::Wait {
-            submission_index: Some(submission),
-            timeout: Some(self.options.timeout),
-        }) {
-            Ok(_) => {}
-            Err(wgpu::PollError::Timeout) => return Err(timed_out()),
-            Err(e) => return Err(Error::Internal(e.to_string())),
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            match self.device.poll(wgpu::PollType::Wait {
+                submission_index: Some(submission.clone()),
+                timeout: left,
+            }) {
+                Ok(_) => break,
+                // A backend may wait less than asked (wgpu's GL backend at most about
+                // 4.3 s a call): wait again until the context's own time-out is spent.
+                Err(wgpu::PollError::Timeout) if !expired() => {}
+                Err(wgpu::PollError::Timeout) => return Err(timed_out()),
+                Err(e) => return Err(Error::Internal(e.to_string())),
+            }
         }
         while mapped.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
-            if std::time::Instant::now() >= deadline {
+            if expired() {
                 return Err(timed_out());
             }
             self.device

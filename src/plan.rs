@@ -119,7 +119,12 @@ impl DeviceCaps {
                 1
             },
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
-            max_storage_binding_size: limits.max_storage_buffer_binding_size,
+            // Element indices inside a binding are u32 in WGSL: a binding of more than
+            // 4 GiB (Metal allows one as large as a buffer) could hold more elements
+            // than they count.
+            max_storage_binding_size: limits
+                .max_storage_buffer_binding_size
+                .min(u64::from(u32::MAX)),
             storage_offset_alignment: limits.min_storage_buffer_offset_alignment,
             max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_buffer_size: limits.max_buffer_size,
@@ -648,10 +653,12 @@ impl Geometry {
         c0: u64,
         c1: u64,
     ) -> Result<BindingRange> {
-        let start = (first_row as u64)
-            .checked_mul(p.row_stride as u64 * p.elem_bytes)
+        // A stride too large to count in bytes is fine while only row 0 is bound.
+        let start = (p.row_stride as u64)
+            .saturating_mul(p.elem_bytes)
+            .checked_mul(first_row as u64)
             .and_then(|b| b.checked_add(p.offset))
-            .and_then(|b| b.checked_add(c0 * p.elem_bytes))
+            .and_then(|b| b.checked_add(c0.checked_mul(p.elem_bytes)?))
             .ok_or_else(|| self.overflow())?;
         let bind_offset = start - start % self.align;
         let span = span_bytes(n, (c1 - c0) as usize, p.row_stride, p.elem_bytes)
@@ -674,15 +681,15 @@ impl Geometry {
                 .checked_mul(p.elem_bytes)
                 .ok_or_else(|| self.overflow())?;
             let slack = self.align - p.elem_bytes + p.elem_bytes % 4;
-            let room = self
-                .limit
-                .checked_sub(row_bytes + slack)
-                .ok_or(Error::RowTooLong {
-                    cols: self.cols,
-                    bytes: row_bytes + slack,
-                    limit: self.limit,
-                })?;
-            Ok(room / (p.row_stride as u64 * p.elem_bytes).max(4) + 1)
+            let needed = row_bytes.saturating_add(slack);
+            let room = self.limit.checked_sub(needed).ok_or(Error::RowTooLong {
+                cols: self.cols,
+                bytes: needed,
+                limit: self.limit,
+            })?;
+            // Saturated: a stride too large to count in bytes allows one row a binding.
+            let stride_bytes = (p.row_stride as u64).saturating_mul(p.elem_bytes);
+            Ok(room / stride_bytes.max(4) + 1)
         };
         Ok(fits(self.src)?.min(fits(self.dst)?))
     }

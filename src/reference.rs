@@ -128,7 +128,9 @@ fn scaled_row(r: usize, row: &[f32], options: &Options, inputs: &HostInputs<'_>)
     let mut t = f64::from(options.temperature);
     if let Some(temps) = inputs.temperatures {
         let tr = temps[r];
-        if !(tr.is_finite() && tr > 0.0) {
+        // As the kernels: 1 / T in f32, scalar's times row's, must be finite.
+        let inv = (1.0 / options.temperature) * (1.0 / tr);
+        if !(tr.is_finite() && tr > 0.0 && inv.is_finite()) {
             return vec![f64::NAN; cols];
         }
         t *= f64::from(tr);

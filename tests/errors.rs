@@ -3,8 +3,9 @@
 mod common;
 
 use common::ctx;
+use wgpu_softmax::bandwidth::CopyKernel;
 use wgpu_softmax::wgpu;
-use wgpu_softmax::{Error, MatrixView, Options, Shape};
+use wgpu_softmax::{Dtype, Error, HostInputs, MatrixView, Options, Shape};
 
 fn buffer(usage: wgpu::BufferUsages, size: u64) -> Option<wgpu::Buffer> {
     let ctx = ctx()?;
@@ -61,7 +62,16 @@ fn a_shape_whose_size_overflows() {
 #[test]
 fn bad_temperatures() {
     let Some(ctx) = ctx() else { return };
-    for t in [0.0, -1.0, f32::NAN, f32::INFINITY, -0.0] {
+    // 1e-40 is a positive subnormal whose reciprocal overflows f32.
+    for t in [
+        0.0,
+        -1.0,
+        f32::NAN,
+        f32::INFINITY,
+        -0.0,
+        1e-40,
+        f32::MIN_POSITIVE / 8.0,
+    ] {
         let e = ctx
             .run_blocking(
                 &[1.0, 2.0],
@@ -70,6 +80,17 @@ fn bad_temperatures() {
             )
             .unwrap_err();
         assert!(matches!(e, Error::InvalidTemperature(_)), "{t}: {e}");
+    }
+    // The smallest accepted temperatures: a row's largest entry gets (almost) all of it.
+    for t in [f32::MIN_POSITIVE, 3.0e-39] {
+        let y = ctx
+            .run_blocking(
+                &[1.0, 2.0],
+                Shape::new(1, 2),
+                &Options::softmax().with_temperature(t),
+            )
+            .unwrap();
+        assert_eq!(y, [0.0, 1.0], "{t}");
     }
 }
 
@@ -86,6 +107,28 @@ fn empty_shapes_give_empty_results() {
             .unwrap(),
         Vec::<f32>::new()
     );
+    // Rows with no columns have the statistics of fully masked rows, which add nothing
+    // when shards are combined.
+    let (y, stats) = ctx
+        .run_with_stats_blocking(
+            &[],
+            Shape::new(3, 0),
+            &Options::softmax(),
+            &HostInputs::default(),
+        )
+        .unwrap();
+    assert!(y.is_empty());
+    assert_eq!(stats, vec![[f32::NEG_INFINITY; 2]; 3]);
+    // Too many empty rows for their statistics: an error, not an abort.
+    let e = ctx
+        .run_with_stats_blocking(
+            &[],
+            Shape::new(usize::MAX, 0),
+            &Options::softmax(),
+            &HostInputs::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::ShapeOverflow { .. }), "{e}");
 }
 
 #[test]
@@ -257,6 +300,56 @@ fn errors_say_what_is_wrong() {
     );
     assert_eq!(
         Error::InvalidTemperature(0.0).to_string(),
-        "temperature must be finite and > 0, got 0"
+        "temperature must be finite and > 0 with a finite reciprocal, got 0"
     );
+}
+
+#[test]
+fn byte_counts_past_u64_are_errors_not_panics() {
+    let Some(b) = buffer(wgpu::BufferUsages::STORAGE, 256) else {
+        return;
+    };
+    let out = buffer(wgpu::BufferUsages::STORAGE, 256).unwrap();
+    // One row: its stride is never used, however large.
+    let one_row = Shape::new(1, 4);
+    let huge_stride = MatrixView::new(&b).with_row_stride(1 << 62);
+    assert_eq!(
+        encode(
+            huge_stride,
+            MatrixView::new(&out),
+            one_row,
+            &Options::softmax()
+        ),
+        Ok(())
+    );
+    // Two: the second row lies past any buffer.
+    let e = encode(
+        huge_stride,
+        MatrixView::new(&out),
+        Shape::new(2, 4),
+        &Options::softmax(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::ShapeOverflow { .. }), "{e}");
+    // A 16-bit view whose end, rounded up to a whole word, passes u64::MAX.
+    let e = encode(
+        MatrixView::new(&b)
+            .with_dtype(Dtype::F16)
+            .with_offset(u64::MAX - 3),
+        MatrixView::new(&out),
+        Shape::new(1, 1),
+        &Options::softmax(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::ShapeOverflow { .. }), "{e}");
+}
+
+#[test]
+fn a_copy_kernel_too_large_to_count_is_refused() {
+    let Some(ctx) = ctx() else { return };
+    let a = buffer(wgpu::BufferUsages::STORAGE, 256).unwrap();
+    let copy = CopyKernel::new(ctx.device(), ctx.queue()).unwrap();
+    // u32::MAX vec4s: more invocations than the kernel's u32 count can hold.
+    let e = copy.bind(&a, &a, 68_719_476_735).err().expect("refused");
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
 }

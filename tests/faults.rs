@@ -80,6 +80,7 @@ fn variant(e: &Error) -> &'static str {
         Error::BufferTooSmall { .. } => "BufferTooSmall",
         Error::MissingUsage { .. } => "MissingUsage",
         Error::PartialOverlap => "PartialOverlap",
+        Error::RegionOverlap { .. } => "RegionOverlap",
         Error::RowTooLong { .. } => "RowTooLong",
         Error::Unsupported(_) => "Unsupported",
         Error::Validation(_) => "Validation",
@@ -523,6 +524,22 @@ fn a_gpu_that_never_finishes_times_out() {
         }
     }
     eprintln!("outcomes by size: {observed:?}");
+}
+
+#[test]
+fn a_time_out_too_long_for_the_clock_waits_as_long_as_needed() {
+    if ctx().is_none() {
+        return;
+    }
+    // Duration::MAX cannot be added to the clock: the call waits without a deadline
+    // (it once panicked computing one).
+    let mut o = ContextOptions::default();
+    o.timeout = Duration::MAX;
+    let ctx = Context::with_options_blocking(o).expect("context");
+    let shape = Shape::new(64, 4096);
+    let x = normal_matrix(78, shape.rows * shape.cols, 3.0);
+    let y = ctx.run_blocking(&x, shape, &Options::softmax()).unwrap();
+    check_output(&y, &x, shape, &Options::softmax());
 }
 
 #[test]

@@ -153,19 +153,42 @@ fn per_row_temperatures_beside_the_scalar_one() {
 #[test]
 fn an_invalid_per_row_temperature_makes_only_its_row_nan() {
     let Some(ctx) = ctx() else { return };
-    let (rows, cols) = (5, 40);
+    let (rows, cols) = (8, 40);
     let x = normal_matrix(6, rows * cols, 1.0);
-    let temps = [1.0, 0.0, -1.0, f32::NAN, f32::INFINITY];
-    let inputs = HostInputs {
-        temperatures: Some(&temps),
-        ..HostInputs::default()
-    };
-    let y = ctx
-        .run_with_blocking(&x, Shape::new(rows, cols), &Options::softmax(), &inputs)
-        .unwrap();
-    check(&y, &x, Shape::new(rows, cols), &Options::softmax(), &inputs);
-    assert!(y[..cols].iter().all(|v| v.is_finite()));
-    assert!(y[cols..].iter().all(|v| v.is_nan()));
+    // Valid: 1, and 1e-38 (with the scalar 0.5, 1 / T stays finite). Invalid: 0, -1,
+    // NaN, +inf, a subnormal whose reciprocal overflows, and 1e-38 again under a scalar
+    // temperature of 0.01, whose product of reciprocals (1e2 * 1e38) overflows.
+    let temps = [1.0, 1e-38, 0.0, -1.0, f32::NAN, f32::INFINITY, 1e-40, 1e-38];
+    for kernel in kernels(ctx) {
+        for (scalar, bad_from) in [(0.5, 2), (0.01, 1)] {
+            let temps = if scalar == 0.5 {
+                &temps[..7]
+            } else {
+                &temps[..]
+            };
+            let rows = temps.len();
+            let x = &x[..rows * cols];
+            let inputs = HostInputs {
+                temperatures: Some(temps),
+                ..HostInputs::default()
+            };
+            let options = Options::softmax()
+                .with_temperature(scalar)
+                .with_kernel(kernel);
+            let y = ctx
+                .run_with_blocking(x, Shape::new(rows, cols), &options, &inputs)
+                .unwrap();
+            check(&y, x, Shape::new(rows, cols), &options, &inputs);
+            assert!(
+                y[..bad_from * cols].iter().all(|v| v.is_finite()),
+                "{kernel:?}"
+            );
+            assert!(
+                y[bad_from * cols..].iter().all(|v| v.is_nan()),
+                "{kernel:?} {scalar}"
+            );
+        }
+    }
 }
 
 #[test]

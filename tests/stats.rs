@@ -8,8 +8,8 @@ use common::{check_output, ctx, normal_matrix};
 use wgpu_softmax::reference::row_stats_f64;
 use wgpu_softmax::wgpu;
 use wgpu_softmax::{
-    combine_stats, Context, Error, HostInputs, MaskedRows, MatrixView, Options, RowKernel, Shape,
-    StatsView,
+    combine_stats, Context, Error, HostInputs, MaskedRows, MatrixView, Options, Region, RowInputs,
+    RowKernel, Shape, StatsView,
 };
 
 fn none() -> HostInputs<'static> {
@@ -271,5 +271,74 @@ fn bad_statistics_buffers_are_refused() {
             expected: 2,
             actual: 1
         }
+    );
+}
+
+#[test]
+fn regions_the_op_writes_must_not_share_bytes_with_the_others() {
+    let Some(ctx) = ctx() else { return };
+    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 4096,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    // A 4 x 8 f32 matrix: input at bytes 0..128, output at 1024..1152.
+    let shape = Shape::new(4, 8);
+    let (input, output) = (
+        MatrixView::new(&buffer),
+        MatrixView::new(&buffer).with_offset(1024),
+    );
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    let mut encode = |inputs: RowInputs| {
+        ctx.encode_with(
+            &mut encoder,
+            input,
+            output,
+            shape,
+            &Options::softmax(),
+            &inputs,
+        )
+    };
+    let at = |offset| Region::new(&buffer).with_offset(offset);
+    let write = |offset| StatsView::write(&buffer).with_offset(offset);
+    let given = |offset| StatsView::given(&buffer).with_offset(offset);
+    let overlap = |written, other| Err(Error::RegionOverlap { written, other });
+    // Written statistics inside the output, the input, or a row input.
+    let cases = [
+        (write(1088), overlap("output", "stats")),
+        (write(64), overlap("stats", "input")),
+        (write(2048), Ok(())),
+        (given(1088), overlap("output", "stats")),
+        // Given statistics are only read: inside the input is fine.
+        (given(64), Ok(())),
+    ];
+    for (view, want) in cases {
+        let inputs = RowInputs {
+            stats: Some(view),
+            ..RowInputs::default()
+        };
+        assert_eq!(encode(inputs), want, "stats at {}", view.offset);
+    }
+    // Row inputs are read while the output is written; beside the input is fine.
+    let with_mask = |offset| RowInputs {
+        mask: Some((at(offset), 1)),
+        ..RowInputs::default()
+    };
+    assert_eq!(encode(with_mask(1100)), overlap("output", "mask"));
+    assert_eq!(encode(with_mask(96)), Ok(()));
+    let with_lengths = RowInputs {
+        lengths: Some(at(1148)),
+        ..RowInputs::default()
+    };
+    assert_eq!(encode(with_lengths), overlap("output", "lengths"));
+    let stats_on_temperatures = RowInputs {
+        temperatures: Some(at(3000)),
+        stats: Some(write(3008)),
+        ..RowInputs::default()
+    };
+    assert_eq!(
+        encode(stats_on_temperatures),
+        overlap("stats", "temperatures")
     );
 }

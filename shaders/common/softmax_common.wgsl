@@ -97,10 +97,14 @@ var<private> row_bad: u32;
 
 fn begin_row(row: u32) {
     row_global = params.row_base + row;
-    // 0 for an invalid per-row temperature.
+    // 0 for an invalid per-row temperature. A valid one so small that 1 / T overflows
+    // f32 (T below about 2.9e-39, scalar and row's together) makes the row NaN too:
+    // (x - max) * inf would give NaN for the max and -inf for the rest anyway.
     let scale = row_temperature_scale(row_global);
-    row_bad = u32(scale == 0.0);
-    row_inv_t = params.inv_temperature * select(scale, 1.0, scale == 0.0);
+    let inv_t = params.inv_temperature * scale;
+    let bad = scale == 0.0 || (bitcast<u32>(inv_t) & EXP_MASK) == EXP_MASK;
+    row_bad = u32(bad);
+    row_inv_t = select(inv_t, 1.0, bad);
     var cap = min(params.cols, row_length(row_global));
     if CAUSAL {
         // The planner keeps causal_offset below cols, so this cannot overflow.
