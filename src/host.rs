@@ -534,11 +534,18 @@ impl Context {
             };
             let mapped: MapResult = Arc::new(Mutex::new(None));
             let flag = mapped.clone();
-            slots[1]
-                .readback
-                .map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-                    *flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                });
+            // In a scope, as every call that wgpu may fail: else its default handler panics.
+            let map = scoped(&self.device, || {
+                slots[1]
+                    .readback
+                    .map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+                        *flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                    })
+            });
+            if let Err(e) = map {
+                result = Err(e);
+                break;
+            }
             let done = InFlight {
                 slot: 1,
                 submission,
@@ -613,9 +620,11 @@ impl Context {
         })?;
         let mapped: MapResult = Arc::new(Mutex::new(None));
         let flag = mapped.clone();
-        readback.map_async(wgpu::MapMode::Read, .., move |r| {
-            *flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-        });
+        scoped(&self.device, || {
+            readback.map_async(wgpu::MapMode::Read, .., move |r| {
+                *flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            })
+        })?;
         self.wait_for(submission, &mapped)?;
         let outcome = mapped.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.check_mapped(outcome)?;
@@ -733,11 +742,13 @@ impl Context {
             })??;
             let mapped: MapResult = Arc::new(Mutex::new(None));
             let flag = mapped.clone();
-            scratch
-                .readback
-                .map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-                    *flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                });
+            scoped(&self.device, || {
+                scratch
+                    .readback
+                    .map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+                        *flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                    })
+            })?;
             in_flight.push(InFlight {
                 slot,
                 submission,
