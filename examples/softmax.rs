@@ -59,7 +59,8 @@ Flags:
                     mask and per-row input applied) as a [rows, 2] float32 array
                     (only with --input)
   --backward        compute the gradient dx of the op instead of its output (only
-                    with --input and --grad); takes only --log and --temperature
+                    with --input and --grad); takes only --log, --temperature
+                    and --masked-rows
   --grad DY.npy     the incoming gradient dy for --backward: float32 ('<f4') or
                     float16 ('<f2'), of the input's shape
   --log             log-softmax instead of softmax

@@ -3,7 +3,8 @@
 //! Each kernel is `shaders/common/softmax_common.wgsl` followed by the kernel's own file;
 //! the kernel's file name, entry point, pipeline label and [`RowKernel`] agree. Variants
 //! (log-softmax, vec4 access, workgroup size, masked-row policy) are WGSL `override`
-//! constants set at pipeline creation, never edits of the WGSL text.
+//! constants set at pipeline creation; the one edit of the WGSL text is the register
+//! cache's slot count, written out slot by slot (`with_cache_slots`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -78,8 +78,8 @@ pub struct DeviceCaps {
     /// The largest subgroup size the adapter may use.
     pub subgroup_max_size: u32,
     /// A software adapter (`DeviceType::Cpu`, e.g. lavapipe or llvmpipe): a workgroup
-    /// runs as one task and every barrier is a coroutine switch, so kernels without
-    /// barriers win at every row length.
+    /// runs as one task and every barrier is a coroutine switch, so the planner prefers
+    /// kernels without barriers, and few invocations where a row needs a workgroup.
     pub software: bool,
     /// Loop iterations one invocation may run, where the driver caps them. Mesa's
     /// llvmpipe and lavapipe stop every loop of an invocation after 65535 iterations in
@@ -270,10 +270,13 @@ pub const SOFTWARE_SPLIT_TARGET_WORKGROUPS: usize = 8;
 /// the extra launch stay small next to the part's own work.
 pub const SPLIT_MIN_PART_COLS: usize = 8192;
 
-/// Invocations per workgroup of the workgroup kernels on software adapters, where every
-/// barrier costs a switch through all of a workgroup's invocations.
+/// Invocations per workgroup of the kernels that reduce in workgroup memory
+/// (`WorkgroupShared`, `SplitRow`) on software adapters, where every barrier costs a
+/// switch through all of a workgroup's invocations.
 pub const SOFTWARE_WORKGROUP: u32 = 32;
-/// The most for the workgroup kernel with subgroups, which software adapters use for
+/// Invocations per workgroup of the workgroup kernel with subgroups on software
+/// adapters (at least one of the largest subgroups; more only where the loop-iteration
+/// cap needs them, see [`DeviceCaps::max_loop_iterations`]). Software adapters use it for
 /// rows too long for one subgroup's cache but not for this many invocations' (each
 /// reduction is one barrier, which switches through every subgroup): on lavapipe two
 /// subgroups of 8, caching up to 4096 columns (0.88 of the copy kernel there, against
@@ -293,8 +296,10 @@ pub const SOFTWARE_SUBGROUP_THREAD_PER_ROW_MAX_COLS: usize = 128;
 /// fill the device; else one invocation per row for rows that fit one invocation's cache
 /// (on software adapters without subgroups, also longer rows, when there are rows
 /// enough to give every thread a workgroup: no barriers); with subgroups, one subgroup
-/// per row while the row fits the subgroup's cache (on software adapters, at every
-/// length: no barriers); one workgroup per row beyond.
+/// per row while the row fits the subgroup's cache, one workgroup per row beyond (on
+/// software adapters: a workgroup of [`SOFTWARE_SUBGROUP_WORKGROUP`] only while it can
+/// cache the row, and a subgroup sweeping longer rows: no barriers); without subgroups,
+/// one workgroup per row reducing in workgroup memory.
 pub fn choose_kernel(rows: usize, cols: usize, caps: &DeviceCaps) -> RowKernel {
     let target = if caps.software {
         SOFTWARE_SPLIT_TARGET_WORKGROUPS
@@ -341,7 +346,8 @@ fn floor_pow2(n: u32) -> u32 {
 /// Invocations per workgroup for a kernel and row length. For the workgroup kernels: the
 /// power of two that lets the row fit the invocations' register caches (or the largest
 /// allowed, for rows too long to cache), within the kernel's bounds and the device's
-/// limit. For the subgroup kernel: four of the largest subgroups, at least 64.
+/// limit. For the subgroup kernel: four of the largest subgroups, from 64 to 256 (at
+/// least one subgroup, within the device's limit).
 pub fn workgroup_size(kernel: RowKernel, cols: usize, vec4: bool, caps: &DeviceCaps) -> u32 {
     let limit = floor_pow2(caps.max_invocations_per_workgroup);
     match kernel {
@@ -395,8 +401,9 @@ pub fn loop_iterations(cols: usize, vec4: bool, lanes: u64) -> u64 {
 }
 
 /// Keeps a plan within the device's loop-iteration cap: a kernel the planner chose moves
-/// to one workgroup per row with enough invocations; a forced kernel that does not fit
-/// is refused, as is a row too long for any workgroup.
+/// to one workgroup per row with enough invocations, or to split rows where no
+/// workgroup has enough; a forced kernel or workgroup size that does not fit is
+/// refused.
 fn fit_loop_limit(
     kernel: RowKernel,
     chosen_size: u32,
@@ -586,7 +593,8 @@ pub fn cache_slots(
 }
 
 /// Cuts a split row into parts: enough to fill the device (with the other rows), each of
-/// at least [`SPLIT_MIN_PART_COLS`], fitting one binding and the device's loop cap.
+/// at least [`SPLIT_MIN_PART_COLS`] where the row has that many, then halved until a part
+/// fits one binding and the device's loop cap.
 pub fn split_row(
     rows: usize,
     cols: usize,
