@@ -9,7 +9,7 @@
 //!
 //! `cargo run --release --example report -- [--size-mib N] [--iters N] [--repeats N]
 //!  [--cols 32,128,...] [--out DIR] [--log] [--kernel thread-row|subgroup-row|
-//!  workgroup-subgroup|workgroup-shared] [--wg N] [--versus CONFIG,...]`
+//!  workgroup-subgroup|workgroup-shared|split-row] [--wg N] [--versus CONFIG,...]`
 //!
 //! `--kernel` and `--wg` force the kernel and workgroup size (for tuning the planner).
 //! `--versus planner,workgroup-subgroup:16,...` instead measures, per `--cols` shape, the
@@ -55,6 +55,7 @@ fn parse_kernel(name: &str) -> Result<RowKernel, String> {
         "subgroup-row" => RowKernel::SubgroupPerRow,
         "workgroup-subgroup" => RowKernel::WorkgroupSubgroup,
         "workgroup-shared" => RowKernel::WorkgroupShared,
+        "split-row" => RowKernel::SplitRow,
         other => return Err(format!("unknown kernel {other:?}")),
     })
 }
