@@ -397,7 +397,7 @@ fn lanes_per_row(kernel: RowKernel, workgroup_size: u32, caps: &DeviceCaps) -> u
 /// (vec4s plus the scalar tail).
 pub fn loop_iterations(cols: usize, vec4: bool, lanes: u64) -> u64 {
     let loads = if vec4 { cols / 4 + cols % 4 } else { cols } as u64;
-    2 * loads.div_ceil(lanes.max(1))
+    loads.div_ceil(lanes.max(1)).saturating_mul(2)
 }
 
 /// Keeps a plan within the device's loop-iteration cap: a kernel the planner chose moves
@@ -455,6 +455,34 @@ fn fit_loop_limit(
     Ok((wide, wg))
 }
 
+/// Refuses what [`DeviceCaps::of_device`] and the library's own placements never give:
+/// the module is public, so a caller may build them by hand.
+fn check_inputs(src: Placement, dst: Placement, caps: &DeviceCaps) -> Result<()> {
+    let bad = |what: String| Err(Error::Unsupported(format!("plan: {what}")));
+    for p in [src, dst] {
+        if p.elem_bytes != 2 && p.elem_bytes != 4 {
+            return bad(format!("{} bytes per element (2 or 4)", p.elem_bytes));
+        }
+    }
+    let subgroup_sizes = caps.subgroup_min_size >= 1
+        && caps.subgroup_min_size <= caps.subgroup_max_size
+        && caps.subgroup_max_size <= wgpu::MAXIMUM_SUBGROUP_MAX_SIZE;
+    if caps.subgroups && !subgroup_sizes {
+        return bad(format!(
+            "subgroup sizes {}..={}",
+            caps.subgroup_min_size, caps.subgroup_max_size
+        ));
+    }
+    if caps.max_workgroups_per_dimension == 0
+        || caps.max_invocations_per_workgroup == 0
+        || caps.max_storage_binding_size == 0
+        || !caps.storage_offset_alignment.is_power_of_two()
+    {
+        return bad(format!("device limits {caps:?}"));
+    }
+    Ok(())
+}
+
 fn overflow(rows: usize, cols: usize) -> Error {
     Error::ShapeOverflow { rows, cols }
 }
@@ -472,7 +500,9 @@ fn span_bytes(rows: usize, cols: usize, stride: usize, elem_bytes: u64) -> Optio
 /// `tuning` may force a kernel or workgroup size; by default [`choose_kernel`] and
 /// [`workgroup_size`] decide.
 /// Expects `rows >= 1`, `cols >= 1` and placements already validated (offsets multiples
-/// of the element size, strides at least `cols`).
+/// of the element size, strides at least `cols`). Caps or placements no device or
+/// layout has (element sizes other than 2 and 4, zero or oversized limits) are refused
+/// with [`Error::Unsupported`].
 pub fn plan(
     rows: usize,
     cols: usize,
@@ -481,6 +511,14 @@ pub fn plan(
     tuning: Tuning,
     caps: &DeviceCaps,
 ) -> Result<Plan> {
+    check_inputs(src, dst, caps)?;
+    if rows
+        .checked_mul(cols)
+        .and_then(|n| n.checked_mul(4))
+        .is_none()
+    {
+        return Err(overflow(rows, cols));
+    }
     let kernel = tuning
         .kernel
         .unwrap_or_else(|| choose_kernel(rows, cols, caps));
@@ -543,7 +581,10 @@ pub fn plan(
         RowKernel::SubgroupPerRow => u64::from((workgroup_size / caps.subgroup_max_size).max(1)),
         _ => 1,
     };
-    let by_grid = geometry.max_dim * geometry.max_dim * rows_per_group;
+    let by_grid = geometry
+        .max_dim
+        .saturating_mul(geometry.max_dim)
+        .saturating_mul(rows_per_group);
     let chunks = geometry.row_chunks(by_grid, |n| {
         let groups = (n as u64).div_ceil(rows_per_group);
         let grid_x = groups.min(geometry.max_dim);
@@ -785,6 +826,72 @@ mod tests {
             subgroups: true,
             ..DeviceCaps::default()
         }
+    }
+
+    #[test]
+    fn hand_built_caps_and_placements_no_device_has_are_refused() {
+        let p = contiguous(100);
+        let planned = |src: Placement, caps: DeviceCaps| {
+            plan(1000, 100, src, contiguous(100), Tuning::default(), &caps)
+        };
+        let unsupported = |r: Result<Plan>| matches!(r, Err(Error::Unsupported(_)));
+        for elem_bytes in [0, 1, 3, 8] {
+            assert!(unsupported(planned(
+                Placement { elem_bytes, ..p },
+                DeviceCaps::default()
+            )));
+        }
+        let bad_caps = [
+            DeviceCaps {
+                subgroup_max_size: 0,
+                ..caps_with_subgroups()
+            },
+            DeviceCaps {
+                subgroup_min_size: 64,
+                subgroup_max_size: 32,
+                ..caps_with_subgroups()
+            },
+            DeviceCaps {
+                subgroup_max_size: 1 << 30,
+                ..caps_with_subgroups()
+            },
+            DeviceCaps {
+                max_workgroups_per_dimension: 0,
+                ..DeviceCaps::default()
+            },
+            DeviceCaps {
+                max_invocations_per_workgroup: 0,
+                ..DeviceCaps::default()
+            },
+            DeviceCaps {
+                max_storage_binding_size: 0,
+                ..DeviceCaps::default()
+            },
+            DeviceCaps {
+                storage_offset_alignment: 48,
+                ..DeviceCaps::default()
+            },
+        ];
+        for caps in bad_caps {
+            assert!(unsupported(planned(p, caps)), "{caps:?}");
+        }
+        // Limits as large as the types allow plan without overflowing.
+        let huge = DeviceCaps {
+            max_workgroups_per_dimension: u32::MAX,
+            max_storage_binding_size: u64::MAX,
+            max_buffer_size: u64::MAX,
+            ..DeviceCaps::default()
+        };
+        assert!(planned(p, huge).is_ok());
+        let too_many = plan(
+            usize::MAX,
+            8,
+            contiguous(8),
+            contiguous(8),
+            Tuning::default(),
+            &huge,
+        );
+        assert!(matches!(too_many, Err(Error::ShapeOverflow { .. })));
     }
 
     #[test]

@@ -1,5 +1,12 @@
 //! The f64 CPU reference, shared by tests, benchmarks and the CLI, and the tolerances of
 //! the numerics contract.
+//!
+//! These are checking tools, not part of the GPU API: they take their inputs as given.
+//! # Panics
+//! The functions with row inputs panic where the inputs do not fit the matrix (fewer
+//! lengths or temperatures than rows, a mask of zero rows or shorter than
+//! `mask_rows * cols`); the library's own calls check these first and return errors.
+//! [`backward_f64`] stops at the shorter of `y` and `dy`.
 
 use crate::dtype::Dtype;
 use crate::encode::{MaskedRows, Op, Options};
