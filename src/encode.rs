@@ -666,7 +666,9 @@ impl Context {
     /// the column shards of a vocabulary split across devices.
     ///
     /// A row with NaN or `+inf` has statistics `(NaN, NaN)`, a fully masked row
-    /// `(-inf, -inf)`; given such statistics, a row is written as NaN or masked.
+    /// `(-inf, -inf)`; given such statistics, a row is written as NaN or masked. An
+    /// empty shape records nothing: with `cols == 0` the statistics buffer is left as it
+    /// is (the host form, [`Context::run_with_stats`], returns `(-inf, -inf)` rows).
     pub fn encode_with_stats(
         &self,
         encoder: &mut wgpu::CommandEncoder,
