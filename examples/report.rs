@@ -361,13 +361,16 @@ fn measure_shape(
     let mut out = vec![0.0f32; data.len()];
     let mut host = Vec::new();
     let mut transfer = Vec::new();
+    // Made once, as the host path keeps its own: the floor is the transfers alone, not
+    // the first touch of new buffers.
+    let slots = transfer_slots(ctx, data.len());
     for _ in 0..args.repeats {
         let t = Instant::now();
         ctx.run_into_blocking(&data, &mut out, shape, &args.options)
             .map_err(|e| e.to_string())?;
         host.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        upload_and_read_back(ctx, &data, &mut out)?;
+        upload_and_read_back(ctx, &slots, &data, &mut out)?;
         transfer.push(t.elapsed().as_secs_f64());
     }
     Ok(Row {
@@ -383,27 +386,43 @@ fn measure_shape(
     })
 }
 
-/// The transfer floor of the host path: the same chunks written to the GPU, copied to
-/// a mappable buffer and read back, with no compute, two chunks in flight.
-fn upload_and_read_back(ctx: &Context, data: &[f32], out: &mut [f32]) -> Result<(), String> {
-    let chunk = (ctx.options().host_chunk_bytes / 4) as usize;
-    let chunk = chunk.min(data.len()).max(1);
-    let slots: Vec<(wgpu::Buffer, wgpu::Buffer)> = (0..2)
+/// Elements per host chunk for a matrix of `len` elements.
+fn transfer_chunk(ctx: &Context, len: usize) -> usize {
+    ((ctx.options().host_chunk_bytes / 4) as usize)
+        .min(len)
+        .max(1)
+}
+
+/// Two chunk slots of [`upload_and_read_back`]: a GPU buffer and a mappable one each.
+fn transfer_slots(ctx: &Context, len: usize) -> Vec<(wgpu::Buffer, wgpu::Buffer)> {
+    let bytes = (transfer_chunk(ctx, len) * 4) as u64;
+    (0..2)
         .map(|_| {
             (
                 buffer(
                     ctx,
-                    (chunk * 4) as u64,
+                    bytes,
                     wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
                 ),
                 buffer(
                     ctx,
-                    (chunk * 4) as u64,
+                    bytes,
                     wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 ),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// The transfer floor of the host path: the same chunks written to the GPU, copied to
+/// a mappable buffer and read back, with no compute, two chunks in flight.
+fn upload_and_read_back(
+    ctx: &Context,
+    slots: &[(wgpu::Buffer, wgpu::Buffer)],
+    data: &[f32],
+    out: &mut [f32],
+) -> Result<(), String> {
+    let chunk = transfer_chunk(ctx, data.len());
     let mut pending: Vec<Option<(usize, wgpu::SubmissionIndex)>> = vec![None, None];
     let finish = |slot: &(wgpu::Buffer, wgpu::Buffer),
                   start: usize,
