@@ -547,20 +547,23 @@ impl<'a> MatrixView<'a> {
     }
 }
 
+/// Byte ranges of the input and the output in their buffers.
+type PairBytes = (std::ops::Range<u64>, std::ops::Range<u64>);
+
 /// The argument checks shared by every resident op: options, shape, both views, and
-/// their overlap (`in_place` allows the very same region for both). Returns false for
-/// an empty shape, which records nothing.
+/// their overlap (`in_place` allows the very same region for both). Returns both views'
+/// byte ranges, or None for an empty shape, which records nothing.
 fn check_pair(
     input: MatrixView<'_>,
     output: MatrixView<'_>,
     shape: Shape,
     options: &Options,
     in_place: bool,
-) -> Result<bool> {
+) -> Result<Option<PairBytes>> {
     options.validate()?;
     shape.len()?;
     if shape.is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
     let a = input.check("input", shape)?;
     let b = output.check("output", shape)?;
@@ -572,7 +575,7 @@ fn check_pair(
             return Err(Error::PartialOverlap);
         }
     }
-    Ok(true)
+    Ok(Some((a, b)))
 }
 
 impl Context {
@@ -717,9 +720,10 @@ impl Context {
         row_origin: usize,
     ) -> Result<()> {
         // In place (the very same region) is allowed; any other overlap is not.
-        if !check_pair(input, output, shape, options, true)? {
+        let Some((input_bytes, output_bytes)) = check_pair(input, output, shape, options, true)?
+        else {
             return Ok(());
-        }
+        };
         let total_rows = row_origin as u64 + shape.rows as u64;
         // Row indices and row + causal offset + 1 are u32 in WGSL.
         if total_rows + shape.cols as u64 + 1 > u64::from(u32::MAX) {
@@ -729,10 +733,7 @@ impl Context {
             });
         }
         let mut bindings = inputs.bind(total_rows, shape.cols, &self.caps)?;
-        bindings.check_overlaps(
-            (input.buffer, input.check("input", shape)?),
-            (output.buffer, output.check("output", shape)?),
-        )?;
+        bindings.check_overlaps((input.buffer, input_bytes), (output.buffer, output_bytes))?;
         bindings.row_origin = row_origin as u32;
         let plan = plan::plan(
             shape.rows,
@@ -780,7 +781,7 @@ impl Context {
         shape: Shape,
         options: &Options,
     ) -> Result<()> {
-        if !check_pair(y, grad, shape, options, false)? {
+        if check_pair(y, grad, shape, options, false)?.is_none() {
             return Ok(());
         }
         let tuning = plan::Tuning {

@@ -356,19 +356,7 @@ impl Context {
             return Ok(());
         }
         let layout = ChunkLayout::new::<T, U>(self, shape.cols);
-        let row_bytes = layout.row_bytes();
-        let max_rows_by_buffer =
-            (self.caps.max_buffer_size.saturating_sub(layout.gap()) / row_bytes) as usize;
-        let chunk_rows = ((self.options.host_chunk_bytes / row_bytes) as usize)
-            .clamp(1, shape.rows)
-            .min(max_rows_by_buffer);
-        if chunk_rows == 0 {
-            return Err(Error::RowTooLong {
-                cols: shape.cols,
-                bytes: row_bytes,
-                limit: self.caps.max_buffer_size,
-            });
-        }
+        let chunk_rows = self.host_chunk_rows(shape, layout.row_bytes(), layout.gap())?;
         // Plan once for a full chunk: this checks the row fits a binding before any
         // buffer is made.
         let (src, dst) = layout.placements(chunk_rows);
@@ -476,18 +464,7 @@ impl Context {
             return Ok(dx);
         }
         let row_bytes = shape.cols as u64 * 4;
-        // As run_host: no chunk larger than the device's largest buffer.
-        let max_rows_by_buffer = (self.caps.max_buffer_size / row_bytes) as usize;
-        let chunk_rows = ((self.options.host_chunk_bytes / row_bytes) as usize)
-            .clamp(1, shape.rows)
-            .min(max_rows_by_buffer);
-        if chunk_rows == 0 {
-            return Err(Error::RowTooLong {
-                cols: shape.cols,
-                bytes: row_bytes,
-                limit: self.caps.max_buffer_size,
-            });
-        }
+        let chunk_rows = self.host_chunk_rows(shape, row_bytes, 0)?;
         let chunk_bytes = chunk_rows as u64 * row_bytes;
         let slots = [
             self.take_scratch(chunk_bytes)?,
@@ -786,6 +763,25 @@ impl Context {
         }
         readback.unmap();
         Ok(())
+    }
+
+    /// Rows per host chunk of rows of `row_bytes` (a non-empty shape): about the
+    /// context's chunk size, at least one row, and no chunk (plus `gap` bytes) larger
+    /// than the device's largest buffer.
+    fn host_chunk_rows(&self, shape: Shape, row_bytes: u64, gap: u64) -> Result<usize> {
+        let max_rows_by_buffer =
+            (self.caps.max_buffer_size.saturating_sub(gap) / row_bytes) as usize;
+        let chunk_rows = ((self.options.host_chunk_bytes / row_bytes) as usize)
+            .clamp(1, shape.rows)
+            .min(max_rows_by_buffer);
+        if chunk_rows == 0 {
+            return Err(Error::RowTooLong {
+                cols: shape.cols,
+                bytes: row_bytes,
+                limit: self.caps.max_buffer_size,
+            });
+        }
+        Ok(chunk_rows)
     }
 
     /// Blocks until the chunk's submission is done and its map callback has run, for at

@@ -2,7 +2,9 @@
 //! the numerics contract.
 //!
 //! These are checking tools, not part of the GPU API: they take their inputs as given.
+//!
 //! # Panics
+//!
 //! The functions with row inputs panic where the inputs do not fit the matrix (fewer
 //! lengths or temperatures than rows, a mask of zero rows or shorter than
 //! `mask_rows * cols`); the library's own calls check these first and return errors.
