@@ -18,7 +18,7 @@ var<workgroup> partial_s: array<f32, MAX_SUBGROUPS>;
 var<workgroup> partial_bad: array<u32, MAX_SUBGROUPS>;
 
 // The workgroup's max and poison flag. Every invocation gets the result.
-fn workgroup_max_bad(own: MaxBad, sg_id: u32, sg_count: u32, sg_lane: u32) -> MaxBad {
+fn workgroup_max_bad(own: MaxBad, sg_id: u32, sg_count: u32, sg_lane: u32, sg_size: u32) -> MaxBad {
     let m = subgroupMax(own.m);
     let bad = subgroupOr(own.bad);
     if sg_lane == 0u {
@@ -26,26 +26,28 @@ fn workgroup_max_bad(own: MaxBad, sg_id: u32, sg_count: u32, sg_lane: u32) -> Ma
         partial_bad[sg_id] = bad;
     }
     workgroupBarrier();
+    // Each lane folds every lanes-th entry, then the subgroup combines the lanes: a
+    // subgroup reads each entry once instead of every lane reading all of them.
     var acc = MaxBad(LOWEST, 0u);
-    for (var i = 0u; i < sg_count; i++) {
+    for (var i = sg_lane; i < sg_count; i += sg_size) {
         acc = max_bad_merge(acc, MaxBad(partial_m[i], partial_bad[i]));
     }
-    return acc;
+    return MaxBad(subgroupMax(acc.m), subgroupOr(acc.bad));
 }
 
 // The workgroup's sum. Uses partial_s only, so it may follow workgroup_max_bad
 // without another barrier.
-fn workgroup_sum(own: f32, sg_id: u32, sg_count: u32, sg_lane: u32) -> f32 {
+fn workgroup_sum(own: f32, sg_id: u32, sg_count: u32, sg_lane: u32, sg_size: u32) -> f32 {
     let s = subgroupAdd(own);
     if sg_lane == 0u {
         partial_s[sg_id] = s;
     }
     workgroupBarrier();
     var total = 0.0;
-    for (var i = 0u; i < sg_count; i++) {
+    for (var i = sg_lane; i < sg_count; i += sg_size) {
         total += partial_s[i];
     }
-    return total;
+    return subgroupAdd(total);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -55,6 +57,7 @@ fn softmax_workgroup_subgroup(
     @builtin(subgroup_id) sg_id: u32,
     @builtin(num_subgroups) sg_count: u32,
     @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_size) sg_size: u32,
 ) {
     let row = wg.y * params.grid_x + wg.x;
     if row >= params.rows {
@@ -63,8 +66,8 @@ fn softmax_workgroup_subgroup(
     begin_row(row);
     if row_fits_cache() {
         var cache: array<vec4<f32>, CACHE>;
-        let mb = workgroup_max_bad(cache_load(row, lid, WORKGROUP_SIZE, &cache), sg_id, sg_count, sg_lane);
-        let s = workgroup_sum(cache_exp_sum(row, lid, WORKGROUP_SIZE, &cache, mb.m), sg_id, sg_count, sg_lane);
+        let mb = workgroup_max_bad(cache_load(row, lid, WORKGROUP_SIZE, &cache), sg_id, sg_count, sg_lane, sg_size);
+        let s = workgroup_sum(cache_exp_sum(row, lid, WORKGROUP_SIZE, &cache, mb.m), sg_id, sg_count, sg_lane, sg_size);
         cache_write(row, lid, WORKGROUP_SIZE, &cache, mb.m, s, mb.bad);
         return;
     }
@@ -79,13 +82,11 @@ fn softmax_workgroup_subgroup(
         partial_bad[sg_id] = bad_sg;
     }
     workgroupBarrier();
-    var acc = MaxBad(LOWEST, 0u);
-    for (var i = 0u; i < sg_count; i++) {
-        acc = max_bad_merge(acc, MaxBad(partial_m[i], partial_bad[i]));
+    var acc = stats_empty();
+    for (var i = sg_lane; i < sg_count; i += sg_size) {
+        acc = merge(acc, Stats(partial_m[i], partial_s[i], partial_bad[i]));
     }
-    var s = 0.0;
-    for (var i = 0u; i < sg_count; i++) {
-        s += rescale(partial_s[i], partial_m[i] - acc.m);
-    }
-    write_row(row, lid, WORKGROUP_SIZE, Stats(acc.m, s, acc.bad));
+    let m = subgroupMax(acc.m);
+    let s = subgroupAdd(rescale(acc.s, acc.m - m));
+    write_row(row, lid, WORKGROUP_SIZE, Stats(m, s, subgroupOr(acc.bad)));
 }
