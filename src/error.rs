@@ -29,7 +29,8 @@ pub enum Error {
         /// Elements actually given.
         actual: usize,
     },
-    /// `rows * cols` (or a byte size derived from it) does not fit in the address space.
+    /// `rows * cols` (or a byte size derived from it) does not fit in the address space,
+    /// or a row is longer than [`crate::plan::MAX_COLS`] (about 2^32 columns).
     #[error("shape [{rows}, {cols}] is too large to address")]
     ShapeOverflow {
         /// Rows asked for.

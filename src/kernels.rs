@@ -504,12 +504,29 @@ impl Kernels {
                     ),
                     key.cache_slots,
                 );
-                let m = scoped(&self.device, || {
+                let descriptor = wgpu::ShaderModuleDescriptor {
+                    label: Some(key.shader.entry_point()),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                };
+                // Every check wgpu adds by default except the loop bound: a 64-bit
+                // counter that naga's SPIR-V, MSL and HLSL writers put into every loop,
+                // tested on each iteration. Besides its own cost, its second exit keeps
+                // Mesa from unrolling the kernels' fixed-length group loops (lavapipe,
+                // rows of 16384 and 32000 columns: about 0.02-0.04 more of the copy
+                // kernel without it). Bounds checks stay on.
+                //
+                // SAFETY: the bound only guards against loops that never end, and every
+                // loop in these kernels ends: each counts up by a step of at least 1
+                // (a workgroup or subgroup size, or a multiple) to a bound taken from the
+                // params, or down by halving. plan::plan refuses rows longer than
+                // plan::MAX_COLS, so no counter passes u32::MAX before its bound.
+                let runtime_checks = wgpu::ShaderRuntimeChecks {
+                    force_loop_bounding: false,
+                    ..wgpu::ShaderRuntimeChecks::checked()
+                };
+                let m = scoped(&self.device, || unsafe {
                     self.device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(key.shader.entry_point()),
-                            source: wgpu::ShaderSource::Wgsl(source.into()),
-                        })
+                        .create_shader_module_trusted(descriptor, runtime_checks)
                 })?;
                 modules.insert(module_key, m.clone());
                 m

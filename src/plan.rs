@@ -259,6 +259,12 @@ pub struct Tuning {
 /// kernels' short fixed loops (register cache, subgroup folds).
 pub const SOFTWARE_LOOP_ITERATIONS: u64 = 65535 - 512;
 
+/// The longest row the kernels take. Their loops count u32 column indices up by steps of
+/// at most 2^17 (a group of loads times the block, with the largest workgroup), so every
+/// counter stops below u32::MAX, and the loops end without the loop bound wgpu would
+/// otherwise add (see `kernels.rs`). Longer rows give [`Error::ShapeOverflow`].
+pub const MAX_COLS: usize = (u32::MAX - (1 << 18)) as usize;
+
 /// Rows at least this long may be split over several workgroups when there are few rows.
 pub const SPLIT_MIN_COLS: usize = 32_768;
 /// Workgroups a split aims to give the device: enough to fill a large GPU, or a
@@ -512,10 +518,11 @@ pub fn plan(
     caps: &DeviceCaps,
 ) -> Result<Plan> {
     check_inputs(src, dst, caps)?;
-    if rows
-        .checked_mul(cols)
-        .and_then(|n| n.checked_mul(4))
-        .is_none()
+    if cols > MAX_COLS
+        || rows
+            .checked_mul(cols)
+            .and_then(|n| n.checked_mul(4))
+            .is_none()
     {
         return Err(overflow(rows, cols));
     }
@@ -892,6 +899,22 @@ mod tests {
             &huge,
         );
         assert!(matches!(too_many, Err(Error::ShapeOverflow { .. })));
+        // Rows up to MAX_COLS plan; longer ones would let a loop counter wrap.
+        let row = |cols| {
+            plan(
+                1,
+                cols,
+                contiguous(cols),
+                contiguous(cols),
+                Tuning::default(),
+                &huge,
+            )
+        };
+        assert!(row(MAX_COLS).is_ok());
+        assert!(matches!(
+            row(MAX_COLS + 1),
+            Err(Error::ShapeOverflow { .. })
+        ));
     }
 
     #[test]
