@@ -513,7 +513,7 @@ impl Kernels {
                 // tested on each iteration, which may also keep a driver from unrolling
                 // the kernels' fixed-length group loops (its second exit). Without it,
                 // lavapipe sweeps rows of 16384 to 262144 columns at about 0.04-0.06
-                // more of the copy kernel (0.74-0.77 to 0.78-0.81, interleaved full
+                // more of the copy kernel (0.74-0.77 to 0.78-0.90, interleaved full
                 // reports). Bounds checks stay on.
                 //
                 // SAFETY: the bound only guards against loops that never end, and every
