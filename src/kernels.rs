@@ -512,9 +512,9 @@ impl Kernels {
                 // counter that naga's SPIR-V, MSL and HLSL writers put into every loop,
                 // tested on each iteration, which may also keep a driver from unrolling
                 // the kernels' fixed-length group loops (its second exit). Without it,
-                // lavapipe sweeps rows of 16384 to 262144 columns at about 0.04-0.06
-                // more of the copy kernel (0.74-0.77 to 0.78-0.90, interleaved full
-                // reports). Bounds checks stay on.
+                // lavapipe sweeps rows of 16384 to 131072 columns at about 0.05 more of
+                // the copy kernel (0.73-0.77 to 0.79-0.82, three interleaved pairs of
+                // report runs). Bounds checks stay on.
                 //
                 // SAFETY: the bound only guards against loops that never end, and every
                 // loop in these kernels ends: each counts up by a step of at least 1
