@@ -367,7 +367,7 @@ fn parse_count(flag: &str, text: &str) -> Outcome<usize> {
 /// makes it a usage error, reported at once.
 fn parse_temperature(text: &str) -> Outcome<f32> {
     let t: f32 = parse_number("--temperature", text)?;
-    if t.is_finite() && t > 0.0 && (1.0 / t).is_finite() {
+    if Options::softmax().with_temperature(t).validate().is_ok() {
         Ok(t)
     } else {
         Err(Failure::Usage(format!(

@@ -19,10 +19,9 @@ fn softmax_split_stats(
         return;
     }
     begin_row(row);
-    let c0 = part * params.part_cols;
-    // The part's end without c0 + part_cols, which could pass u32::MAX in the last part
-    // of a row near plan::MAX_COLS; an empty part (c0 >= cols) gives c1 = c0.
-    let c1 = c0 + min(params.part_cols, params.cols - min(c0, params.cols));
+    let cols = part_columns(part);
+    let c0 = cols.x;
+    let c1 = cols.y;
     let st = tree_stats(range_stats(row, c0, c1, lid, WORKGROUP_SIZE), lid);
     if lid == 0u {
         // The flag as 0.0 / 1.0: a u32 bit pattern would be a denormal, which some GPUs

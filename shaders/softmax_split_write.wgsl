@@ -20,10 +20,9 @@ fn softmax_split_write(
         let q = partials[row * params.parts + p];
         st = merge(st, Stats(q.x, q.y, u32(q.z != 0.0)));
     }
-    let c0 = part * params.part_cols;
-    // The part's end without c0 + part_cols, which could pass u32::MAX in the last part
-    // of a row near plan::MAX_COLS; an empty part (c0 >= cols) gives c1 = c0.
-    let c1 = c0 + min(params.part_cols, params.cols - min(c0, params.cols));
+    let cols = part_columns(part);
+    let c0 = cols.x;
+    let c1 = cols.y;
     // Part 0's first invocation leads (stores the row's statistics, if asked).
     range_write(row, c0, c1, lid, WORKGROUP_SIZE, resolve_stats(row, st, lid == 0u && part == 0u));
 }

@@ -148,7 +148,10 @@ impl Options {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// The check every call makes of the options first: a temperature that is not
+    /// finite, not > 0, or so small that its f32 reciprocal overflows is
+    /// [`Error::InvalidTemperature`].
+    pub fn validate(&self) -> Result<()> {
         // The kernels multiply by 1 / T, which overflows f32 below about 2.9e-39.
         let t = self.temperature;
         if t.is_finite() && t > 0.0 && (1.0 / t).is_finite() {

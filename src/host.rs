@@ -509,20 +509,13 @@ impl Context {
                     break;
                 }
             };
-            let mapped: MapResult = Arc::new(Mutex::new(None));
-            let flag = mapped.clone();
-            // In a scope, as every call that wgpu may fail: else its default handler panics.
-            let map = scoped(&self.device, || {
-                slots[1]
-                    .readback
-                    .map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-                        *flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                    })
-            });
-            if let Err(e) = map {
-                result = Err(e);
-                break;
-            }
+            let mapped = match self.map_for_read(&slots[1].readback, 0..bytes) {
+                Ok(mapped) => mapped,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
             let done = InFlight {
                 slot: 1,
                 submission,
@@ -595,13 +588,7 @@ impl Context {
             let submission = self.queue.submit([encoder.finish()]);
             (readback, submission)
         })?;
-        let mapped: MapResult = Arc::new(Mutex::new(None));
-        let flag = mapped.clone();
-        scoped(&self.device, || {
-            readback.map_async(wgpu::MapMode::Read, .., move |r| {
-                *flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-            })
-        })?;
+        let mapped = self.map_for_read(&readback, ..)?;
         self.wait_for(submission, &mapped)?;
         let outcome = mapped.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.check_mapped(outcome)?;
@@ -717,15 +704,7 @@ impl Context {
                 );
                 Ok(self.queue.submit([encoder.finish()]))
             })??;
-            let mapped: MapResult = Arc::new(Mutex::new(None));
-            let flag = mapped.clone();
-            scoped(&self.device, || {
-                scratch
-                    .readback
-                    .map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-                        *flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                    })
-            })?;
+            let mapped = self.map_for_read(&scratch.readback, 0..bytes)?;
             in_flight.push(InFlight {
                 slot,
                 submission,
@@ -763,6 +742,24 @@ impl Context {
         }
         readback.unmap();
         Ok(())
+    }
+
+    /// Starts mapping `range` of `buffer` for reading; the result, set when the map
+    /// callback runs, is what the host waits on. In an error scope, as every
+    /// call wgpu may fail: else its default handler panics.
+    fn map_for_read(
+        &self,
+        buffer: &wgpu::Buffer,
+        range: impl std::ops::RangeBounds<wgpu::BufferAddress>,
+    ) -> Result<MapResult> {
+        let mapped: MapResult = Arc::new(Mutex::new(None));
+        let flag = mapped.clone();
+        scoped(&self.device, || {
+            buffer.map_async(wgpu::MapMode::Read, range, move |r| {
+                *flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            })
+        })?;
+        Ok(mapped)
     }
 
     /// Rows per host chunk of rows of `row_bytes` (a non-empty shape): about the

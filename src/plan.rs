@@ -890,19 +890,9 @@ mod tests {
             ..DeviceCaps::default()
         };
         assert!(planned(p, huge).is_ok());
-        let too_many = plan(
-            usize::MAX,
-            8,
-            contiguous(8),
-            contiguous(8),
-            Tuning::default(),
-            &huge,
-        );
-        assert!(matches!(too_many, Err(Error::ShapeOverflow { .. })));
-        // Rows up to MAX_COLS plan; longer ones would let a loop counter wrap.
-        let row = |cols| {
+        let shape = |rows, cols| {
             plan(
-                1,
+                rows,
                 cols,
                 contiguous(cols),
                 contiguous(cols),
@@ -910,11 +900,11 @@ mod tests {
                 &huge,
             )
         };
-        assert!(row(MAX_COLS).is_ok());
-        assert!(matches!(
-            row(MAX_COLS + 1),
-            Err(Error::ShapeOverflow { .. })
-        ));
+        let overflow = |r: Result<Plan>| matches!(r, Err(Error::ShapeOverflow { .. }));
+        assert!(overflow(shape(usize::MAX, 8)));
+        // Rows up to MAX_COLS plan; longer ones would let a loop counter wrap.
+        assert!(shape(1, MAX_COLS).is_ok());
+        assert!(overflow(shape(1, MAX_COLS + 1)));
     }
 
     #[test]

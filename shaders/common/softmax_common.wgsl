@@ -218,6 +218,14 @@ fn dst_index(row: u32, col: u32) -> u32 {
     return params.dst_offset + row * params.dst_stride + (col - params.col_base);
 }
 
+// Columns [c0, c1) of split part `part`. The end is found without c0 + part_cols,
+// which could pass u32::MAX in the last part of a row near plan::MAX_COLS; an empty
+// part (c0 >= cols) gives c1 = c0.
+fn part_columns(part: u32) -> vec2<u32> {
+    let c0 = part * params.part_cols;
+    return vec2<u32>(c0, c0 + min(params.part_cols, params.cols - min(c0, params.cols)));
+}
+
 // End of the vec4 body of columns [c0, c1): c1 rounded down to a multiple of 4 when VEC4
 // (c0 is then a multiple of 4), else c0 (no body, all scalars).
 fn body_end(c0: u32, c1: u32) -> u32 {
