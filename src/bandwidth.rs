@@ -3,7 +3,8 @@
 //! benchmarks and the report.
 
 use crate::error::{Error, Result};
-use crate::kernels::{scoped, uniform_buffer, COPY_VEC4_SOURCE};
+use crate::kernels::{uniform_buffer, COPY_VEC4_SOURCE};
+use crate::wait::scoped;
 
 /// Invocations per workgroup of the copy kernel.
 const WORKGROUP: u32 = 256;

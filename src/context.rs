@@ -1,23 +1,33 @@
-//! Picking an adapter and device, or wrapping the app's own.
+//! The context: picking an adapter and device, or wrapping the app's own, and the
+//! public methods of both paths, in one place.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::dtype::Element;
+use crate::encode::{MatrixView, RowInputs};
 use crate::error::{Error, Result};
-use crate::host::ScratchPool;
-use crate::kernels::Kernels;
-use crate::plan::DeviceCaps;
+use crate::gpu::Gpu;
+use crate::host::{Host, HostInputs};
+use crate::op::{Options, Shape};
+use crate::staging::StagingPool;
+use crate::wait::Poller;
 
 /// Settings of a [`Context`].
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct ContextOptions {
-    /// How long a host-API call waits for the GPU before returning [`Error::Timeout`].
+    /// How long a host-path call waits for one readback before it returns
+    /// [`Error::Timeout`] (native targets; in a browser the page decides).
     pub timeout: Duration,
-    /// The host API moves matrices through the GPU in chunks of about this many bytes
+    /// The host path moves matrices through the GPU in chunks of about this many bytes
     /// (two chunks in flight, so upload, compute and readback overlap). At least one row
     /// per chunk.
     pub host_chunk_bytes: u64,
+    /// Optional features to enable too, where the adapter has them, when
+    /// [`Context::new`] creates the device (e.g. `TIMESTAMP_QUERY` for an app that
+    /// times its passes). The kernels need none; they use `SUBGROUP` where it exists.
+    pub extra_features: wgpu::Features,
 }
 
 impl Default for ContextOptions {
@@ -25,36 +35,53 @@ impl Default for ContextOptions {
         ContextOptions {
             timeout: Duration::from_secs(120),
             host_chunk_bytes: 32 << 20,
+            extra_features: wgpu::Features::empty(),
         }
+    }
+}
+
+impl ContextOptions {
+    /// These settings with another time-out.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// These settings with another host chunk size.
+    pub fn with_host_chunk_bytes(mut self, bytes: u64) -> Self {
+        self.host_chunk_bytes = bytes;
+        self
+    }
+
+    /// These settings with more optional features.
+    pub fn with_extra_features(mut self, features: wgpu::Features) -> Self {
+        self.extra_features |= features;
+        self
     }
 }
 
 /// A device and queue with the softmax pipelines built for them.
 ///
-/// Cheap to share: it is `Send + Sync`, and host-API calls from several threads run
+/// `Send + Sync` on native targets: host-path calls from several threads run
 /// concurrently (each takes its own staging buffers from a pool).
 pub struct Context {
-    pub(crate) device: wgpu::Device,
-    pub(crate) queue: wgpu::Queue,
-    pub(crate) info: wgpu::AdapterInfo,
-    pub(crate) caps: DeviceCaps,
-    pub(crate) kernels: Kernels,
-    pub(crate) scratch: ScratchPool,
-    pub(crate) options: ContextOptions,
-    /// Set by the device-lost callback of a device this context created.
-    pub(crate) lost: Arc<Mutex<Option<String>>>,
+    gpu: Gpu,
+    staging: StagingPool,
+    poller: Poller,
+    options: ContextOptions,
 }
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
-            .field("adapter", &self.info.name)
-            .field("backend", &self.info.backend)
-            .field("caps", &self.caps)
+            .field("adapter", &self.gpu.info.name)
+            .field("backend", &self.gpu.info.backend)
+            .field("caps", &self.gpu.caps)
             .finish_non_exhaustive()
     }
 }
 
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 /// Rank of an adapter: lower is better. Discrete GPUs first, then other hardware, then
 /// software; among equals, the native APIs before GL.
 fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
@@ -73,37 +100,65 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (kind, backend)
 }
 
-/// The optional features the kernels and benchmarks use when the adapter has them (the
-/// report times kernels with timestamps written on the encoder).
+/// The optional features the kernels use when the adapter has them.
 fn wanted_features() -> wgpu::Features {
     wgpu::Features::SUBGROUP
-        | wgpu::Features::TIMESTAMP_QUERY
-        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
-        | wgpu::Features::SHADER_F16
+}
+
+/// The adapter [`Context::new`] uses: on native targets the best of those
+/// `WGPU_BACKEND` allows (see [`adapter_rank`]); in a browser the one it offers.
+#[cfg(not(target_arch = "wasm32"))]
+async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    let mut adapters = instance.enumerate_adapters(backends).await;
+    adapters.sort_by_key(|a| adapter_rank(&a.get_info()));
+    adapters.into_iter().next().ok_or_else(|| {
+        Error::NoAdapter(format!(
+            "no adapter on backends {backends:?} (set WGPU_BACKEND, or install a Vulkan \
+             or GL driver such as Mesa's lavapipe or llvmpipe)"
+        ))
+    })
+}
+
+#[cfg(target_arch = "wasm32")]
+async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::NoAdapter(format!("{e} (does the browser have WebGPU on?)")))
 }
 
 impl Context {
-    /// Picks the best adapter (discrete GPU, then any hardware, then software; only the
-    /// backends named by `WGPU_BACKEND` when it is set), creates a device with every
-    /// limit the adapter offers, and builds the kernels.
-    pub async fn new() -> Result<Self> {
-        Self::with_options(ContextOptions::default()).await
-    }
-
-    /// [`Context::new`] with settings.
-    pub async fn with_options(options: ContextOptions) -> Result<Self> {
+    /// Picks an adapter (native: discrete GPU, then any hardware, then software, among
+    /// the backends `WGPU_BACKEND` names when it is set; browser: the one WebGPU
+    /// offers), creates a device with every limit the adapter offers, and builds the
+    /// kernels. The device's uncaptured errors stay with wgpu's handler, but every call
+    /// of this crate catches its own.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), wgpu_softmax::Error> {
+    /// use wgpu_softmax::{block_on, Context, ContextOptions};
+    /// let ctx = block_on(Context::new(ContextOptions::default()))?;
+    /// println!("{}", ctx.adapter_info().name);
+    /// # Ok(()) }
+    /// ```
+    pub async fn new(options: ContextOptions) -> Result<Self> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
-        let mut adapters = instance.enumerate_adapters(backends).await;
-        adapters.sort_by_key(|a| adapter_rank(&a.get_info()));
-        let adapter = adapters.into_iter().next().ok_or_else(|| {
-            Error::NoAdapter(format!(
-                "no adapter on backends {backends:?} (set WGPU_BACKEND, or install a Vulkan \
-                 or GL driver such as Mesa's lavapipe or llvmpipe)"
-            ))
-        })?;
-        let features = adapter.features() & wanted_features();
+        let adapter = pick_adapter(&instance).await?;
+        let info = adapter.get_info();
+        log::info!(
+            "wgpu-softmax: adapter {} ({:?}, {:?}, driver {} {})",
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver,
+            info.driver_info
+        );
+        let features = adapter.features() & (wanted_features() | options.extra_features);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgpu-softmax"),
@@ -122,27 +177,12 @@ impl Context {
         Self::build(device, queue, options, lost)
     }
 
-    /// Blocking [`Context::new`] (native targets).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn new_blocking() -> Result<Self> {
-        pollster::block_on(Self::new())
-    }
-
-    /// Blocking [`Context::with_options`] (native targets).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn with_options_blocking(options: ContextOptions) -> Result<Self> {
-        pollster::block_on(Self::with_options(options))
-    }
-
     /// Wraps the app's own device and queue: no second device, no error handler or
     /// device-lost callback installed (the app keeps its own). The kernels use the
-    /// device's enabled features and limits.
-    pub fn from_device(device: &wgpu::Device, queue: &wgpu::Queue) -> Result<Self> {
-        Self::from_device_with_options(device, queue, ContextOptions::default())
-    }
-
-    /// [`Context::from_device`] with settings.
-    pub fn from_device_with_options(
+    /// device's enabled features and limits: with `Features::SUBGROUP` they use
+    /// subgroup operations; with fewer than 9 storage buffers per shader stage (WebGPU's
+    /// default is 8), the fused row inputs are refused with [`Error::Unsupported`].
+    pub fn from_device(
         device: &wgpu::Device,
         queue: &wgpu::Queue,
         options: ContextOptions,
@@ -161,37 +201,145 @@ impl Context {
         options: ContextOptions,
         lost: Arc<Mutex<Option<String>>>,
     ) -> Result<Self> {
-        let kernels = Kernels::new(&device)?;
+        let poller = Poller::new(&device, options.timeout);
         Ok(Context {
-            info: device.adapter_info(),
-            caps: DeviceCaps::of_device(&device),
-            kernels,
-            scratch: ScratchPool::default(),
-            device,
-            queue,
+            gpu: Gpu::new(device, queue, lost)?,
+            staging: StagingPool::default(),
+            poller,
             options,
-            lost,
         })
+    }
+
+    /// **Host path**: softmax (or what `options` asks for) of the row-major `shape`
+    /// matrix in `input`, written to `output`, with the data of `inputs` fused in.
+    ///
+    /// Any storage types: `T` and `U` are each `f32`, [`half::f16`] or [`half::bf16`].
+    /// Arithmetic is f32; results are rounded to `U` to nearest, ties to even (f16:
+    /// beyond 65504 is infinity, so a log-softmax below -65504 is `-inf`). 16-bit
+    /// matrices upload and read back half the bytes of f32 ones.
+    ///
+    /// The matrix goes through the GPU in chunks of whole rows of about
+    /// [`ContextOptions::host_chunk_bytes`], two in flight: while one chunk computes,
+    /// the previous one is read back. The future waits without blocking: it returns
+    /// `Poll::Pending` while the GPU works and is woken when a readback is mapped (on
+    /// native targets the context's poller thread drives `device.poll`). Dropping it
+    /// stops the call after the chunk in flight; its staging buffers are freed, not
+    /// returned to the pool, and `output` is left partly written. Blocking callers use
+    /// [`block_on`](crate::block_on).
+    ///
+    /// Argument errors come back before any GPU work; wgpu errors are caught with error
+    /// scopes; each readback waits at most [`ContextOptions::timeout`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), wgpu_softmax::Error> {
+    /// use wgpu_softmax::{block_on, Context, ContextOptions, HostInputs, Options, Shape};
+    /// let ctx = block_on(Context::new(ContextOptions::default()))?;
+    /// let mut y = [0.0f32; 3];
+    /// let softmax = Options::softmax();
+    /// block_on(ctx.run(&[7.0f32, 4.0, 0.0], &mut y, Shape::new(1, 3), &softmax, HostInputs::default()))?;
+    /// // [0.95174, 0.04739, 0.00087]: the largest score squeezes out the others.
+    /// assert!((y[0] - 0.95174).abs() < 1e-5);
+    /// # Ok(()) }
+    /// ```
+    pub async fn run<T: Element, U: Element>(
+        &self,
+        input: &[T],
+        output: &mut [U],
+        shape: Shape,
+        options: &Options,
+        inputs: HostInputs<'_>,
+    ) -> Result<()> {
+        self.host()
+            .run(input, output, shape, options, inputs)
+            .await
+    }
+
+    /// **Host path**, backward: the gradient `dx` of softmax (or log-softmax, per
+    /// `options.op`) from the forward output `y` and the incoming gradient `dy` (see
+    /// [`Context::encode_backward`] for the formulas). Any storage types, as
+    /// [`Context::run`]; chunks of rows go through the GPU one after another.
+    pub async fn run_backward<T: Element, U: Element>(
+        &self,
+        y: &[T],
+        dy: &[U],
+        dx: &mut [U],
+        shape: Shape,
+        options: &Options,
+    ) -> Result<()> {
+        self.host()
+            .run_backward(y, dy, dx, shape, options)
+            .await
+    }
+
+    /// **Resident path**: records the op `options` describes, over the `shape` matrix at
+    /// `input`, into `output`, with the data of `inputs` fused in, on the caller's
+    /// `encoder`. Nothing is submitted: the caller submits the encoder when it likes, on
+    /// this context's device.
+    ///
+    /// `output` may be `input` itself (same buffer, offset, stride and dtype) for
+    /// in-place use; any other overlap is refused. Only the named rows (and in them only
+    /// the first `cols` elements) of `output` are written. An empty shape records
+    /// nothing (with `cols == 0` statistics written are left as they are; the host
+    /// path gives `(-inf, -inf)` rows).
+    ///
+    /// With [`RowInputs::stats`] written, each row's `(max, log-sum-exp)` of `x / T` is
+    /// written too (`(NaN, NaN)` for a row with NaN or `+inf`, `(-inf, -inf)` for a fully
+    /// masked row); given, rows are normalised with them instead of their own. The
+    /// mask, lengths and temperatures take three more storage bindings (9 in all), which
+    /// a device created with WebGPU's default limits (8) lacks: that gives
+    /// [`Error::Unsupported`].
+    ///
+    /// Nothing here blocks or waits. Argument errors are returned before anything is
+    /// recorded. On native targets wgpu's validation and out-of-memory errors while
+    /// recording are caught and returned (wgpu resolves error scopes at once there); in
+    /// a browser they go to the device's own error handling, as those of any wgpu call
+    /// the app makes.
+    pub fn encode(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: MatrixView<'_>,
+        output: MatrixView<'_>,
+        shape: Shape,
+        options: &Options,
+        inputs: &RowInputs<'_>,
+    ) -> Result<()> {
+        self.gpu
+            .encode(encoder, input, output, shape, options, inputs, 0)
+            .map_err(|e| self.gpu.explain(e))
+    }
+
+    /// **Resident path**, backward: records the gradient of softmax (or log-softmax, per
+    /// `options.op`) in one fused kernel: `y` holds the forward op's output, and `grad`
+    /// holds the incoming gradient `dy` and receives `dx` in its place: softmax
+    /// `dx = y * (dy - sum(dy * y)) / T`, log-softmax `dx = (dy - exp(y) * sum(dy)) / T`,
+    /// with `T` the forward op's scalar temperature. Only the op and temperature of
+    /// `options` apply. `y` and `grad` must not overlap. Errors as [`Context::encode`].
+    pub fn encode_backward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        y: MatrixView<'_>,
+        grad: MatrixView<'_>,
+        shape: Shape,
+        options: &Options,
+    ) -> Result<()> {
+        self.gpu
+            .encode_backward(encoder, y, grad, shape, options)
+            .map_err(|e| self.gpu.explain(e))
     }
 
     /// The device the context records work on.
     pub fn device(&self) -> &wgpu::Device {
-        &self.device
+        &self.gpu.device
     }
 
-    /// The queue the host API submits to.
+    /// The queue the host path submits to.
     pub fn queue(&self) -> &wgpu::Queue {
-        &self.queue
+        &self.gpu.queue
     }
 
     /// The adapter's name, backend, type and driver.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
-        &self.info
-    }
-
-    /// What the planner knows of the device.
-    pub fn caps(&self) -> &DeviceCaps {
-        &self.caps
+        &self.gpu.info
     }
 
     /// The context's settings.
@@ -199,26 +347,45 @@ impl Context {
         &self.options
     }
 
-    /// The device-lost message, if the device this context created was lost.
-    pub(crate) fn lost_reason(&self) -> Option<String> {
-        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// Bytes of GPU memory held between calls: the host path's staging pool (what the
+    /// largest recent calls used: a streaming call holds at most two chunk slots, each a
+    /// device buffer and a readback buffer of [`ContextOptions::host_chunk_bytes`],
+    /// rounded up to a power of two).
+    pub fn staging_bytes(&self) -> u64 {
+        self.staging.bytes()
     }
 
-    /// Reports a GPU error on a device known to be lost as [`Error::DeviceLost`]: once
-    /// the device is gone, every call fails with some validation or map error, and the
-    /// loss is the cause worth telling.
-    pub(crate) fn explain(&self, error: Error) -> Error {
-        match (&error, self.lost_reason()) {
-            (
-                Error::Validation(_)
-                | Error::Map(_)
-                | Error::Internal(_)
-                | Error::OutOfMemory(_)
-                | Error::Timeout(_),
-                Some(reason),
-            ) => Error::DeviceLost(reason),
-            _ => error,
+    /// Drops the cached bindings of recent calls. A context keeps the uniform buffer and
+    /// bind groups of its 16 most recent distinct calls, so that a repeated call (same
+    /// buffers, shape and options) creates no GPU object; they hold references to the
+    /// buffers they name until newer calls push them out, or until this is called.
+    pub fn clear_cached_bindings(&self) {
+        self.gpu.kernels.clear_bindings();
+    }
+
+    fn host(&self) -> Host<'_> {
+        Host {
+            gpu: &self.gpu,
+            staging: &self.staging,
+            poller: &self.poller,
+            chunk_bytes: self.options.host_chunk_bytes,
         }
+    }
+}
+
+/// Internals for tests, benchmarks and the tools (the `internals` feature); not part of
+/// the stable API.
+#[cfg(feature = "internals")]
+impl Context {
+    /// What the planner knows of the device.
+    pub fn caps(&self) -> &crate::plan::DeviceCaps {
+        &self.gpu.caps
+    }
+
+    /// Whether the host path's poller thread is running (native targets).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn poller_running(&self) -> bool {
+        self.poller.is_running()
     }
 }
 

@@ -1,175 +1,13 @@
 //! Recording a plan into a `CommandEncoder`: the GPU-resident API.
 
-use crate::context::Context;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
-use crate::kernels::{
-    scoped, uniform_buffer, BindingKey, Bindings, Bound, Params, PipelineKey, Shader,
-};
-use crate::plan::{self, Placement, Plan, RowKernel};
-
-/// A `[rows, cols]` matrix shape, row-major.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Shape {
-    /// Number of rows (independent softmaxes).
-    pub rows: usize,
-    /// Row length: the axis softmax runs over.
-    pub cols: usize,
-}
-
-impl Shape {
-    /// A `[rows, cols]` shape.
-    pub fn new(rows: usize, cols: usize) -> Self {
-        Shape { rows, cols }
-    }
-
-    /// `rows * cols`, or [`Error::ShapeOverflow`].
-    pub fn len(&self) -> Result<usize> {
-        self.rows
-            .checked_mul(self.cols)
-            .filter(|n| n.checked_mul(4).is_some())
-            .ok_or(Error::ShapeOverflow {
-                rows: self.rows,
-                cols: self.cols,
-            })
-    }
-
-    /// Whether the shape holds no element.
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0 || self.cols == 0
-    }
-}
-
-/// The function computed along each row.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Op {
-    /// `exp(z_i - m) / sum_j exp(z_j - m)`.
-    #[default]
-    Softmax,
-    /// `(z_i - m) - ln(sum_j exp(z_j - m))`, computed directly (not as `ln(softmax)`).
-    LogSoftmax,
-}
-
-/// What a row whose entries are all `-inf` gives.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum MaskedRows {
-    /// NaN in every entry, as PyTorch does.
-    #[default]
-    Nan,
-    /// The value of probability zero: 0 for softmax, `-inf` for log-softmax (as attention
-    /// kernels want for fully masked rows).
-    Zero,
-}
-
-/// Options of one softmax.
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct Options {
-    /// Softmax or log-softmax.
-    pub op: Op,
-    /// Inputs are divided by this: finite, > 0, and with a finite f32 reciprocal (at
-    /// least about 2.9e-39). 1 leaves them as they are.
-    pub temperature: f32,
-    /// What fully masked (all `-inf`) rows give.
-    pub masked_rows: MaskedRows,
-    /// Forces a kernel instead of the planner's choice (for tests and benchmarks).
-    pub kernel: Option<RowKernel>,
-    /// Forces the invocations per workgroup (a power of two within the kernel's and the
-    /// device's bounds) instead of the planner's choice (for tuning).
-    pub workgroup_size: Option<u32>,
-    /// A causal mask: row `i` keeps columns `j <= i + offset` (the offset of a KV cache),
-    /// the rest masked out. Rows count from the first row of the call.
-    pub causal: Option<u64>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            op: Op::Softmax,
-            temperature: 1.0,
-            masked_rows: MaskedRows::Nan,
-            kernel: None,
-            workgroup_size: None,
-            causal: None,
-        }
-    }
-}
-
-impl Options {
-    /// Softmax with default settings.
-    pub fn softmax() -> Self {
-        Self::default()
-    }
-
-    /// Log-softmax with default settings.
-    pub fn log_softmax() -> Self {
-        Options {
-            op: Op::LogSoftmax,
-            ..Self::default()
-        }
-    }
-
-    /// These options with another temperature.
-    pub fn with_temperature(mut self, temperature: f32) -> Self {
-        self.temperature = temperature;
-        self
-    }
-
-    /// These options with another masked-row policy.
-    pub fn with_masked_rows(mut self, masked_rows: MaskedRows) -> Self {
-        self.masked_rows = masked_rows;
-        self
-    }
-
-    /// These options with a forced kernel.
-    pub fn with_kernel(mut self, kernel: RowKernel) -> Self {
-        self.kernel = Some(kernel);
-        self
-    }
-
-    /// These options with a causal mask at `offset`.
-    pub fn with_causal(mut self, offset: u64) -> Self {
-        self.causal = Some(offset);
-        self
-    }
-
-    /// These options with a forced workgroup size.
-    pub fn with_workgroup_size(mut self, workgroup_size: u32) -> Self {
-        self.workgroup_size = Some(workgroup_size);
-        self
-    }
-
-    pub(crate) fn tuning(&self) -> plan::Tuning {
-        plan::Tuning {
-            kernel: self.kernel,
-            workgroup_size: self.workgroup_size,
-        }
-    }
-
-    /// The check every call makes of the options first: a temperature that is not
-    /// finite, not > 0, or so small that its f32 reciprocal overflows is
-    /// [`Error::InvalidTemperature`].
-    pub fn validate(&self) -> Result<()> {
-        // The kernels multiply by 1 / T, which overflows f32 below about 2.9e-39.
-        let t = self.temperature;
-        if t.is_finite() && t > 0.0 && (1.0 / t).is_finite() {
-            Ok(())
-        } else {
-            Err(Error::InvalidTemperature(self.temperature))
-        }
-    }
-}
-
-/// What [`Context::encode_with_stats`] does with the statistics buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StatsMode {
-    /// Write each row's `(max, log-sum-exp)` of `x / T` (and the softmax, as usual).
-    Write,
-    /// Normalise each row with the `(max, log-sum-exp)` read from the buffer.
-    Given,
-}
+use crate::gpu::Gpu;
+use crate::kernels::{uniform_buffer, BindingKey, Bindings, Bound, Params, PipelineKey, Shader};
+use crate::op::{MaskedRows, Op, Options, Shape};
+use crate::plan::{self, Placement, Plan};
+use crate::stats::StatsMode;
+use crate::wait::scoped;
 
 /// Row statistics in a caller's buffer: `[rows, 2]` f32, `(max, log-sum-exp)` of `x / T`
 /// per row, starting `offset` bytes in, and whether they are written or given.
@@ -274,17 +112,54 @@ impl<'a> Region<'a> {
     }
 }
 
-/// Inputs fused into the op, in the caller's buffers, for
-/// [`Context::encode_with`]. All are optional; each costs no extra pass over the matrix.
+/// An additive mask in a caller's buffer: `[rows, cols]` values, packed, stored as
+/// `dtype`, from `offset` bytes on. Row `r` of the matrix adds mask row `r % rows` to
+/// `x / T` (one row for all, one per row, or one per head group); an entry of `-inf`
+/// masks its column out, whatever the matrix holds there.
+#[derive(Clone, Copy, Debug)]
+pub struct MaskView<'a> {
+    /// The buffer; it needs `BufferUsages::STORAGE`. A 16-bit mask's buffer must hold
+    /// the whole 4-byte word of its last value.
+    pub buffer: &'a wgpu::Buffer,
+    /// Byte offset of the first value; a multiple of the element size.
+    pub offset: u64,
+    /// Rows of the mask (at least 1).
+    pub rows: usize,
+    /// How the values are stored: f32 (the default), f16 or bf16.
+    pub dtype: Dtype,
+}
+
+impl<'a> MaskView<'a> {
+    /// A packed f32 mask of `rows` rows at the start of `buffer`.
+    pub fn new(buffer: &'a wgpu::Buffer, rows: usize) -> Self {
+        MaskView {
+            buffer,
+            offset: 0,
+            rows,
+            dtype: Dtype::F32,
+        }
+    }
+
+    /// This mask, stored as `dtype`.
+    pub fn with_dtype(mut self, dtype: Dtype) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// This mask, starting `offset` bytes into the buffer.
+    pub fn with_offset(mut self, offset: u64) -> Self {
+        self.offset = offset;
+        self
+    }
+}
+
+/// Data fused into a resident op, in the caller's buffers (see
+/// [`Context::encode`](crate::Context::encode)). All are optional; none costs an extra
+/// pass over the matrix. [`HostInputs`](crate::HostInputs) is the host path's twin.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RowInputs<'a> {
-    /// An additive mask, `[mask_rows, cols]` packed, stored as `mask_dtype`: row `r`
-    /// adds mask row `r % mask_rows` to `x / T` (one row for all, one per row, or one
-    /// per head group). `-inf` entries mask out.
-    pub mask: Option<(Region<'a>, usize)>,
-    /// How the mask is stored: f32 (the default), f16 or bf16. A 16-bit mask's buffer
-    /// must hold the whole 4-byte word of its last value.
-    pub mask_dtype: Dtype,
+    /// An additive mask.
+    pub mask: Option<MaskView<'a>>,
     /// One u32 per row: columns at or past it are masked out (written as 0; log-softmax
     /// `-inf`). Lengths above `cols` mean `cols`.
     pub lengths: Option<Region<'a>>,
@@ -292,8 +167,42 @@ pub struct RowInputs<'a> {
     /// not a finite number > 0, or whose combined temperature is so small that the f32
     /// reciprocals' product (`(1 / T) * (1 / t)`) overflows, comes out NaN.
     pub temperatures: Option<Region<'a>>,
-    /// Row statistics, written or given (see [`Context::encode_with_stats`]).
+    /// Row statistics `[rows, 2]` f32, written by the op or given to it.
     pub stats: Option<StatsView<'a>>,
+}
+
+impl<'a> RowInputs<'a> {
+    /// No inputs.
+    pub const NONE: RowInputs<'static> = RowInputs {
+        mask: None,
+        lengths: None,
+        temperatures: None,
+        stats: None,
+    };
+
+    /// These inputs with an additive mask.
+    pub fn with_mask(mut self, mask: MaskView<'a>) -> Self {
+        self.mask = Some(mask);
+        self
+    }
+
+    /// These inputs with per-row valid lengths (u32).
+    pub fn with_lengths(mut self, lengths: Region<'a>) -> Self {
+        self.lengths = Some(lengths);
+        self
+    }
+
+    /// These inputs with per-row temperatures (f32).
+    pub fn with_temperatures(mut self, temperatures: Region<'a>) -> Self {
+        self.temperatures = Some(temperatures);
+        self
+    }
+
+    /// These inputs with row statistics, written or given.
+    pub fn with_stats(mut self, stats: StatsView<'a>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
 }
 
 /// The checked bindings of a [`RowInputs`].
@@ -313,16 +222,16 @@ impl<'a> RowInputs<'a> {
     /// `row_origin..` (the host path passes its whole-matrix inputs with each chunk).
     fn bind(&self, rows: u64, cols: usize, caps: &plan::DeviceCaps) -> Result<InputBindings<'a>> {
         let mask = match self.mask {
-            Some((region, mask_rows)) => {
+            Some(m) => {
+                let mask_rows = m.rows;
                 if mask_rows == 0 {
                     return Err(Error::Unsupported("a mask needs at least one row".into()));
                 }
                 let count = (mask_rows as u64)
                     .checked_mul(cols as u64)
                     .ok_or_else(|| Error::Unsupported("the mask region overflows".into()))?;
-                let elem = self.mask_dtype.size();
-                let b =
-                    RegionBinding::new("mask", region.buffer, region.offset, elem, count, caps)?;
+                let elem = m.dtype.size();
+                let b = RegionBinding::new("mask", m.buffer, m.offset, elem, count, caps)?;
                 Some((
                     b,
                     u32::try_from(mask_rows).map_err(|_| {
@@ -345,7 +254,7 @@ impl<'a> RowInputs<'a> {
         };
         Ok(InputBindings {
             mask,
-            mask_dtype: self.mask_dtype,
+            mask_dtype: self.mask.map_or(Dtype::F32, |m| m.dtype),
             lengths: per_row("lengths", self.lengths)?,
             temperatures: per_row("temperatures", self.temperatures)?,
             stats,
@@ -425,28 +334,6 @@ impl<'a> StatsView<'a> {
         self.offset = offset;
         self
     }
-}
-
-/// Combines the statistics of two column shards of the same row: the larger max, and the
-/// log of the summed exponentials. `(NaN, NaN)` (a poisoned shard) poisons the result;
-/// `(-inf, -inf)` (a fully masked shard) leaves the other unchanged.
-pub fn combine_stats(a: [f32; 2], b: [f32; 2]) -> [f32; 2] {
-    if a[1].is_nan() || b[1].is_nan() || a[1] == f32::INFINITY || b[1] == f32::INFINITY {
-        return [f32::NAN, f32::NAN];
-    }
-    if a[1] == f32::NEG_INFINITY {
-        return b;
-    }
-    if b[1] == f32::NEG_INFINITY {
-        return a;
-    }
-    let (hi, lo) = if a[1] >= b[1] {
-        (f64::from(a[1]), f64::from(b[1]))
-    } else {
-        (f64::from(b[1]), f64::from(a[1]))
-    };
-    let lse = hi + (lo - hi).exp().ln_1p();
-    [a[0].max(b[0]), lse as f32]
 }
 
 /// A matrix in a caller's buffer: where element `[0, 0]` is, how far apart rows are, and
@@ -581,7 +468,7 @@ fn check_pair(
     Ok(Some((a, b)))
 }
 
-impl Context {
+impl Gpu {
     /// The uniform buffer (written through the queue) and one bind group per chunk for
     /// `key`.
     fn make_bindings(
@@ -636,83 +523,12 @@ impl Context {
     }
 }
 
-impl Context {
-    /// Records a softmax (or log-softmax) of the `shape` matrix at `input` into `output`
-    /// on the caller's `encoder`. Nothing is submitted: the caller submits the encoder
-    /// when it likes, on this context's device.
-    ///
-    /// `output` may be `input` itself (same buffer, offset and stride) for in-place use;
-    /// any other overlap is refused. Only the named rows (and in them only the first
-    /// `cols` elements) of `output` are written. An empty shape records nothing.
-    ///
-    /// Argument errors are returned before anything is recorded; wgpu validation and
-    /// out-of-memory errors while recording are caught and returned.
-    pub fn encode(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        input: MatrixView<'_>,
-        output: MatrixView<'_>,
-        shape: Shape,
-        options: &Options,
-    ) -> Result<()> {
-        self.encode_with(
-            encoder,
-            input,
-            output,
-            shape,
-            options,
-            &RowInputs::default(),
-        )
-    }
-
-    /// [`Context::encode`] with row statistics (`stats.mode`): with [`StatsMode::Write`]
-    /// each row's `(max, log-sum-exp)` of `x / T` is also written to `stats` (`[rows, 2]`
-    /// f32); with [`StatsMode::Given`] rows are normalised with the statistics read from
-    /// `stats` instead of their own, e.g. statistics combined with [`combine_stats`] over
-    /// the column shards of a vocabulary split across devices.
-    ///
-    /// A row with NaN or `+inf` has statistics `(NaN, NaN)`, a fully masked row
-    /// `(-inf, -inf)`; given such statistics, a row is written as NaN or masked. An
-    /// empty shape records nothing: with `cols == 0` the statistics buffer is left as it
-    /// is (the host form, [`Context::run_with_stats`], returns `(-inf, -inf)` rows).
-    pub fn encode_with_stats(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        input: MatrixView<'_>,
-        output: MatrixView<'_>,
-        shape: Shape,
-        options: &Options,
-        stats: StatsView<'_>,
-    ) -> Result<()> {
-        let inputs = RowInputs {
-            stats: Some(stats),
-            ..RowInputs::default()
-        };
-        self.encode_with(encoder, input, output, shape, options, &inputs)
-    }
-
-    /// [`Context::encode`] with inputs fused into the op: an additive mask, per-row
-    /// valid lengths, per-row temperatures and row statistics (see [`RowInputs`]). The
-    /// mask, lengths and temperatures take three more storage bindings (9 in all), which
-    /// a device created with WebGPU's default limits (8) lacks: that gives
-    /// [`Error::Unsupported`].
-    pub fn encode_with(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        input: MatrixView<'_>,
-        output: MatrixView<'_>,
-        shape: Shape,
-        options: &Options,
-        inputs: &RowInputs<'_>,
-    ) -> Result<()> {
-        self.encode_inner(encoder, input, output, shape, options, inputs, 0)
-            .map_err(|e| self.explain(e))
-    }
-
-    /// The resident op on rows `row_origin..row_origin + shape.rows` of a larger matrix
-    /// whose row inputs start at its row 0 (the host path's chunks).
+impl Gpu {
+    /// The resident op (see [`Context::encode`](crate::Context::encode)) on rows
+    /// `row_origin..row_origin + shape.rows` of a larger matrix whose row inputs start
+    /// at its row 0 (the host path's chunks pass their first row; the app passes 0).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn encode_inner(
+    pub(crate) fn encode(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         input: MatrixView<'_>,
@@ -746,6 +562,15 @@ impl Context {
             options.tuning(),
             &self.caps,
         )?;
+        log::debug!(
+            "wgpu-softmax: {shape:?} {:?}: {:?}, {} invocations, vec4 {}, {} chunk(s), split {:?}",
+            options.op,
+            plan.kernel,
+            plan.workgroup_size,
+            plan.vec4,
+            plan.chunks.len(),
+            plan.split
+        );
         let shaders = Shader::of_kernel(plan.kernel);
         self.record(
             encoder,
@@ -757,26 +582,8 @@ impl Context {
         )
     }
 
-    /// Records the gradient of softmax (or log-softmax, per `options.op`) into the
-    /// caller's encoder, in one fused kernel: `y` holds the forward op's output, and
-    /// `grad` holds the incoming gradient `dy` and receives `dx` in its place:
-    /// softmax `dx = y * (dy - sum(dy * y)) / T`, log-softmax
-    /// `dx = (dy - exp(y) * sum(dy)) / T`, with `T` the forward op's scalar temperature.
-    /// Only the op, temperature and tuning of `options` apply. `y` and `grad` must not
-    /// overlap.
-    pub fn encode_backward(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        y: MatrixView<'_>,
-        grad: MatrixView<'_>,
-        shape: Shape,
-        options: &Options,
-    ) -> Result<()> {
-        self.encode_backward_inner(encoder, y, grad, shape, options)
-            .map_err(|e| self.explain(e))
-    }
-
-    fn encode_backward_inner(
+    /// The backward op (see [`Context::encode_backward`](crate::Context::encode_backward)).
+    pub(crate) fn encode_backward(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         y: MatrixView<'_>,
@@ -789,7 +596,7 @@ impl Context {
         }
         let tuning = plan::Tuning {
             kernel: Some(plan::RowKernel::WorkgroupShared),
-            workgroup_size: options.workgroup_size,
+            workgroup_size: options.tuning().workgroup_size,
         };
         let plan = plan::plan(
             shape.rows,
@@ -799,7 +606,7 @@ impl Context {
             tuning,
             &self.caps,
         )?;
-        let none = RowInputs::default().bind(shape.rows as u64, shape.cols, &self.caps)?;
+        let none = RowInputs::NONE.bind(shape.rows as u64, shape.cols, &self.caps)?;
         let forward = Options {
             causal: None,
             ..*options

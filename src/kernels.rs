@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::plan::RowKernel;
+use crate::wait::scoped;
 
 const COMMON: &str = include_str!("../shaders/common/softmax_common.wgsl");
 const ROW_INPUTS: &str = include_str!("../shaders/common/row_inputs.wgsl");
@@ -262,23 +263,6 @@ impl PipelineKey {
     /// The mask's dtype where it is read four elements at a time.
     pub fn vec4_mask(&self) -> Option<Dtype> {
         (self.mask && self.mask_vec4).then_some(self.mask_dtype)
-    }
-}
-
-/// Runs `f` inside validation, out-of-memory and internal error scopes and returns the
-/// first error caught. On native wgpu the popped scopes resolve at once.
-pub(crate) fn scoped<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> Result<T> {
-    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
-    let value = f();
-    let internal = internal.pop();
-    let validation = validation.pop();
-    let oom = oom.pop();
-    let errors = pollster::block_on(async { (internal.await, validation.await, oom.await) });
-    match errors {
-        (None, None, None) => Ok(value),
-        (_, _, Some(e)) | (_, Some(e), None) | (Some(e), None, None) => Err(Error::from_wgpu(e)),
     }
 }
 

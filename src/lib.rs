@@ -1,34 +1,32 @@
 //! Batched softmax and log-softmax over the last axis of row-major `[rows, cols]`
 //! matrices stored as f32, f16 or bf16 (arithmetic in f32), computed by WGSL compute
-//! shaders on any adapter wgpu reaches.
+//! shaders on any adapter wgpu reaches, natively and in the browser.
 //!
-//! Two ways in:
+//! One description of the op ([`Options`]: softmax or log-softmax, temperature, causal
+//! offset, masked-row policy), two ways to run it:
 //!
-//! - **Host API** ([`Context::run`], [`Context::run_blocking`], [`Context::run_into`]):
-//!   from a `&[f32]` and a [`Shape`] to the result; the library uploads, computes and
-//!   reads back, reusing its pipelines and staging buffers, and streams large matrices
-//!   through the GPU in chunks.
-//! - **GPU-resident API** ([`Context::encode`]): records the work into the app's own
-//!   `CommandEncoder`, on the app's own `Device` ([`Context::from_device`]), reading and
-//!   writing the app's buffers ([`MatrixView`]: byte offset, row stride; in-place allowed).
+//! - **Host path** ([`Context::run`], [`Context::run_backward`]): from slices to
+//!   slices; the library uploads, computes and reads back, reusing its pipelines and
+//!   staging buffers, and streams large matrices through the GPU in chunks. The
+//!   futures wait without blocking; [`block_on`] runs them to completion on native
+//!   targets.
+//! - **Resident path** ([`Context::encode`], [`Context::encode_backward`]): records the
+//!   work into the app's own `CommandEncoder`, on the app's own `Device`
+//!   ([`Context::from_device`]), reading and writing the app's buffers ([`MatrixView`]:
+//!   byte offset, row stride, storage type; in-place allowed).
 //!
-//! Fused into the same kernels, with no extra pass over the matrix: a scalar and a
-//! per-row temperature, an additive mask, a causal mask, per-row valid lengths
-//! ([`HostInputs`], [`RowInputs`], [`Context::run_with`], [`Context::encode_with`]), a
-//! policy for fully masked rows ([`MaskedRows`]), per-row statistics for vocabularies
-//! sharded across devices ([`Context::run_with_stats`], [`combine_stats`]), and the
-//! backward pass ([`Context::run_backward`], [`Context::encode_backward`]).
+//! Fused into the same kernels on both paths, with no extra pass over the matrix
+//! ([`HostInputs`] and [`RowInputs`] are twins): an additive mask of any storage type,
+//! per-row valid lengths, per-row temperatures, and per-row statistics written or given
+//! for vocabularies sharded across devices ([`combine_stats`]).
 //!
-//! 16-bit storage ([`Dtype`]): matrices and masks in f16 or bf16, read and written in
-//! pairs of a `u32` and converted by bit operations, so `Features::SHADER_F16` is not
-//! needed ([`MatrixView::with_dtype`], [`RowInputs::mask_dtype`],
-//! [`Context::run_typed_into`] with [`F16`] and [`Bf16`]).
-//!
-//! ```no_run
-//! use wgpu_softmax::{Context, Options, Shape};
+//! ```
+//! use wgpu_softmax::{block_on, Context, ContextOptions, HostInputs, Options, Shape};
 //! # fn main() -> Result<(), wgpu_softmax::Error> {
-//! let ctx = Context::new_blocking()?;
-//! let y = ctx.run_blocking(&[7.0, 4.0, 0.0], Shape::new(1, 3), &Options::softmax())?;
+//! let ctx = block_on(Context::new(ContextOptions::default()))?;
+//! let x = [7.0f32, 4.0, 0.0];
+//! let mut y = [0.0f32; 3];
+//! block_on(ctx.run(&x, &mut y, Shape::new(1, 3), &Options::softmax(), HostInputs::default()))?;
 //! // [0.95174, 0.04739, 0.00087]: the largest score squeezes out the others.
 //! assert!((y[0] - 0.95174).abs() < 1e-5);
 //! # Ok(()) }
@@ -41,13 +39,11 @@
 //! row is swept once for a running `(max, sum of exp(x - max))` pair per invocation and
 //! once more to write. Reductions use subgroup operations where the device has
 //! `Features::SUBGROUP`, workgroup memory otherwise. Short rows run one invocation (or
-//! one subgroup) per row; few long rows are split over many workgroups. See [`plan`] for
-//! how the kernel and dispatch are chosen.
+//! one subgroup) per row; few long rows are split over many workgroups.
 //!
 //! # Numerics contract
 //!
-//! Accumulation is in f32. Against an f64 reference that subtracts the row max
-//! ([`reference::softmax_f64`]):
+//! Accumulation is in f32. Against an f64 reference that subtracts the row max:
 //!
 //! | output | tolerance |
 //! | --- | --- |
@@ -71,52 +67,72 @@
 //! # Errors
 //!
 //! Every call returns [`Result`]. Argument errors come back before any GPU work; wgpu
-//! validation and out-of-memory errors are caught with error scopes; waiting for the GPU
-//! is bounded by [`ContextOptions::timeout`].
+//! validation and out-of-memory errors are caught with error scopes (see
+//! [`Context::encode`] for the browser); waiting for the GPU is bounded by
+//! [`ContextOptions::timeout`].
+//!
+//! # Features
+//!
+//! `vulkan`, `metal`, `dx12`, `gles` and `webgpu` forward to wgpu's backends (all on by
+//! default; each is compiled only on targets that have it). `internals` exposes the
+//! planner, the kernels' sources, the bandwidth baseline and the f64 reference, for
+//! this crate's tests, benchmarks and tools; it is not part of the stable API.
 
 #![warn(missing_docs)]
 
-pub mod bandwidth;
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+mod bandwidth;
 mod context;
 mod dtype;
 mod encode;
 mod error;
+mod gpu;
 mod host;
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 mod kernels;
-pub mod plan;
-pub mod reference;
+mod op;
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+mod plan;
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+mod reference;
+mod staging;
+mod stats;
+mod wait;
 
 pub use context::{Context, ContextOptions};
-pub use dtype::{Bf16, Dtype, Element, F16};
-pub use encode::{
-    combine_stats, MaskedRows, MatrixView, Op, Options, Region, RowInputs, Shape, StatsMode,
-    StatsView,
-};
+pub use dtype::{Dtype, Element};
+pub use encode::{MaskView, MatrixView, Region, RowInputs, StatsView};
 pub use error::{Error, Result};
-pub use host::HostInputs;
-pub use kernels::{Shader, COPY_VEC4_SOURCE};
-pub use plan::RowKernel;
-pub use wgpu;
+pub use host::{HostInputs, HostMask, HostStats};
+pub use op::{MaskedRows, Op, Options, Shape, MIN_TEMPERATURE};
+pub use stats::{combine_stats, StatsMode};
+pub use {half, wgpu};
 
-impl Context {
-    /// Buffers held by the host API's staging pool (for leak checks).
-    pub fn staging_buffer_count(&self) -> usize {
-        self.scratch.buffer_count()
+/// Runs a future to completion on the calling thread (native targets): the blocking
+/// facade of the host path, e.g. `block_on(ctx.run(..))`. The thread sleeps while the
+/// GPU works. This is `pollster::block_on`; any executor serves as well.
+#[cfg(not(target_arch = "wasm32"))]
+pub use pollster::block_on;
+
+/// Internals for this crate's tests, benchmarks and tools: the planner, the kernels'
+/// sources, the bandwidth baseline and the f64 reference. Not part of the stable API.
+#[cfg(feature = "internals")]
+pub mod internals {
+    pub use crate::kernels::{Shader, COPY_VEC4_SOURCE};
+    pub use crate::plan::RowKernel;
+
+    /// The planner (see `src/plan.rs`).
+    pub mod plan {
+        pub use crate::plan::*;
     }
 
-    /// Drops the cached bindings of recent calls. A context keeps the uniform buffer and
-    /// bind groups of its 16 most recent distinct calls, so that a repeated call (same
-    /// buffers, shape and options) creates no GPU object; they hold references to the
-    /// buffers they name until newer calls push them out, or until this is called.
-    pub fn clear_cached_bindings(&self) {
-        self.kernels.clear_bindings();
+    /// The f64 CPU reference and the tolerances of the numerics contract.
+    pub mod reference {
+        pub use crate::reference::*;
     }
 
-    /// Bytes of GPU memory held by the host API's staging pool. Between calls this is
-    /// what the largest recent calls used: a streaming call holds at most two chunk
-    /// slots, each a device buffer and a readback buffer of
-    /// [`ContextOptions::host_chunk_bytes`] (rounded up to a power of two).
-    pub fn staging_bytes(&self) -> u64 {
-        self.scratch.bytes()
+    /// The bandwidth baseline: a plain `vec4` WGSL copy kernel.
+    pub mod bandwidth {
+        pub use crate::bandwidth::*;
     }
 }

@@ -11,7 +11,7 @@
 //! [`backward_f64`] stops at the shorter of `y` and `dy`.
 
 use crate::dtype::Dtype;
-use crate::encode::{MaskedRows, Op, Options};
+use crate::op::{MaskedRows, Op, Options};
 use crate::host::HostInputs;
 
 /// A tolerance `|y - r| <= abs + rel * |r|`.
@@ -158,11 +158,10 @@ fn scaled_row(r: usize, row: &[f32], options: &Options, inputs: &HostInputs<'_>)
                 return f64::NEG_INFINITY;
             }
             let at = |rows: usize| (r % rows) * cols + j;
-            let mask = match (inputs.mask, inputs.mask_f16) {
-                (Some((m, rows)), _) => f64::from(m[at(rows)]),
-                (None, Some((m, rows))) => f64::from(m[at(rows)].to_f32()),
-                (None, None) => 0.0,
-            };
+            let mask = inputs
+                .mask
+                .as_ref()
+                .map_or(0.0, |m| f64::from(m.get(at(m.rows()))));
             f64::from(x) / t + mask
         })
         .collect()
