@@ -105,7 +105,48 @@ fn wanted_features() -> wgpu::Features {
     wgpu::Features::SUBGROUP
 }
 
-/// The adapter [`Context::new`] uses: on native targets the best of those
+/// The adapter every [`Context::new`] of the process creates its device on: picked on
+/// the first call (native: the best of those `WGPU_BACKEND` allows, see
+/// [`adapter_rank`]), on one wgpu instance, and kept.
+///
+/// One instance, because wgpu-core identifies a buffer by an index into its instance's
+/// registry, and checks that a buffer belongs to the device it is used on only within
+/// one instance: a buffer of another instance's device resolves to whatever buffer of
+/// this instance has the same index, so a kernel would silently read or write an
+/// unrelated buffer. With one instance, a buffer of another context's device is
+/// refused by wgpu's validation ([`Error::Validation`]). Buffers of a device the app
+/// made on an instance of its own, given to a context of another instance, cannot be
+/// told apart: an app keeps each context's buffers on that context's device.
+///
+/// One adapter, because wgpu's GL backend gives every adapter it enumerates the
+/// instance's one EGL context behind a lock of the adapter's own: devices of two
+/// adapters of one instance, used from two threads, make the same EGL context current
+/// at once, which fails (and wgpu panics). Devices of one adapter share its lock.
+#[cfg(not(target_arch = "wasm32"))]
+async fn shared_adapter() -> Result<wgpu::Adapter> {
+    static ADAPTER: Mutex<Option<wgpu::Adapter>> = Mutex::new(None);
+    let held = ADAPTER.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(adapter) = held {
+        return Ok(adapter);
+    }
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let picked = pick_adapter(&instance).await?;
+    // Two first calls may race: the first to finish is kept, and the other uses it.
+    let mut slot = ADAPTER.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(slot.get_or_insert(picked).clone())
+}
+
+/// In a browser every instance is the page's `navigator.gpu`, which tells devices
+/// apart itself.
+#[cfg(target_arch = "wasm32")]
+async fn shared_adapter() -> Result<wgpu::Adapter> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    pick_adapter(&instance).await
+}
+
+/// The adapter of `instance` [`Context::new`] uses: on native targets the best of those
 /// `WGPU_BACKEND` allows (see [`adapter_rank`]); in a browser the one it offers.
 #[cfg(not(target_arch = "wasm32"))]
 async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
@@ -146,9 +187,7 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub async fn new(options: ContextOptions) -> Result<Self> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = pick_adapter(&instance).await?;
+        let adapter = shared_adapter().await?;
         let info = adapter.get_info();
         log::info!(
             "wgpu-softmax: adapter {} ({:?}, {:?}, driver {} {})",

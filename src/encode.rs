@@ -264,6 +264,23 @@ impl<'a> RowInputs<'a> {
 }
 
 impl<'a> InputBindings<'a> {
+    /// Refuses destroyed buffers among the row inputs (see [`Gpu::check_alive`]).
+    fn check_alive(&self, gpu: &Gpu) -> Result<()> {
+        if let Some((b, _)) = &self.mask {
+            gpu.check_alive("mask", b.buffer)?;
+        }
+        if let Some(b) = &self.lengths {
+            gpu.check_alive("lengths", b.buffer)?;
+        }
+        if let Some(b) = &self.temperatures {
+            gpu.check_alive("temperatures", b.buffer)?;
+        }
+        if let Some((b, _)) = &self.stats {
+            gpu.check_alive("stats", b.buffer)?;
+        }
+        Ok(())
+    }
+
     /// Row inputs are read while the output is written, and statistics are written while
     /// everything else is read: none of them may share bytes with what is written at the
     /// same time, or the kernels race.
@@ -458,14 +475,38 @@ fn check_pair(
     let a = input.check("input", shape)?;
     let b = output.check("output", shape)?;
     if input.buffer == output.buffer {
-        let same = input.placement(shape.cols) == output.placement(shape.cols)
-            && input.dtype == output.dtype;
-        let overlap = a.start < b.end && b.start < a.end;
-        if overlap && !(in_place && same) {
+        let (p, q) = (input.placement(shape.cols), output.placement(shape.cols));
+        let same = p == q && input.dtype == output.dtype;
+        let spans_meet = a.start < b.end && b.start < a.end;
+        if spans_meet && !(in_place && same) && rows_share_bytes(&p, &q, shape) {
             return Err(Error::PartialOverlap);
         }
     }
     Ok(Some((a, b)))
+}
+
+/// Whether any row of the matrix at `a` shares a byte with any row of the matrix at `b`
+/// (both checked by [`MatrixView::check`], so no row's bytes overflow). Rows of each lie
+/// in increasing, disjoint byte ranges, so one merge over both finds a shared byte:
+/// strided views whose rows interleave without touching are not refused.
+fn rows_share_bytes(a: &Placement, b: &Placement, shape: Shape) -> bool {
+    let row = |p: &Placement, i: usize| {
+        let start = p.offset + (i as u64) * (p.row_stride as u64) * p.elem_bytes;
+        (start, start + shape.cols as u64 * p.elem_bytes)
+    };
+    let (mut i, mut j) = (0, 0);
+    while i < shape.rows && j < shape.rows {
+        let ((a0, a1), (b0, b1)) = (row(a, i), row(b, j));
+        if a0 < b1 && b0 < a1 {
+            return true;
+        }
+        if a1 <= b1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    false
 }
 
 impl Gpu {
@@ -553,6 +594,9 @@ impl Gpu {
         }
         let mut bindings = inputs.bind(total_rows, shape.cols, &self.caps)?;
         bindings.check_overlaps((input.buffer, input_bytes), (output.buffer, output_bytes))?;
+        self.check_alive("input", input.buffer)?;
+        self.check_alive("output", output.buffer)?;
+        bindings.check_alive(self)?;
         bindings.row_origin = row_origin as u32;
         let plan = plan::plan(
             shape.rows,
@@ -594,6 +638,8 @@ impl Gpu {
         if check_pair(y, grad, shape, options, false)?.is_none() {
             return Ok(());
         }
+        self.check_alive("input", y.buffer)?;
+        self.check_alive("output", grad.buffer)?;
         let tuning = plan::Tuning {
             kernel: Some(plan::RowKernel::WorkgroupShared),
             workgroup_size: options.tuning().workgroup_size,

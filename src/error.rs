@@ -48,9 +48,9 @@ pub enum Error {
         /// Values given.
         actual: usize,
     },
-    /// The temperature is not a finite number greater than zero whose f32 reciprocal is
-    /// finite.
-    #[error("temperature must be finite and > 0 with a finite reciprocal, got {0}")]
+    /// The temperature is not finite, or below [`crate::MIN_TEMPERATURE`] (about
+    /// 2.93874e-39, the least f32 whose reciprocal is finite).
+    #[error("temperature must be finite and at least 2.93874e-39 (MIN_TEMPERATURE), got {0:e}")]
     InvalidTemperature(f32),
     /// A row stride shorter than the row.
     #[error("row stride {stride} is smaller than the row length {cols}")]
@@ -88,9 +88,17 @@ pub enum Error {
         missing: &'static str,
     },
     /// Output and input share bytes without being the same region (in-place use must name
-    /// the same buffer, offset, stride and dtype for both).
-    #[error("output overlaps the input without being the same region")]
+    /// the same buffer, offset, stride and dtype for both). Strided regions whose rows
+    /// interleave without sharing a byte are not refused.
+    #[error("output shares bytes with the input without being the same region")]
     PartialOverlap,
+    /// A buffer the call names has been destroyed (`Buffer::destroy`).
+    #[error("the {which} buffer has been destroyed")]
+    BufferDestroyed {
+        /// Which buffer: "input", "output", "mask", "lengths", "temperatures" or
+        /// "stats".
+        which: &'static str,
+    },
     /// A region the op writes (the output, or statistics written) shares bytes with
     /// another region of the call (a row input, the input, or the other written region):
     /// the kernels would race.

@@ -9,7 +9,7 @@ use crate::op::{Options, Shape};
 use crate::plan::{self, Placement};
 use crate::staging::{Lease, StagingPool, StagingSlot};
 use crate::stats::StatsMode;
-use crate::wait::{map_read, scoped, scoped_async, MapWait, Poller};
+use crate::wait::{map_read, scoped, scoped_async, yield_now, MapWait, Poller};
 
 /// An additive mask in host memory: `rows * cols` values of any storage type (f32,
 /// [`half::f16`] or [`half::bf16`]); row `r` of the matrix adds mask row `r % rows`.
@@ -373,6 +373,7 @@ impl Host<'_> {
                     0..bytes,
                     submission,
                 )?;
+                yield_now().await;
                 let done = InFlight {
                     slot: 1,
                     elements,
@@ -566,6 +567,7 @@ impl Host<'_> {
             });
             first_row += rows;
             chunk_index += 1;
+            yield_now().await;
         }
         for done in in_flight {
             self.finish(done, slots, output).await?;

@@ -89,8 +89,9 @@ pub fn softmax_f64(input: &[f32], cols: usize, options: &Options) -> Vec<f64> {
 }
 
 /// [`softmax_f64`] with row inputs: row `r`'s values are `x / (T * T_r) + mask[r %
-/// mask_rows]`, masked out (ignored, whatever `x` is) at columns past its length or,
-/// with a causal mask, past `r + offset`; a row with an invalid `T_r` gives NaN.
+/// mask_rows]`, masked out (ignored, whatever `x` is) where the mask is `-inf`, at
+/// columns past its length or, with a causal mask, past `r + offset`; a row with an
+/// invalid `T_r` gives NaN.
 pub fn softmax_f64_with(
     input: &[f32],
     cols: usize,
@@ -162,6 +163,10 @@ fn scaled_row(r: usize, row: &[f32], options: &Options, inputs: &HostInputs<'_>)
                 .mask
                 .as_ref()
                 .map_or(0.0, |m| f64::from(m.get(at(m.rows()))));
+            // A -inf mask entry masks its column out, whatever x holds there.
+            if mask == f64::NEG_INFINITY {
+                return f64::NEG_INFINITY;
+            }
             f64::from(x) / t + mask
         })
         .collect()

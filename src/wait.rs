@@ -80,6 +80,26 @@ fn first_error(errors: ScopeErrors) -> Option<Error> {
     }
 }
 
+/// Returns `Pending` once (waking its task at once), then `Ready`: the host path yields
+/// after submitting each chunk, so that one poll never does more than one chunk's work.
+/// That matters where a backend runs the work inside `queue.submit` (wgpu's GL backend
+/// on llvmpipe does): the future still hands control back between chunks.
+pub(crate) async fn yield_now() {
+    struct YieldNow(bool);
+    impl Future for YieldNow {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+            if self.0 {
+                return Poll::Ready(());
+            }
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+    YieldNow(false).await
+}
+
 type MapOutcome = std::result::Result<(), wgpu::BufferAsyncError>;
 
 /// The outcome of one `map_async`, set by its callback.
@@ -106,6 +126,7 @@ impl Signal {
         }
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     fn wake(&self) {
         let waker = self
             .state
@@ -118,6 +139,7 @@ impl Signal {
         }
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     fn is_set(&self) -> bool {
         self.state
             .lock()

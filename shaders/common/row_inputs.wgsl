@@ -56,17 +56,24 @@ fn mask_index(col: u32) -> u32 {
     return row_mask_base + col;
 }
 
-// x + T * mask: x / T + mask in the kernels' unscaled units.
+// x + T * mask: x / T + mask in the kernels' unscaled units. A mask entry of -inf
+// masks its column out whatever x holds there (NaN and +inf included), as lengths and
+// the causal mask do; the test is on the bits, since WGSL lets compilers assume floats
+// are finite.
 fn apply_mask1(col: u32, x: f32) -> f32 {
     if HAS_MASK {
-        return x + mask_value(mask_index(col)) * row_t;
+        let m = mask_value(mask_index(col));
+        let masked_out = bitcast<u32>(m) == NEG_INF_BITS;
+        return select(x + m * row_t, bitcast<f32>(NEG_INF_BITS), masked_out);
     }
     return x;
 }
 
 fn apply_mask4(col: u32, v: vec4<f32>) -> vec4<f32> {
     if HAS_MASK {
-        return v + mask_value4(mask_index(col)) * row_t;
+        let m = mask_value4(mask_index(col));
+        let masked_out = bitcast<vec4<u32>>(m) == vec4<u32>(NEG_INF_BITS);
+        return select(v + m * row_t, vec4<f32>(bitcast<f32>(NEG_INF_BITS)), masked_out);
     }
     return v;
 }
