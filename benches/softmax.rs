@@ -7,7 +7,9 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use wgpu_softmax::wgpu;
-use wgpu_softmax::{Context, MatrixView, Options, Shape};
+use wgpu_softmax::{
+    block_on, Context, ContextOptions, HostInputs, MatrixView, Options, RowInputs, Shape,
+};
 
 /// Shapes of about 4 MiB, small enough for a software adapter.
 const SHAPES: [(usize, usize); 5] = [
@@ -25,7 +27,7 @@ fn data(len: usize) -> Vec<f32> {
 }
 
 fn benches(c: &mut Criterion) {
-    let ctx = match Context::new_blocking() {
+    let ctx = match block_on(Context::new(ContextOptions::default())) {
         Ok(ctx) => ctx,
         Err(e) => {
             eprintln!("no adapter, nothing to benchmark: {e}");
@@ -62,6 +64,7 @@ fn benches(c: &mut Criterion) {
                     MatrixView::new(&output),
                     shape,
                     &options,
+                    &RowInputs::NONE,
                 )
                 .expect("encode");
                 let index = ctx.queue().submit([enc.finish()]);
@@ -76,7 +79,7 @@ fn benches(c: &mut Criterion) {
         let mut out = vec![0.0f32; x.len()];
         group.bench_function(BenchmarkId::new("host", &id), |b| {
             b.iter(|| {
-                ctx.run_into_blocking(&x, &mut out, shape, &options)
+                block_on(ctx.run(&x, &mut out, shape, &options, HostInputs::default()))
                     .expect("run")
             })
         });

@@ -27,10 +27,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use wgpu_softmax::bandwidth::{BoundCopy, CopyKernel};
-use wgpu_softmax::wgpu;
+use wgpu_softmax::internals::bandwidth::{BoundCopy, CopyKernel};
+use wgpu_softmax::internals::RowKernel;
+use wgpu_softmax::{block_on, half, wgpu};
 use wgpu_softmax::{
-    Context, Dtype, MatrixView, Options, Region, RowInputs, RowKernel, Shape, StatsView, F16,
+    Context, ContextOptions, Dtype, HostInputs, MaskView, MatrixView, Options, Region, RowInputs,
+    Shape, StatsView,
 };
 
 const DEFAULT_COLS: [usize; 9] = [32, 128, 512, 1024, 4096, 16384, 32000, 131072, 262144];
@@ -44,9 +46,32 @@ struct Args {
     repeats: usize,
     cols: Vec<usize>,
     out: PathBuf,
+    /// The op (`--log`), as the planner runs it.
+    planned: Options,
+    /// `planned` with the kernel and workgroup size of `--kernel` and `--wg`, if given.
     options: Options,
-    /// Configurations for `--versus`: a name and the options it runs with.
-    versus: Vec<(String, Options)>,
+    /// Configurations for `--versus`: a name and what it forces.
+    versus: Vec<(String, Forced)>,
+}
+
+/// A kernel and workgroup size forced instead of the planner's choice.
+#[derive(Clone, Copy, Default)]
+struct Forced {
+    kernel: Option<RowKernel>,
+    workgroup_size: Option<u32>,
+}
+
+impl Forced {
+    /// `options` with these forced.
+    fn apply(self, mut options: Options) -> Options {
+        if let Some(kernel) = self.kernel {
+            options = options.with_kernel(kernel);
+        }
+        if let Some(size) = self.workgroup_size {
+            options = options.with_workgroup_size(size);
+        }
+        options
+    }
 }
 
 fn parse_kernel(name: &str) -> Result<RowKernel, String> {
@@ -67,9 +92,11 @@ fn parse_args() -> Result<Args, String> {
         repeats: 5,
         cols: DEFAULT_COLS.to_vec(),
         out: PathBuf::from("target/report"),
+        planned: Options::softmax(),
         options: Options::softmax(),
         versus: Vec::new(),
     };
+    let mut forced = Forced::default();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -84,11 +111,10 @@ fn parse_args() -> Result<Args, String> {
             "--iters" => args.iters = number(value()?)? as u32,
             "--repeats" => args.repeats = number(value()?)? as usize,
             "--out" => args.out = PathBuf::from(value()?),
-            "--log" => args.options.op = wgpu_softmax::Op::LogSoftmax,
-            "--wg" => args.options.workgroup_size = Some(number(value()?)? as u32),
+            "--log" => args.planned = Options::log_softmax(),
+            "--wg" => forced.workgroup_size = Some(number(value()?)? as u32),
             "--kernel" => {
-                args.options.kernel =
-                    Some(parse_kernel(&value()?).map_err(|e| format!("--kernel: {e}"))?)
+                forced.kernel = Some(parse_kernel(&value()?).map_err(|e| format!("--kernel: {e}"))?)
             }
             "--versus" => {
                 for config in value()?.split(',') {
@@ -98,13 +124,15 @@ fn parse_args() -> Result<Args, String> {
                     };
                     // Only the kernel and workgroup size are kept: the op comes from
                     // the other flags, whatever their order.
-                    let mut options = Options::softmax();
-                    if kernel != "planner" {
-                        options.kernel =
-                            Some(parse_kernel(kernel).map_err(|e| format!("--versus: {e}"))?);
-                    }
-                    options.workgroup_size = wg;
-                    args.versus.push((config.to_string(), options));
+                    let kernel = match kernel {
+                        "planner" => None,
+                        _ => Some(parse_kernel(kernel).map_err(|e| format!("--versus: {e}"))?),
+                    };
+                    let forced = Forced {
+                        kernel,
+                        workgroup_size: wg,
+                    };
+                    args.versus.push((config.to_string(), forced));
                 }
             }
             "--cols" => {
@@ -116,6 +144,7 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
+    args.options = forced.apply(args.planned);
     Ok(args)
 }
 
@@ -366,7 +395,7 @@ fn measure_shape(
     let slots = transfer_slots(ctx, data.len());
     for _ in 0..args.repeats {
         let t = Instant::now();
-        ctx.run_into_blocking(&data, &mut out, shape, &args.options)
+        block_on(ctx.run(&data, &mut out, shape, &args.options, HostInputs::default()))
             .map_err(|e| e.to_string())?;
         host.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
@@ -485,6 +514,7 @@ fn latency(ctx: &Context, cols: usize, options: &Options) -> Result<(f64, f64), 
                     MatrixView::new(&output),
                     Shape::new(1, cols),
                     options,
+                    &RowInputs::NONE,
                 )
                 .map_err(|e| e.to_string())?;
             }
@@ -587,45 +617,31 @@ fn feature_costs(
         (
             "per-row lengths",
             args.options,
-            RowInputs {
-                lengths: Some(Region::new(&lengths)),
-                ..plain
-            },
+            plain.with_lengths(Region::new(&lengths)),
         ),
         (
             "per-row temperatures",
             args.options,
-            RowInputs {
-                temperatures: Some(Region::new(&temps)),
-                ..plain
-            },
+            plain.with_temperatures(Region::new(&temps)),
         ),
         (
             "additive mask (one row for all)",
             args.options,
-            RowInputs {
-                mask: Some((Region::new(&mask_one), 1)),
-                ..plain
-            },
+            plain.with_mask(MaskView::new(&mask_one, 1)),
         ),
         (
             "row statistics written",
             args.options,
-            RowInputs {
-                stats: Some(StatsView::write(&stats)),
-                ..plain
-            },
+            plain.with_stats(StatsView::write(&stats)),
         ),
         (
             "all of the above",
             args.options.with_causal(cols as u64 / 2),
-            RowInputs {
-                lengths: Some(Region::new(&lengths)),
-                temperatures: Some(Region::new(&temps)),
-                mask: Some((Region::new(&mask_one), 1)),
-                stats: Some(StatsView::write(&stats)),
-                ..plain
-            },
+            plain
+                .with_lengths(Region::new(&lengths))
+                .with_temperatures(Region::new(&temps))
+                .with_mask(MaskView::new(&mask_one, 1))
+                .with_stats(StatsView::write(&stats)),
         ),
     ];
     let mut costs = Vec::new();
@@ -641,14 +657,14 @@ fn feature_costs(
     }
     // 16-bit storage: the same matrix (rounded) in f16 or bf16 buffers, and an f16
     // mask. These move fewer bytes, so a ratio above 1 is possible.
-    let x16: Vec<F16> = logits(rows * cols, 3)
+    let x16: Vec<half::f16> = logits(rows * cols, 3)
         .iter()
-        .map(|&v| F16::from_f32(v))
+        .map(|&v| half::f16::from_f32(v))
         .collect();
     let input16 = upload(bytemuck::cast_slice(&x16));
     let output16 = buffer(ctx, ((rows * cols * 2) as u64).next_multiple_of(16), usage);
-    let mask16: Vec<F16> = (0..cols)
-        .map(|c| F16::from_f32(if c % 7 == 0 { f32::NEG_INFINITY } else { 0.0 }))
+    let mask16: Vec<half::f16> = (0..cols)
+        .map(|c| half::f16::from_f32(if c % 7 == 0 { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
     let mask16 = upload(bytemuck::cast_slice(&mask16));
     let storage: [(&'static str, Dtype, Dtype); 4] = [
@@ -668,15 +684,12 @@ fn feature_costs(
                 view(dst, &output, &output16),
                 shape,
                 &args.options,
+                &RowInputs::NONE,
             )
         };
         costs.push((name, cost(&plain_softmax, with)?));
     }
-    let mask_of = |buffer, mask_dtype| RowInputs {
-        mask: Some((Region::new(buffer), 1)),
-        mask_dtype,
-        ..plain
-    };
+    let mask_of = |buffer, dtype| plain.with_mask(MaskView::new(buffer, 1).with_dtype(dtype));
     let (f32_mask, f16_mask) = (mask_of(&mask_one, Dtype::F32), mask_of(&mask16, Dtype::F16));
     let f32_mask = fused(ctx, (&input, &output), shape, &args.options, &f32_mask);
     let with = fused(ctx, (&input, &output), shape, &args.options, &f16_mask);
@@ -693,7 +706,7 @@ fn fused<'a>(
     inputs: &'a RowInputs<'a>,
 ) -> impl Fn(&mut wgpu::CommandEncoder) -> wgpu_softmax::Result<()> + 'a {
     move |enc| {
-        ctx.encode_with(
+        ctx.encode(
             enc,
             MatrixView::new(input),
             MatrixView::new(output),
@@ -887,9 +900,7 @@ fn versus(ctx: &Context, copy: &CopyKernel, args: &Args, size: u64) -> Result<()
         // so and is left out of the rounds.
         let mut kept = Vec::new();
         for (name, forced) in &args.versus {
-            let mut options = args.options;
-            options.kernel = forced.kernel;
-            options.workgroup_size = forced.workgroup_size;
+            let options = forced.apply(args.planned);
             let mut probe = ctx.device().create_command_encoder(&Default::default());
             let refused = ctx.encode(
                 &mut probe,
@@ -897,6 +908,7 @@ fn versus(ctx: &Context, copy: &CopyKernel, args: &Args, size: u64) -> Result<()
                 MatrixView::new(&output),
                 shape,
                 &options,
+                &RowInputs::NONE,
             );
             match refused {
                 Ok(()) => kept.push((name, options)),
@@ -924,7 +936,9 @@ fn versus(ctx: &Context, copy: &CopyKernel, args: &Args, size: u64) -> Result<()
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let ctx = Context::new_blocking().map_err(|e| e.to_string())?;
+    // Kernel times come from GPU timestamps where the adapter has them (GpuTimer).
+    let options = ContextOptions::default().with_extra_features(GpuTimer::FEATURES);
+    let ctx = block_on(Context::new(options)).map_err(|e| e.to_string())?;
     let copy = CopyKernel::new(ctx.device(), ctx.queue()).map_err(|e| e.to_string())?;
     let software = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
     let size = args.size_mib.unwrap_or(if software { 16 } else { 256 }) << 20;
@@ -942,10 +956,7 @@ fn run(args: Args) -> Result<(), String> {
     let mut lat = Vec::new();
     for cols in LATENCY_COLS {
         // The planner's choice: a kernel forced for the table may not take such rows.
-        let mut planned = args.options;
-        planned.kernel = None;
-        planned.workgroup_size = None;
-        let (call, empty) = latency(&ctx, cols, &planned)?;
+        let (call, empty) = latency(&ctx, cols, &args.planned)?;
         lat.push((cols, call, empty));
     }
     let max_scaled = (4 * size)

@@ -8,8 +8,21 @@
 
 use std::process::ExitCode;
 
-use wgpu_softmax::reference::{first_mismatch, softmax_f64, Tolerance};
-use wgpu_softmax::{combine_stats, Context, HostInputs, Options, Shape};
+use wgpu_softmax::internals::reference::{first_mismatch, softmax_f64, Tolerance};
+use wgpu_softmax::{block_on, combine_stats, Context, ContextOptions, HostInputs, Options, Shape};
+
+/// The host path on one context: the output, or the error as text.
+fn softmax(
+    ctx: &Context,
+    x: &[f32],
+    shape: Shape,
+    options: &Options,
+    inputs: HostInputs<'_>,
+) -> Result<Vec<f32>, String> {
+    let mut y = vec![0.0f32; x.len()];
+    block_on(ctx.run(x, &mut y, shape, options, inputs)).map_err(|e| e.to_string())?;
+    Ok(y)
+}
 
 fn run() -> Result<(), String> {
     let (rows, cols, split) = (8, 50_000, 20_000);
@@ -26,17 +39,15 @@ fn run() -> Result<(), String> {
     let (left, right) = (shard(0..split), shard(split..cols));
     let (left_shape, right_shape) = (Shape::new(rows, split), Shape::new(rows, cols - split));
     let options = Options::softmax();
-    let none = HostInputs::default();
-    let first = Context::new_blocking().map_err(|e| e.to_string())?;
-    let second = Context::new_blocking().map_err(|e| e.to_string())?;
+    let context = || block_on(Context::new(ContextOptions::default())).map_err(|e| e.to_string());
+    let (first, second) = (context()?, context()?);
 
-    // 1. Each shard's statistics.
-    let (_, left_stats) = first
-        .run_with_stats_blocking(&left, left_shape, &options, &none)
-        .map_err(|e| e.to_string())?;
-    let (_, right_stats) = second
-        .run_with_stats_blocking(&right, right_shape, &options, &none)
-        .map_err(|e| e.to_string())?;
+    // 1. Each shard's statistics (its softmax by its own statistics is not used).
+    let (mut left_stats, mut right_stats) = (vec![[0.0f32; 2]; rows], vec![[0.0f32; 2]; rows]);
+    let inputs = HostInputs::default().with_stats_out(&mut left_stats);
+    softmax(&first, &left, left_shape, &options, inputs)?;
+    let inputs = HostInputs::default().with_stats_out(&mut right_stats);
+    softmax(&second, &right, right_shape, &options, inputs)?;
     // 2. Combined per row: what would travel between machines is 8 bytes per row.
     let combined: Vec<[f32; 2]> = left_stats
         .iter()
@@ -44,12 +55,9 @@ fn run() -> Result<(), String> {
         .map(|(a, b)| combine_stats(*a, *b))
         .collect();
     // 3. Each shard normalised with the combined statistics.
-    let y_left = first
-        .run_with_given_stats_blocking(&left, &combined, left_shape, &options, &none)
-        .map_err(|e| e.to_string())?;
-    let y_right = second
-        .run_with_given_stats_blocking(&right, &combined, right_shape, &options, &none)
-        .map_err(|e| e.to_string())?;
+    let given = || HostInputs::default().with_stats_given(&combined);
+    let y_left = softmax(&first, &left, left_shape, &options, given())?;
+    let y_right = softmax(&second, &right, right_shape, &options, given())?;
 
     let y: Vec<f32> = y_left
         .chunks(split)

@@ -14,7 +14,6 @@
 //! tolerance), 2 for a bad command line. Every failure is one `error: ...` line on
 //! stderr; nothing the user or the GPU does makes it panic.
 
-use std::borrow::Cow;
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::io::Write;
@@ -22,11 +21,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use wgpu_softmax::bandwidth::CopyKernel;
-use wgpu_softmax::reference::{self, Tolerance};
-use wgpu_softmax::wgpu;
+use wgpu_softmax::internals::bandwidth::CopyKernel;
+use wgpu_softmax::internals::reference::{self, Tolerance};
+use wgpu_softmax::{block_on, half, wgpu};
 use wgpu_softmax::{
-    Context, ContextOptions, Dtype, HostInputs, MaskedRows, MatrixView, Op, Options, Shape, F16,
+    Context, ContextOptions, HostInputs, HostMask, MaskedRows, MatrixView, Op, Options, RowInputs,
+    Shape,
 };
 
 const USAGE: &str = "\
@@ -400,10 +400,65 @@ fn parse_masked_rows(text: &str) -> Outcome<MaskedRows> {
 // Modes
 
 fn run(args: &Args) -> Outcome<()> {
+    check_outputs(args)?;
     match &args.input {
         Some(path) => run_file(path, args),
         None => run_generated(args),
     }
+}
+
+/// Every output file must be its own: two flags naming one file would have the second
+/// write silently replace the first. Checked before anything is read or written, so a
+/// clash writes nothing.
+fn check_outputs(args: &Args) -> Outcome<()> {
+    let outputs: Vec<(&str, &Path)> = [("--output", &args.output), ("--stats", &args.stats)]
+        .into_iter()
+        .filter_map(|(flag, path)| Some((flag, path.as_deref()?)))
+        .collect();
+    for (i, &(first, a)) in outputs.iter().enumerate() {
+        for &(second, b) in &outputs[i + 1..] {
+            if same_file(a, b) {
+                return Err(runtime(format!(
+                    "{first} {} and {second} {} name the same file; give each output its own",
+                    a.display(),
+                    b.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether two paths name one file: the same path, or the same file once resolved
+/// (`y.npy` and `./y.npy`, a symbolic link and its target).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((resolve(a), resolve(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// `path` made absolute with every link resolved; a file not there yet is resolved
+/// through its directory, and a link to one through the link (writing follows it).
+/// None where the directory is not there either (writing there fails anyway).
+fn resolve(path: &Path) -> Option<PathBuf> {
+    let mut path = path.to_path_buf();
+    // Linux follows at most 40 links.
+    for _ in 0..40 {
+        if let Ok(resolved) = std::fs::canonicalize(&path) {
+            return Some(resolved);
+        }
+        let Ok(target) = std::fs::read_link(&path) else {
+            break;
+        };
+        // A relative target is relative to the link's directory.
+        path = path
+            .parent()
+            .map_or(target.clone(), |dir| dir.join(&target));
+    }
+    let name = path.file_name()?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    Some(std::fs::canonicalize(dir).ok()?.join(name))
 }
 
 fn op_name(options: &Options) -> &'static str {
@@ -455,19 +510,14 @@ fn dtype_name<T: Logit>() -> &'static str {
     <T as wgpu_softmax::Element>::DTYPE.name()
 }
 
-/// `data` as f32 (exact): the f32 data itself, or a widened copy of 16-bit data, for
-/// the library calls that take f32 only (statistics, the backward pass).
-fn widen<T: Logit>(data: &[T]) -> Outcome<Cow<'_, [f32]>> {
-    if <T as wgpu_softmax::Element>::DTYPE == Dtype::F32 {
-        if let Ok(same) = bytemuck::try_cast_slice(data) {
-            return Ok(Cow::Borrowed(same));
-        }
-    }
+/// 16-bit `data` widened to f32 (exactly), for the gradient, which the backward pass
+/// takes in f32 whatever the input's dtype.
+fn widen<T: Logit>(data: &[T]) -> Outcome<Vec<f32>> {
     let mut wide = zeroed(data.len())?;
     for (w, v) in wide.iter_mut().zip(data) {
         *w = v.to_f32();
     }
-    Ok(Cow::Owned(wide))
+    Ok(wide)
 }
 
 /// An f32 result stored as `T`, rounded to nearest even (f32 results stay as they
@@ -485,7 +535,7 @@ fn run_file(path: &Path, args: &Args) -> Outcome<()> {
     let raw = npy::open(path).map_err(fail)?;
     match raw.dtype {
         npy::Dtype::F32 => run_typed::<f32>(raw.decode().map_err(fail)?, args),
-        npy::Dtype::F16 => run_typed::<F16>(raw.decode().map_err(fail)?, args),
+        npy::Dtype::F16 => run_typed::<half::f16>(raw.decode().map_err(fail)?, args),
         other => Err(fail(format!(
             "the file holds {other} values; the input must be {} or {}",
             npy::Dtype::F32,
@@ -502,7 +552,7 @@ fn run_typed<T: Logit>(array: npy::Array<T>, args: &Args) -> Outcome<()> {
         .map(|p| load_grad(p, &array))
         .transpose()?;
     let row_data = RowData::load(&args.files, array.shape)?;
-    let ctx = Context::with_options_blocking(args.context.clone()).map_err(runtime)?;
+    let ctx = block_on(Context::new(args.context.clone())).map_err(runtime)?;
     let result = match &grad {
         Some(dy) => compute_backward(&ctx, &array, dy, &args.options)?,
         None => compute_file(&ctx, &array, &row_data, args)?,
@@ -529,7 +579,7 @@ fn load_grad<T>(path: &Path, input: &npy::Array<T>) -> Outcome<Vec<f32>> {
     }
     match raw.dtype {
         npy::Dtype::F32 => Ok(raw.decode::<f32>().map_err(fail)?.data),
-        npy::Dtype::F16 => Ok(widen(&raw.decode::<F16>().map_err(fail)?.data)?.into_owned()),
+        npy::Dtype::F16 => widen(&raw.decode::<half::f16>().map_err(fail)?.data),
         other => Err(fail(format!(
             "the gradient must be {} or {}, not {other}",
             npy::Dtype::F32,
@@ -539,29 +589,29 @@ fn load_grad<T>(path: &Path, input: &npy::Array<T>) -> Outcome<Vec<f32>> {
 }
 
 /// `--backward`: the library's gradient takes the forward output, not the logits, so
-/// the forward op runs first with the same options (op and temperature). Both are f32
-/// only: a float16 input is widened, and dx rounded back to float16.
+/// the forward op runs first with the same options (op and temperature). The input goes
+/// to the GPU in its own dtype; y comes back as f32 (not rounded to a float16 input's
+/// dtype), dy is f32 (widened from float16), and dx is computed in f32 and rounded to
+/// the input's dtype.
 fn compute_backward<T: Logit>(
     ctx: &Context,
     array: &npy::Array<T>,
     dy: &[f32],
     options: &Options,
 ) -> Outcome<Vec<T>> {
-    let x = widen(&array.data)?;
-    let y = ctx
-        .run_blocking(&x, array.shape, options)
+    let (shape, len) = (array.shape, array.data.len());
+    let mut y = zeroed::<f32>(len)?;
+    block_on(ctx.run(&array.data, &mut y, shape, options, HostInputs::default()))
         .map_err(runtime)?;
-    drop(x);
-    let dx = ctx
-        .run_backward_blocking(&y, dy, array.shape, options)
-        .map_err(runtime)?;
+    let mut dx = zeroed::<f32>(len)?;
+    block_on(ctx.run_backward(&y, dy, &mut dx, shape, options)).map_err(runtime)?;
+    drop(y);
     Ok(narrow(dx))
 }
 
-/// The GPU part of `--input`, writing `--stats` on the way. Without `--stats` the
-/// input's own dtype goes to the GPU and comes back; the statistics are f32 only, so
-/// with them a float16 input is widened and the result rounded back to float16 (the
-/// statistics stay float32).
+/// The GPU part of `--input`, writing `--stats` on the way. The input's own dtype goes
+/// to the GPU and the result comes back in it; the statistics are float32 whatever the
+/// input's dtype.
 fn compute_file<T: Logit>(
     ctx: &Context,
     array: &npy::Array<T>,
@@ -569,22 +619,19 @@ fn compute_file<T: Logit>(
     args: &Args,
 ) -> Outcome<Vec<T>> {
     let (shape, options) = (array.shape, &args.options);
+    let mut result = zeroed(array.data.len())?;
     let inputs = row_data.host_inputs();
     let Some(path) = &args.stats else {
-        let mut result = zeroed(array.data.len())?;
-        ctx.run_typed_into_blocking::<T, T>(&array.data, &mut result, shape, options, &inputs)
-            .map_err(runtime)?;
+        block_on(ctx.run(&array.data, &mut result, shape, options, inputs)).map_err(runtime)?;
         return Ok(result);
     };
-    let x = widen(&array.data)?;
-    let (result, stats) = ctx
-        .run_with_stats_blocking(&x, shape, options, &inputs)
-        .map_err(runtime)?;
-    drop(x);
+    let mut stats = zeroed::<[f32; 2]>(shape.rows)?;
+    let inputs = inputs.with_stats_out(&mut stats);
+    block_on(ctx.run(&array.data, &mut result, shape, options, inputs)).map_err(runtime)?;
     let flat: &[f32] = bytemuck::cast_slice(&stats);
     npy::write(path, Shape::new(stats.len(), 2), false, flat)
         .map_err(|e| runtime(format!("cannot write {}: {e}", path.display())))?;
-    Ok(narrow(result))
+    Ok(result)
 }
 
 /// `--input` without `--output`: what ran where, and the start of the first row;
@@ -648,7 +695,7 @@ fn run_generated(args: &Args) -> Outcome<()> {
     let input = random_logits(len, args.seed)?;
     let mut output = zeroed(len)?;
     let options = &args.options;
-    let ctx = Context::with_options_blocking(args.context.clone()).map_err(runtime)?;
+    let ctx = block_on(Context::new(args.context.clone())).map_err(runtime)?;
     say!("{}", adapter_line(&ctx))?;
     say!(
         "shape: {} x {} ({})",
@@ -658,10 +705,17 @@ fn run_generated(args: &Args) -> Outcome<()> {
     )?;
     // The first call builds the pipeline, which depends on the row length only: one
     // row keeps shader compilation out of the timing.
-    ctx.run_blocking(&input[..shape.cols], Shape::new(1, shape.cols), options)
-        .map_err(runtime)?;
+    let first_row = Shape::new(1, shape.cols);
+    block_on(ctx.run(
+        &input[..shape.cols],
+        &mut output[..shape.cols],
+        first_row,
+        options,
+        HostInputs::default(),
+    ))
+    .map_err(runtime)?;
     let start = Instant::now();
-    ctx.run_into_blocking(&input, &mut output, shape, options)
+    block_on(ctx.run(&input, &mut output, shape, options, HostInputs::default()))
         .map_err(runtime)?;
     let seconds = start.elapsed().as_secs_f64();
     say!(
@@ -754,24 +808,22 @@ impl RowData {
     }
 
     fn host_inputs(&self) -> HostInputs<'_> {
-        let mut inputs = HostInputs {
+        HostInputs {
+            mask: self.mask.as_ref().map(|(mask, rows)| match mask {
+                Mask::F32(m) => HostMask::new(m, *rows),
+                Mask::F16(m) => HostMask::new(m, *rows),
+            }),
             lengths: self.lengths.as_deref(),
             temperatures: self.temperatures.as_deref(),
             ..HostInputs::default()
-        };
-        match &self.mask {
-            Some((Mask::F32(m), rows)) => inputs.mask = Some((m, *rows)),
-            Some((Mask::F16(m), rows)) => inputs.mask_f16 = Some((m, *rows)),
-            None => {}
         }
-        inputs
     }
 }
 
 /// A mask's values as the file stores them: a float16 mask goes to the GPU as float16.
 enum Mask {
     F32(Vec<f32>),
-    F16(Vec<F16>),
+    F16(Vec<half::f16>),
 }
 
 /// A failure of the file given to `flag`, naming both.
@@ -905,7 +957,7 @@ fn scoped<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> Outcome<T> {
     // Scopes nest, so all are popped, innermost first, before any result is looked at.
     let popped: Vec<_> = scopes.into_iter().rev().map(|s| s.pop()).collect();
     for error in popped {
-        if let Some(e) = pollster::block_on(error) {
+        if let Some(e) = block_on(error) {
             return Err(runtime(format!("wgpu: {e}")));
         }
     }
@@ -958,6 +1010,7 @@ fn bench_resident(ctx: &Context, input: &[f32], shape: Shape, options: &Options)
             MatrixView::new(&dst),
             resident,
             options,
+            &RowInputs::NONE,
         )
         .map_err(runtime)
     };
@@ -1043,7 +1096,7 @@ mod npy {
     use std::io::Write;
     use std::path::Path;
 
-    use wgpu_softmax::{Shape, F16};
+    use wgpu_softmax::{half, Shape};
 
     const MAGIC: &[u8] = b"\x93NUMPY";
     /// NumPy pads the header so the data starts on a 64-byte boundary.
@@ -1128,13 +1181,13 @@ mod npy {
     element!(u32, U32);
 
     /// float16, as its bits.
-    impl Element for F16 {
+    impl Element for half::f16 {
         const DTYPE: Dtype = Dtype::F16;
         fn from_le(bytes: &[u8]) -> Self {
-            F16(u16::from_le_bytes(array(bytes)))
+            half::f16::from_le_bytes(array(bytes))
         }
         fn to_le(self) -> impl AsRef<[u8]> {
-            self.0.to_le_bytes()
+            self.to_le_bytes()
         }
     }
 
@@ -1379,14 +1432,19 @@ mod npy {
             }
         }
 
-        /// `{key: value, ...}`, trailing comma allowed.
+        /// `{key: value, ...}`, trailing comma allowed. A key given twice keeps its
+        /// last value, as in Python (NumPy reads the header with `ast.literal_eval`).
         fn dict(&mut self) -> Result<Vec<(String, Value)>, String> {
             self.expect("{")?;
-            let mut entries = Vec::new();
+            let mut entries: Vec<(String, Value)> = Vec::new();
             while !self.eat("}") {
                 let key = self.string()?;
                 self.expect(":")?;
-                entries.push((key, self.value()?));
+                let value = self.value()?;
+                match entries.iter_mut().find(|(k, _)| *k == key) {
+                    Some(entry) => entry.1 = value,
+                    None => entries.push((key, value)),
+                }
                 if !self.eat(",") {
                     self.expect("}")?;
                     break;
