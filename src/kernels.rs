@@ -315,15 +315,35 @@ const BINDING_CACHE: usize = 16;
 /// vector access (with whether it is 16-bit).
 type ModuleKey = (Shader, bool, bool, bool, u32, Option<bool>);
 
+/// A cache entry built at most once: its lock is held while it is built.
+type Slot<T> = Arc<Mutex<Option<T>>>;
+
+/// The slot of `key` in `map`, made empty if there is none (the map's lock is held only
+/// for this).
+fn slot<K: std::hash::Hash + Eq, T>(map: &Mutex<HashMap<K, Slot<T>>>, key: K) -> Slot<T> {
+    map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default()
+        .clone()
+}
+
 /// Bind group layout, pipeline layout and the lazily built pipelines of one device.
 pub(crate) struct Kernels {
     device: wgpu::Device,
     /// Keyed by whether the row-input bindings are present.
     layouts: Mutex<HashMap<bool, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     /// Keyed by shader, row inputs, whether the input and the output are 16-bit, and
-    /// register-cache slots.
-    modules: Mutex<HashMap<ModuleKey, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    /// register-cache slots. Each entry is a slot of its own: the map's lock is held
+    /// only to find a slot, and a compile holds only its slot's lock, so threads asking
+    /// for other variants, built or not, never wait for it.
+    modules: Mutex<HashMap<ModuleKey, Slot<wgpu::ShaderModule>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Slot<Arc<wgpu::ComputePipeline>>>>,
+    /// On GL, compiles queue here: wgpu's GL backend builds a pipeline under its one
+    /// context lock, and panics in a thread that waits for that lock longer than 6 s,
+    /// so several compiles at once could panic the last in line. Elsewhere `None`:
+    /// different variants compile in parallel.
+    compile_queue: Option<Mutex<()>>,
     /// Bound to the vec4 views, the partials and the statistics when unused.
     pub dummy: wgpu::Buffer,
     /// Scratch for split rows' partial statistics, grown on demand. One buffer serves
@@ -349,6 +369,8 @@ impl Kernels {
                 layouts: Mutex::new(HashMap::new()),
                 modules: Mutex::new(HashMap::new()),
                 pipelines: Mutex::new(HashMap::new()),
+                compile_queue: (device.adapter_info().backend == wgpu::Backend::Gl)
+                    .then(|| Mutex::new(())),
                 dummy,
                 partials: Mutex::new(None),
                 bindings: Mutex::new(std::collections::VecDeque::new()),
@@ -461,13 +483,18 @@ impl Kernels {
     }
 
     /// The pipeline for `key`, compiled on first use and cached for the context's life.
+    /// Only callers asking for the same key wait while it compiles.
     pub fn pipeline(&self, key: PipelineKey) -> Result<Arc<wgpu::ComputePipeline>> {
-        let mut pipelines = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = pipelines.get(&key) {
+        let entry = slot(&self.pipelines, key);
+        let mut built = entry.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = built.as_ref() {
             return Ok(p.clone());
         }
+        let _queue = self
+            .compile_queue
+            .as_ref()
+            .map(|q| q.lock().unwrap_or_else(|p| p.into_inner()));
         let (_, pipeline_layout) = self.layout(key.row_inputs())?;
-        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         let module_key = (
             key.shader,
             key.row_inputs(),
@@ -476,7 +503,9 @@ impl Kernels {
             key.cache_slots,
             key.vec4_mask().map(Dtype::is_half),
         );
-        let module = match modules.get(&module_key) {
+        let module_entry = slot(&self.modules, module_key);
+        let mut module_built = module_entry.lock().unwrap_or_else(|p| p.into_inner());
+        let module = match module_built.as_ref() {
             Some(m) => m.clone(),
             None => {
                 let source = with_cache_slots(
@@ -513,11 +542,11 @@ impl Kernels {
                     self.device
                         .create_shader_module_trusted(descriptor, runtime_checks)
                 })?;
-                modules.insert(module_key, m.clone());
+                *module_built = Some(m.clone());
                 m
             }
         };
-        drop(modules);
+        drop(module_built);
         let bool_constant = |b: bool| if b { 1.0 } else { 0.0 };
         let mut constants = vec![
             ("LOG_SOFTMAX", bool_constant(key.log)),
@@ -564,7 +593,7 @@ impl Kernels {
                 })
         })?;
         let pipeline = Arc::new(pipeline);
-        pipelines.insert(key, pipeline.clone());
+        *built = Some(pipeline.clone());
         Ok(pipeline)
     }
 }
@@ -618,5 +647,89 @@ mod tests {
                 assert!(!shader.needs_subgroups() || k.needs_subgroups());
             }
         }
+    }
+
+    fn key(shader: Shader, cache_slots: u32, log: bool) -> PipelineKey {
+        PipelineKey {
+            shader,
+            workgroup_size: 64,
+            vec4: true,
+            cache_slots,
+            log,
+            masked_rows_zero: false,
+            stats_write: false,
+            stats_given: false,
+            causal: false,
+            src: Dtype::F32,
+            dst: Dtype::F32,
+            mask: false,
+            mask_dtype: Dtype::F32,
+            mask_vec4: false,
+            lengths: false,
+            temperatures: false,
+        }
+    }
+
+    /// A device of the adapter `WGPU_BACKEND` names, made for this test alone.
+    fn device() -> wgpu::Device {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter =
+            pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+                .expect("adapter");
+        pollster::block_on(adapter.request_device(&Default::default()))
+            .expect("device")
+            .0
+    }
+
+    #[test]
+    fn a_compile_blocks_no_thread_that_asks_for_another_pipeline() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+        // Mesa keeps built shaders in a cache on disk, which would make the slow variant
+        // fast from the second run on. Only this test of the binary makes a device, so
+        // the driver reads this before anything else loads it.
+        std::env::set_var("MESA_SHADER_CACHE_DISABLE", "true");
+        let device = device();
+        let gl = device.adapter_info().backend == wgpu::Backend::Gl;
+        let kernels = Arc::new(Kernels::new(&device).expect("kernels"));
+        let built = key(Shader::ThreadRow, 0, false);
+        kernels.pipeline(built).expect("a small pipeline");
+        // The slow variant: 128 register-cache slots written out in the workgroup
+        // kernel, seconds to build on the software adapters.
+        let slow = key(Shader::WorkgroupShared, 128, false);
+        let (started, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let compiling = {
+            let (kernels, started, done) = (kernels.clone(), started.clone(), done.clone());
+            std::thread::spawn(move || {
+                started.store(true, Ordering::SeqCst);
+                let t = Instant::now();
+                kernels.pipeline(slow).expect("the slow pipeline");
+                done.store(true, Ordering::SeqCst);
+                t.elapsed()
+            })
+        };
+        while !started.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        // A built pipeline comes back while the slow one is still compiling.
+        let t = Instant::now();
+        kernels.pipeline(built).expect("the built pipeline");
+        let lookup = t.elapsed();
+        let lookup_first = !done.load(Ordering::SeqCst);
+        // Another variant not built yet: in parallel, except on GL, where compiles queue
+        // (see `compile_queue`).
+        kernels
+            .pipeline(key(Shader::ThreadRow, 0, true))
+            .expect("another small pipeline");
+        let other_first = !done.load(Ordering::SeqCst);
+        let slow_took = compiling.join().expect("thread");
+        eprintln!(
+            "slow compile {slow_took:.2?}; lookup of a built pipeline meanwhile {lookup:.2?}; \
+             another compile finished first: {other_first} (GL: {gl})"
+        );
+        assert!(lookup_first, "a lookup of a built pipeline waited for another compile");
+        assert_eq!(other_first, !gl, "a second compile, GL: {gl}");
     }
 }

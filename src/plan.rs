@@ -43,22 +43,185 @@ impl RowKernel {
     }
 }
 
-/// vec4s each invocation holds in registers (`CACHE` in `softmax_common.wgsl`): rows whose
-/// body fits `CACHE` vec4s per invocation are read once.
-pub const CACHE_VEC4: usize = 16;
-/// The same on software adapters with subgroups (lavapipe), where the cache's slots
-/// live in the CPU's vector registers and stack and reading a row once from the storage
-/// buffer (each load a loop over the lanes) matters more than the cache's size. Capped
-/// by compile time: a pipeline of 64 slots takes up to about 5 s to build on lavapipe,
-/// one of 128 slots 10-14 s.
-pub const SOFTWARE_CACHE_VEC4: usize = 64;
-/// The same on software adapters without subgroups (llvmpipe through GL), lower again:
-/// wgpu's GL backend holds one lock over the context while it builds a pipeline, and
-/// panics in any other thread that waits for it longer than 6 s. 32 slots build in
-/// under 1.5 s there.
-pub const SOFTWARE_GL_CACHE_VEC4: usize = 32;
-/// Rows up to this many columns run one invocation per row (and fit its cache).
-pub const THREAD_PER_ROW_MAX_COLS: usize = 4 * CACHE_VEC4;
+/// What kind of device the planner tunes for. Told by the adapter's driver and backend
+/// ([`DeviceClass::of`]), not by `DeviceType` alone: a CPU adapter may be Mesa's
+/// lavapipe or llvmpipe (which cap loop iterations), SwiftShader (in a browser) or
+/// another, and each wants its own thresholds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeviceClass {
+    /// A discrete GPU.
+    DiscreteGpu,
+    /// An integrated, virtual or unknown kind of GPU, and a browser's WebGPU adapter
+    /// whose kind is not told.
+    IntegratedGpu,
+    /// Mesa's lavapipe (Vulkan on llvmpipe): subgroups of 8 lanes in CPU vectors.
+    Lavapipe,
+    /// Mesa's llvmpipe through GL: no subgroups.
+    LlvmpipeGl,
+    /// Google's SwiftShader (Chromium's CPU Vulkan, under WebGPU).
+    SwiftShader,
+    /// Any other CPU adapter.
+    UnknownCpu,
+}
+
+impl DeviceClass {
+    /// The class of an adapter.
+    pub fn of(info: &wgpu::AdapterInfo) -> Self {
+        let text = format!("{} {} {}", info.name, info.driver, info.driver_info).to_lowercase();
+        if text.contains("llvmpipe") || text.contains("lavapipe") {
+            return match info.backend {
+                wgpu::Backend::Gl => DeviceClass::LlvmpipeGl,
+                _ => DeviceClass::Lavapipe,
+            };
+        }
+        if text.contains("swiftshader") {
+            return DeviceClass::SwiftShader;
+        }
+        match info.device_type {
+            wgpu::DeviceType::DiscreteGpu => DeviceClass::DiscreteGpu,
+            wgpu::DeviceType::Cpu => DeviceClass::UnknownCpu,
+            _ => DeviceClass::IntegratedGpu,
+        }
+    }
+
+    /// Whether the adapter runs on the CPU.
+    pub fn is_cpu(self) -> bool {
+        !matches!(self, DeviceClass::DiscreteGpu | DeviceClass::IntegratedGpu)
+    }
+
+    /// Loop iterations one invocation may run, where the driver caps them: Mesa's
+    /// llvmpipe and lavapipe stop every loop of an invocation after 65535 iterations in
+    /// all (a guard against hangs), silently leaving the rest of the work undone. An
+    /// unknown CPU adapter is given the same cap, in case it shares the guard.
+    pub fn loop_cap(self) -> Option<u64> {
+        match self {
+            DeviceClass::Lavapipe | DeviceClass::LlvmpipeGl | DeviceClass::UnknownCpu => {
+                Some(MESA_LOOP_ITERATIONS)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The planner's policy for one class of device: where each kernel takes over and how
+/// large the register cache and workgroups are. Data, one constructor per class, kept
+/// apart from the geometry (grid limits, binding sizes, column windows, alignment):
+/// tuning for a device is an edit of its constructor. The GPU constructors are
+/// untuned (no GPU was measured); the CPU ones were tuned on Mesa 22.3.6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Thresholds {
+    /// vec4s each invocation may hold in registers (`CACHE_SLOTS` in
+    /// `softmax_common.wgsl`): rows whose share fits are read once.
+    pub cache_vec4: usize,
+    /// Rows up to this many columns run one invocation per row.
+    pub thread_per_row_max_cols: usize,
+    /// Without subgroups: rows of any length also run one invocation per row when there
+    /// are at least this many rows per CPU thread (a workgroup each: no barriers).
+    pub thread_per_row_rows_per_thread: Option<usize>,
+    /// A workgroup runs as one CPU task and every barrier switches through all its
+    /// invocations: prefer kernels without barriers, and small workgroups where a row
+    /// needs one.
+    pub avoid_barriers: bool,
+    /// With `avoid_barriers`: invocations of the kernels that reduce in workgroup memory
+    /// (`WorkgroupShared`, `SplitRow`).
+    pub barrier_workgroup: u32,
+    /// With `avoid_barriers`: invocations of the workgroup kernel with subgroups, used
+    /// only for rows too long for one subgroup's cache but not for this many
+    /// invocations' (at least one of the largest subgroups).
+    pub barrier_subgroup_workgroup: u32,
+    /// Workgroups a split aims to give the device (with all rows).
+    pub split_target_workgroups: usize,
+}
+
+impl Thresholds {
+    /// A discrete GPU (untuned): 16 vec4 of registers per invocation, split rows over
+    /// 512 workgroups, workgroups sized to cache the row.
+    pub fn discrete_gpu() -> Self {
+        Thresholds {
+            cache_vec4: 16,
+            thread_per_row_max_cols: 64,
+            thread_per_row_rows_per_thread: None,
+            avoid_barriers: false,
+            barrier_workgroup: MAX_SHARED_WORKGROUP,
+            barrier_subgroup_workgroup: MAX_SUBGROUP_WORKGROUP,
+            split_target_workgroups: 512,
+        }
+    }
+
+    /// An integrated GPU (untuned: the discrete GPU's policy until one is measured).
+    pub fn integrated_gpu() -> Self {
+        Self::discrete_gpu()
+    }
+
+    /// Mesa's lavapipe. The cache's slots live in the CPU's vector registers and stack,
+    /// and reading a row once from the storage buffer (each load a loop over the lanes)
+    /// matters more than the cache's size: 64 slots, capped by compile time (a pipeline
+    /// of 64 slots takes up to about 5 s to build, one of 128 slots 10-14 s). Up to 128
+    /// columns one invocation per row beats a subgroup per row, whose reductions cost
+    /// more than the row's share of work (0.93-0.96 of the copy kernel against
+    /// 0.74-0.79, three alternating runs). The workgroup kernel with subgroups runs two
+    /// subgroups of 8, caching up to 4096 columns (0.88 of the copy kernel, against
+    /// 0.71-0.73 sweeping); longer rows are swept by one subgroup: a workgroup of 32 or
+    /// 64 caching them was no faster on average in interleaved runs and far less steady
+    /// (16384 columns: 0.61-0.83 against 0.73-0.76).
+    pub fn lavapipe() -> Self {
+        Thresholds {
+            cache_vec4: 64,
+            thread_per_row_max_cols: 128,
+            thread_per_row_rows_per_thread: None,
+            avoid_barriers: true,
+            barrier_workgroup: 32,
+            barrier_subgroup_workgroup: 16,
+            split_target_workgroups: 8,
+        }
+    }
+
+    /// Mesa's llvmpipe through GL: as lavapipe, with 32 cache slots (wgpu's GL backend
+    /// holds one lock over the context while it builds a pipeline, and panics in any
+    /// other thread that waits for it longer than 6 s; 32 slots build in under 1.5 s),
+    /// and one invocation per row up to 256 columns, or for longer rows when there are
+    /// 64 rows per thread.
+    pub fn llvmpipe_gl() -> Self {
+        Thresholds {
+            cache_vec4: 32,
+            thread_per_row_max_cols: 256,
+            thread_per_row_rows_per_thread: Some(THREAD_PER_ROW_WORKGROUP as usize),
+            ..Self::lavapipe()
+        }
+    }
+
+    /// SwiftShader (untuned): a CPU adapter that runs workgroups as tasks like Mesa's,
+    /// without Mesa's loop cap; the GPU's cache size, since its compile times are not
+    /// known.
+    pub fn swiftshader() -> Self {
+        Thresholds {
+            cache_vec4: 16,
+            thread_per_row_max_cols: 128,
+            ..Self::lavapipe()
+        }
+    }
+
+    /// Another CPU adapter (untuned): SwiftShader's policy.
+    pub fn unknown_cpu() -> Self {
+        Self::swiftshader()
+    }
+
+    /// The thresholds of a class.
+    pub fn for_class(class: DeviceClass) -> Self {
+        match class {
+            DeviceClass::DiscreteGpu => Self::discrete_gpu(),
+            DeviceClass::IntegratedGpu => Self::integrated_gpu(),
+            DeviceClass::Lavapipe => Self::lavapipe(),
+            DeviceClass::LlvmpipeGl => Self::llvmpipe_gl(),
+            DeviceClass::SwiftShader => Self::swiftshader(),
+            DeviceClass::UnknownCpu => Self::unknown_cpu(),
+        }
+    }
+}
+
+/// The most register-cache slots any class uses (the largest pipeline variant).
+pub const MAX_CACHE_VEC4: usize = 64;
+
 /// Invocations per workgroup of the thread-per-row kernel.
 pub const THREAD_PER_ROW_WORKGROUP: u32 = 64;
 /// Upper bound of `softmax_workgroup_shared`'s size (its tree arrays are this long).
@@ -77,17 +240,16 @@ pub struct DeviceCaps {
     pub subgroup_min_size: u32,
     /// The largest subgroup size the adapter may use.
     pub subgroup_max_size: u32,
-    /// A software adapter (`DeviceType::Cpu`, e.g. lavapipe or llvmpipe): a workgroup
-    /// runs as one task and every barrier is a coroutine switch, so the planner prefers
-    /// kernels without barriers, and few invocations where a row needs a workgroup.
-    pub software: bool,
-    /// Loop iterations one invocation may run, where the driver caps them. Mesa's
-    /// llvmpipe and lavapipe stop every loop of an invocation after 65535 iterations in
-    /// all (a guard against hangs), silently leaving the rest of the work undone; the
-    /// planner spreads rows over enough invocations to stay below this.
+    /// What kind of device it is.
+    pub class: DeviceClass,
+    /// The planner's thresholds for it (by default, its class's).
+    pub thresholds: Thresholds,
+    /// Loop iterations one invocation may run, where the driver caps them (see
+    /// [`DeviceClass::loop_cap`]); the planner spreads rows over enough invocations to
+    /// stay below this.
     pub max_loop_iterations: Option<u64>,
-    /// Threads a software adapter runs workgroups on (Mesa's default: one per CPU); 1
-    /// for hardware, where it is not used.
+    /// Threads a CPU adapter runs workgroups on (Mesa's default: one per CPU); 1 for
+    /// hardware, where it is not used.
     pub software_threads: u32,
     /// `Limits::max_compute_workgroups_per_dimension`.
     pub max_workgroups_per_dimension: u32,
@@ -106,14 +268,15 @@ impl DeviceCaps {
     pub fn of_device(device: &wgpu::Device) -> Self {
         let limits = device.limits();
         let info = device.adapter_info();
+        let class = DeviceClass::of(&info);
         DeviceCaps {
             subgroups: device.features().contains(wgpu::Features::SUBGROUP),
             subgroup_min_size: info.subgroup_min_size.max(1),
             subgroup_max_size: info.subgroup_max_size.max(info.subgroup_min_size).max(1),
-            software: info.device_type == wgpu::DeviceType::Cpu,
-            max_loop_iterations: (info.device_type == wgpu::DeviceType::Cpu)
-                .then_some(SOFTWARE_LOOP_ITERATIONS),
-            software_threads: if info.device_type == wgpu::DeviceType::Cpu {
+            class,
+            thresholds: Thresholds::for_class(class),
+            max_loop_iterations: class.loop_cap(),
+            software_threads: if class.is_cpu() {
                 std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
             } else {
                 1
@@ -132,6 +295,20 @@ impl DeviceCaps {
     }
 }
 
+impl DeviceCaps {
+    /// WebGPU's default limits with the class's thresholds, loop cap and (for a CPU
+    /// adapter) `threads` threads: a starting point for hand-built caps in tests.
+    pub fn of_class(class: DeviceClass, threads: u32) -> Self {
+        DeviceCaps {
+            class,
+            thresholds: Thresholds::for_class(class),
+            max_loop_iterations: class.loop_cap(),
+            software_threads: if class.is_cpu() { threads.max(1) } else { 1 },
+            ..DeviceCaps::default()
+        }
+    }
+}
+
 impl Default for DeviceCaps {
     /// WebGPU's default limits, without subgroups.
     fn default() -> Self {
@@ -140,7 +317,8 @@ impl Default for DeviceCaps {
             subgroups: false,
             subgroup_min_size: wgpu::MINIMUM_SUBGROUP_MIN_SIZE,
             subgroup_max_size: wgpu::MAXIMUM_SUBGROUP_MAX_SIZE,
-            software: false,
+            class: DeviceClass::IntegratedGpu,
+            thresholds: Thresholds::integrated_gpu(),
             max_loop_iterations: None,
             software_threads: 1,
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
@@ -224,6 +402,43 @@ pub struct Plan {
     pub chunks: Vec<Chunk>,
     /// How rows are split, for [`RowKernel::SplitRow`].
     pub split: Option<Split>,
+    /// The bytes of the matrix the plan reads and writes, against the least any plan
+    /// could (each element read once and written once).
+    pub traffic: Traffic,
+}
+
+/// Bytes a plan moves through memory, by construction (the row statistics, partials
+/// and parameters, a few bytes per row, are not counted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Traffic {
+    /// Times each input element is read: 1 for rows held in registers, 2 for rows
+    /// swept twice (split rows, and rows longer than the register cache).
+    pub reads_per_element: u32,
+    /// Bytes read from the input.
+    pub read: u64,
+    /// Bytes written to the output.
+    pub written: u64,
+    /// The least: one read and one write of every element.
+    pub least: u64,
+}
+
+impl Traffic {
+    fn of(rows: usize, cols: usize, src: Placement, dst: Placement, reads: u32) -> Self {
+        let elements = rows as u64 * cols as u64;
+        let read = elements * src.elem_bytes;
+        let written = elements * dst.elem_bytes;
+        Traffic {
+            reads_per_element: reads,
+            read: read * u64::from(reads),
+            written,
+            least: read + written,
+        }
+    }
+
+    /// Bytes moved over the least (1.0 when every element is read and written once).
+    pub fn ratio(&self) -> f64 {
+        (self.read + self.written) as f64 / self.least.max(1) as f64
+    }
 }
 
 /// How a split row is cut: `parts` parts of `part_cols` columns (the last may be shorter).
@@ -257,7 +472,7 @@ pub struct Tuning {
 
 /// The loop-iteration cap of Mesa's software rasterisers (65535), less a margin for the
 /// kernels' short fixed loops (register cache, subgroup folds).
-pub const SOFTWARE_LOOP_ITERATIONS: u64 = 65535 - 512;
+pub const MESA_LOOP_ITERATIONS: u64 = 65535 - 512;
 
 /// The longest row the kernels take. Their loops count u32 column indices up by steps of
 /// at most 2^17 (a group of loads times the block, with the largest workgroup), so every
@@ -267,77 +482,44 @@ pub const MAX_COLS: usize = (u32::MAX - (1 << 18)) as usize;
 
 /// Rows at least this long may be split over several workgroups when there are few rows.
 pub const SPLIT_MIN_COLS: usize = 32_768;
-/// Workgroups a split aims to give the device: enough to fill a large GPU, or a
-/// software adapter's threads.
-pub const SPLIT_TARGET_WORKGROUPS: usize = 512;
-/// The same for software adapters.
-pub const SOFTWARE_SPLIT_TARGET_WORKGROUPS: usize = 8;
 /// Columns a split part holds at least, so that the second pass over the partials and
 /// the extra launch stay small next to the part's own work.
 pub const SPLIT_MIN_PART_COLS: usize = 8192;
 
-/// Invocations per workgroup of the kernels that reduce in workgroup memory
-/// (`WorkgroupShared`, `SplitRow`) on software adapters, where every barrier costs a
-/// switch through all of a workgroup's invocations.
-pub const SOFTWARE_WORKGROUP: u32 = 32;
-/// Invocations per workgroup of the workgroup kernel with subgroups on software
-/// adapters (at least one of the largest subgroups; more only where the loop-iteration
-/// cap needs them, see [`DeviceCaps::max_loop_iterations`]). Software adapters use it for
-/// rows too long for one subgroup's cache but not for this many invocations' (each
-/// reduction is one barrier, which switches through every subgroup): on lavapipe two
-/// subgroups of 8, caching up to 4096 columns (0.88 of the copy kernel there, against
-/// 0.71-0.73 sweeping). Longer rows are swept by one subgroup: a workgroup of 32 or 64
-/// caching them was no faster on average in interleaved runs and far less steady
-/// (16384 columns: 0.61-0.83 against 0.73-0.76).
-pub const SOFTWARE_SUBGROUP_WORKGROUP: u32 = 16;
-/// On software adapters without subgroups, rows up to this long run one invocation per
-/// row (no barriers), however few the rows.
-pub const SOFTWARE_THREAD_PER_ROW_MAX_COLS: usize = 256;
-/// The same with subgroups: up to here one invocation per row beats a subgroup per row,
-/// whose reductions cost more than the row's share of work (lavapipe, 128 columns:
-/// 0.93-0.96 of the copy kernel against 0.74-0.79, three alternating runs).
-pub const SOFTWARE_SUBGROUP_THREAD_PER_ROW_MAX_COLS: usize = 128;
-
 /// Picks the kernel for a shape on a device: split rows when a few long rows could not
-/// fill the device; else one invocation per row for rows that fit one invocation's cache
-/// (on software adapters without subgroups, also longer rows, when there are rows
-/// enough to give every thread a workgroup: no barriers); with subgroups, one subgroup
-/// per row while the row fits the subgroup's cache, one workgroup per row beyond (on
-/// software adapters: a workgroup of [`SOFTWARE_SUBGROUP_WORKGROUP`] only while it can
-/// cache the row, and a subgroup sweeping longer rows: no barriers); without subgroups,
-/// one workgroup per row reducing in workgroup memory.
+/// fill the device; else one invocation per row for short rows (and, where the
+/// thresholds say so without subgroups, for longer rows when there are rows enough to
+/// give every thread a workgroup); with subgroups, one subgroup per row while the row
+/// fits the subgroup's cache, one workgroup per row beyond (avoiding barriers: a small
+/// workgroup only while it can cache the row, and a subgroup sweeping longer rows);
+/// without subgroups, one workgroup per row reducing in workgroup memory.
 pub fn choose_kernel(rows: usize, cols: usize, caps: &DeviceCaps) -> RowKernel {
-    let target = if caps.software {
-        SOFTWARE_SPLIT_TARGET_WORKGROUPS
-    } else {
-        SPLIT_TARGET_WORKGROUPS
-    };
-    if cols >= SPLIT_MIN_COLS && rows.saturating_mul(4) <= target {
+    let t = &caps.thresholds;
+    if cols >= SPLIT_MIN_COLS && rows.saturating_mul(4) <= t.split_target_workgroups {
         return RowKernel::SplitRow;
     }
-    let software_rows_to_fill = THREAD_PER_ROW_WORKGROUP as usize * caps.software_threads as usize;
-    if cols <= THREAD_PER_ROW_MAX_COLS
-        || (caps.software && caps.subgroups && cols <= SOFTWARE_SUBGROUP_THREAD_PER_ROW_MAX_COLS)
-        || (caps.software
-            && !caps.subgroups
-            && (cols <= SOFTWARE_THREAD_PER_ROW_MAX_COLS || rows >= software_rows_to_fill))
+    let rows_to_fill = t
+        .thread_per_row_rows_per_thread
+        .map(|per_thread| per_thread.saturating_mul(caps.software_threads as usize));
+    if cols <= t.thread_per_row_max_cols
+        || (!caps.subgroups && rows_to_fill.is_some_and(|fill| rows >= fill))
     {
         RowKernel::ThreadPerRow
     } else if !caps.subgroups {
         RowKernel::WorkgroupShared
-    } else if caps.software {
+    } else if t.avoid_barriers {
         // A subgroup while it can cache the row; then a small workgroup while it can
         // (its two barriers cost less than reading the row twice); beyond, a subgroup
         // sweeping.
-        let cached_by = |lanes: usize| cols / 4 <= lanes * SOFTWARE_CACHE_VEC4;
+        let cached_by = |lanes: usize| cols / 4 <= lanes * t.cache_vec4;
         if !cached_by(caps.subgroup_min_size as usize)
-            && cached_by(SOFTWARE_SUBGROUP_WORKGROUP as usize)
+            && cached_by(t.barrier_subgroup_workgroup as usize)
         {
             RowKernel::WorkgroupSubgroup
         } else {
             RowKernel::SubgroupPerRow
         }
-    } else if cols <= 4 * CACHE_VEC4 * caps.subgroup_min_size as usize {
+    } else if cols <= 4 * t.cache_vec4 * caps.subgroup_min_size as usize {
         RowKernel::SubgroupPerRow
     } else {
         RowKernel::WorkgroupSubgroup
@@ -362,15 +544,15 @@ pub fn workgroup_size(kernel: RowKernel, cols: usize, vec4: bool, caps: &DeviceC
             .clamp(64, 256)
             .min(limit)
             .max(caps.subgroup_max_size.min(limit)),
-        RowKernel::WorkgroupSubgroup if caps.software => {
-            // Few subgroups: each barrier switches through every one of them (see
-            // SOFTWARE_SUBGROUP_WORKGROUP).
-            SOFTWARE_SUBGROUP_WORKGROUP
+        RowKernel::WorkgroupSubgroup if caps.thresholds.avoid_barriers => {
+            // Few subgroups: each barrier switches through every one of them.
+            caps.thresholds
+                .barrier_subgroup_workgroup
                 .max(caps.subgroup_max_size)
                 .min(limit)
         }
-        RowKernel::WorkgroupShared | RowKernel::SplitRow if caps.software => {
-            SOFTWARE_WORKGROUP.min(limit)
+        RowKernel::WorkgroupShared | RowKernel::SplitRow if caps.thresholds.avoid_barriers => {
+            caps.thresholds.barrier_workgroup.min(limit)
         }
         RowKernel::SplitRow => MAX_SHARED_WORKGROUP.min(limit),
         RowKernel::WorkgroupShared | RowKernel::WorkgroupSubgroup => {
@@ -380,7 +562,9 @@ pub fn workgroup_size(kernel: RowKernel, cols: usize, vec4: bool, caps: &DeviceC
                 MAX_SUBGROUP_WORKGROUP
             };
             let loads = if vec4 { cols.div_ceil(4) } else { cols };
-            let wanted = loads.div_ceil(CACHE_VEC4).next_power_of_two();
+            let wanted = loads
+                .div_ceil(caps.thresholds.cache_vec4)
+                .next_power_of_two();
             let wanted = wanted.clamp(MIN_WORKGROUP as usize, max as usize) as u32;
             wanted.min(limit)
         }
@@ -578,6 +762,7 @@ pub fn plan(
             cache_slots: 0,
             chunks,
             split: Some(split),
+            traffic: Traffic::of(rows, cols, src, dst, 2),
         });
     }
     // Rows one workgroup covers; for the subgroup kernel, as if every subgroup were as
@@ -597,21 +782,23 @@ pub fn plan(
         let grid_x = groups.min(geometry.max_dim);
         [grid_x as u32, groups.div_ceil(grid_x) as u32]
     })?;
+    let cache_slots = cache_slots(kernel, cols, vec4, workgroup_size, caps);
+    let reads = if cache_slots > 0 { 1 } else { 2 };
     Ok(Plan {
         kernel,
         workgroup_size,
         vec4,
-        cache_slots: cache_slots(kernel, cols, vec4, workgroup_size, caps),
+        cache_slots,
         chunks,
         split: None,
+        traffic: Traffic::of(rows, cols, src, dst, reads),
     })
 }
 
 /// Register-cache slots per invocation for a kernel's rows: the invocation's share of
 /// the row's vec4 body (with the fewest lanes a row may get), rounded up to a multiple
 /// of 4 (to 1, 2 or 4 below that); 0 where rows are not cached (no vec4 access, split
-/// rows, or a share beyond [`CACHE_VEC4`]; on software adapters
-/// [`SOFTWARE_CACHE_VEC4`] or, without subgroups, [`SOFTWARE_GL_CACHE_VEC4`]).
+/// rows, or a share beyond [`Thresholds::cache_vec4`]).
 pub fn cache_slots(
     kernel: RowKernel,
     cols: usize,
@@ -621,16 +808,12 @@ pub fn cache_slots(
 ) -> u32 {
     let lanes = lanes_per_row(kernel, workgroup_size, caps);
     let share = ((cols / 4) as u64).div_ceil(lanes);
-    let cap = match (caps.software, caps.subgroups) {
-        (false, _) => CACHE_VEC4,
-        (true, true) => SOFTWARE_CACHE_VEC4,
-        (true, false) => SOFTWARE_GL_CACHE_VEC4,
-    };
+    let cap = caps.thresholds.cache_vec4.min(MAX_CACHE_VEC4);
     if !vec4 || kernel == RowKernel::SplitRow || share > cap as u64 {
         0
     } else {
-        // Few pipeline variants, few empty slots: on software adapters an empty slot
-        // costs about what a full one does.
+        // Few pipeline variants, few empty slots: on CPU adapters an empty slot costs
+        // about what a full one does.
         let share = share.max(1);
         if share <= 4 {
             share.next_power_of_two() as u32
@@ -650,12 +833,10 @@ pub fn split_row(
     workgroup_size: u32,
     caps: &DeviceCaps,
 ) -> Result<Split> {
-    let target = if caps.software {
-        SOFTWARE_SPLIT_TARGET_WORKGROUPS
-    } else {
-        SPLIT_TARGET_WORKGROUPS
-    };
-    let wanted = target.div_ceil(rows.max(1));
+    let wanted = caps
+        .thresholds
+        .split_target_workgroups
+        .div_ceil(rows.max(1));
     let mut parts = wanted.clamp(1, (cols / SPLIT_MIN_PART_COLS).max(1));
     let align = u64::from(caps.storage_offset_alignment.max(4));
     let part_cols = |parts: usize| cols.div_ceil(parts).next_multiple_of(4);
@@ -820,6 +1001,11 @@ impl Geometry {
 mod tests {
     use super::*;
 
+    /// The register cache of the GPU classes.
+    const CACHE_VEC4: usize = 16;
+    /// Rows up to this long run one invocation per row on a GPU.
+    const THREAD_PER_ROW_MAX_COLS: usize = 64;
+
     fn contiguous(cols: usize) -> Placement {
         Placement {
             offset: 0,
@@ -919,10 +1105,10 @@ mod tests {
     #[test]
     fn software_adapters_avoid_barriers() {
         let caps = DeviceCaps {
-            software: true,
+            subgroups: true,
             subgroup_min_size: 8,
             subgroup_max_size: 8,
-            ..caps_with_subgroups()
+            ..DeviceCaps::of_class(DeviceClass::Lavapipe, 2)
         };
         assert_eq!(
             choose_kernel(1000, 262_144, &caps),
@@ -962,7 +1148,7 @@ mod tests {
         };
         let p = planned(4096);
         assert_eq!(p.kernel, RowKernel::WorkgroupSubgroup);
-        assert_eq!(p.workgroup_size, SOFTWARE_SUBGROUP_WORKGROUP);
+        assert_eq!(p.workgroup_size, Thresholds::lavapipe().barrier_subgroup_workgroup);
         assert_eq!(p.cache_slots, 64);
         let p = planned(16384);
         assert_eq!(p.kernel, RowKernel::SubgroupPerRow);
@@ -976,7 +1162,7 @@ mod tests {
         assert_eq!(slots(3000), (RowKernel::WorkgroupSubgroup, 48));
         let no_subgroups = DeviceCaps {
             subgroups: false,
-            ..caps
+            ..DeviceCaps::of_class(DeviceClass::LlvmpipeGl, 2)
         };
         assert_eq!(
             choose_kernel(1000, 256, &no_subgroups),
@@ -998,20 +1184,20 @@ mod tests {
         );
         assert_eq!(
             workgroup_size(RowKernel::WorkgroupShared, 100_000, true, &no_subgroups),
-            SOFTWARE_WORKGROUP
+            Thresholds::llvmpipe_gl().barrier_workgroup
         );
     }
 
     #[test]
     fn software_plans_stay_under_the_loop_iteration_cap() {
         let caps = DeviceCaps {
-            software: true,
+            subgroups: true,
             subgroup_min_size: 8,
             subgroup_max_size: 8,
-            max_loop_iterations: Some(SOFTWARE_LOOP_ITERATIONS),
             max_invocations_per_workgroup: 1024,
-            ..caps_with_subgroups()
+            ..DeviceCaps::of_class(DeviceClass::Lavapipe, 2)
         };
+        assert_eq!(caps.max_loop_iterations, Some(MESA_LOOP_ITERATIONS));
         for cols in [1_000_000usize, 1_000_001, 4_000_003, 8_000_003] {
             let p = plan(
                 1,
@@ -1025,7 +1211,7 @@ mod tests {
             let lanes = lanes_per_row(p.kernel, p.workgroup_size, &caps);
             let swept = p.split.map_or(cols, |s| s.part_cols as usize);
             assert!(
-                loop_iterations(swept, p.vec4, lanes) <= SOFTWARE_LOOP_ITERATIONS,
+                loop_iterations(swept, p.vec4, lanes) <= MESA_LOOP_ITERATIONS,
                 "{cols}"
             );
         }
@@ -1453,5 +1639,138 @@ mod tests {
         }
         assert_eq!(rows, 1000);
         assert!(p.chunks.len() >= 1000 / 49);
+    }
+
+    /// Limits like an NVIDIA H200's through Vulkan (subgroups of 32, 1024 invocations,
+    /// bindings up to 4 GiB).
+    fn h200() -> DeviceCaps {
+        DeviceCaps {
+            subgroups: true,
+            subgroup_min_size: 32,
+            subgroup_max_size: 32,
+            max_invocations_per_workgroup: 1024,
+            max_storage_binding_size: u64::from(u32::MAX),
+            max_buffer_size: 1 << 40,
+            storage_offset_alignment: 16,
+            ..DeviceCaps::of_class(DeviceClass::DiscreteGpu, 1)
+        }
+    }
+
+    /// Limits like an Apple GPU's through Metal (subgroups of 32, 1024 invocations).
+    fn apple() -> DeviceCaps {
+        DeviceCaps {
+            max_storage_binding_size: 1 << 30,
+            max_buffer_size: 1 << 32,
+            ..DeviceCaps {
+                class: DeviceClass::IntegratedGpu,
+                thresholds: Thresholds::integrated_gpu(),
+                ..h200()
+            }
+        }
+    }
+
+    fn reads(rows: usize, cols: usize, caps: &DeviceCaps) -> (RowKernel, u32) {
+        let c = contiguous(cols);
+        let p = plan(rows, cols, c, c, Tuning::default(), caps).unwrap();
+        assert_eq!(p.traffic.least, (rows * cols * 8) as u64);
+        assert_eq!(
+            p.traffic.read + p.traffic.written,
+            (rows * cols * 4) as u64 * (1 + u64::from(p.traffic.reads_per_element))
+        );
+        (p.kernel, p.traffic.reads_per_element)
+    }
+
+    #[test]
+    fn on_gpu_like_limits_rows_up_to_the_register_cache_are_read_once() {
+        use RowKernel::*;
+        for caps in [h200(), apple()] {
+            // Subgroups of 32 cache 4 * 16 * 32 = 2048 columns; workgroups of up to
+            // 1024 invocations cache 65536.
+            assert_eq!(reads(4096, 32, &caps), (ThreadPerRow, 1));
+            assert_eq!(reads(4096, 2048, &caps), (SubgroupPerRow, 1));
+            assert_eq!(reads(4096, 4096, &caps), (WorkgroupSubgroup, 1));
+            assert_eq!(reads(4096, 32_000, &caps), (WorkgroupSubgroup, 1));
+            assert_eq!(reads(1024, 65_536, &caps), (WorkgroupSubgroup, 1));
+            // Longer rows are swept twice, and so are split rows.
+            assert_eq!(reads(1024, 131_072, &caps), (WorkgroupSubgroup, 2));
+            assert_eq!(reads(1, 262_144, &caps), (SplitRow, 2));
+            assert_eq!(reads(64, 128_256, &caps), (SplitRow, 2));
+        }
+        // WebGPU's default limits: no subgroups, 256 invocations, so rows up to
+        // 4 * 16 * 256 = 16384 columns are cached.
+        let webgpu = DeviceCaps::default();
+        assert_eq!(reads(4096, 1000, &webgpu), (WorkgroupShared, 1));
+        assert_eq!(reads(4096, 16_384, &webgpu), (WorkgroupShared, 1));
+        assert_eq!(reads(4096, 16_388, &webgpu), (WorkgroupShared, 2));
+        assert_eq!(reads(4096, 32_000, &webgpu), (WorkgroupShared, 2));
+    }
+
+    #[test]
+    fn on_lavapipe_rows_up_to_4096_columns_are_read_once() {
+        use RowKernel::*;
+        let caps = DeviceCaps {
+            subgroups: true,
+            subgroup_min_size: 8,
+            subgroup_max_size: 8,
+            max_storage_binding_size: 128 << 20,
+            ..DeviceCaps::of_class(DeviceClass::Lavapipe, 2)
+        };
+        assert_eq!(reads(1024, 128, &caps), (ThreadPerRow, 1));
+        assert_eq!(reads(1024, 2048, &caps), (SubgroupPerRow, 1));
+        assert_eq!(reads(1024, 4096, &caps), (WorkgroupSubgroup, 1));
+        assert_eq!(reads(1024, 4100, &caps), (SubgroupPerRow, 2));
+        assert_eq!(reads(131, 32_000, &caps), (SubgroupPerRow, 2));
+        assert_eq!(reads(1, 32_768, &caps), (SplitRow, 2));
+    }
+
+    #[test]
+    fn device_classes_are_told_by_driver_and_backend() {
+        let info = |device_type, backend, name: &str, driver: &str| wgpu::AdapterInfo {
+            name: name.into(),
+            driver: driver.into(),
+            ..wgpu::AdapterInfo::new(device_type, backend)
+        };
+        use wgpu::{Backend, DeviceType};
+        let llvm = "llvmpipe (LLVM 15.0.6, 256 bits)";
+        let cases = [
+            (info(DeviceType::Cpu, Backend::Vulkan, llvm, "llvmpipe"), DeviceClass::Lavapipe),
+            (info(DeviceType::Cpu, Backend::Gl, llvm, ""), DeviceClass::LlvmpipeGl),
+            (
+                info(DeviceType::Cpu, Backend::Vulkan, "SwiftShader Device (Subzero)", ""),
+                DeviceClass::SwiftShader,
+            ),
+            (info(DeviceType::Cpu, Backend::Vulkan, "some cpu", ""), DeviceClass::UnknownCpu),
+            (
+                info(DeviceType::DiscreteGpu, Backend::Vulkan, "NVIDIA H200", "NVIDIA"),
+                DeviceClass::DiscreteGpu,
+            ),
+            (
+                info(DeviceType::IntegratedGpu, Backend::Metal, "Apple M2", ""),
+                DeviceClass::IntegratedGpu,
+            ),
+            (
+                info(DeviceType::Other, Backend::BrowserWebGpu, "", ""),
+                DeviceClass::IntegratedGpu,
+            ),
+        ];
+        for (info, class) in cases {
+            assert_eq!(DeviceClass::of(&info), class, "{info:?}");
+        }
+        // Only Mesa's adapters (and unknown CPU ones, to be safe) get the loop cap.
+        assert_eq!(DeviceClass::SwiftShader.loop_cap(), None);
+        assert_eq!(DeviceClass::DiscreteGpu.loop_cap(), None);
+        assert!(DeviceClass::Lavapipe.loop_cap().is_some());
+        assert!(DeviceClass::LlvmpipeGl.loop_cap().is_some());
+        // Every class's cache fits the largest pipeline variant.
+        for class in [
+            DeviceClass::DiscreteGpu,
+            DeviceClass::IntegratedGpu,
+            DeviceClass::Lavapipe,
+            DeviceClass::LlvmpipeGl,
+            DeviceClass::SwiftShader,
+            DeviceClass::UnknownCpu,
+        ] {
+            assert!(Thresholds::for_class(class).cache_vec4 <= MAX_CACHE_VEC4);
+        }
     }
 }
