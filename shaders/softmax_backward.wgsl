@@ -11,6 +11,9 @@
 // sweep writes dx. Each element of dst is read and then
 // written by the same invocation, after the barrier that ends the reduction.
 
+#import softmax_common
+#import workgroup_tree
+
 // The factor of dy in the row sum: y for softmax, 1 for log-softmax.
 fn weight4(y: vec4<f32>) -> vec4<f32> {
     return select(y, vec4<f32>(1.0), LOG_SOFTMAX);

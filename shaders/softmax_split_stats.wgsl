@@ -8,6 +8,9 @@
 // stores (max, sum, poisoned ? 1 : 0, 0) in partials[row * parts + part].
 // softmax_split_write folds a row's partials and writes the row.
 
+#import softmax_common
+#import workgroup_tree
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn softmax_split_stats(
     @builtin(workgroup_id) wg: vec3<u32>,

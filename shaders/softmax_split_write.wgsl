@@ -4,6 +4,8 @@
 // order (so every workgroup of a row gets the same bits), then the workgroup writes its
 // part of the row.
 
+#import softmax_common
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn softmax_split_write(
     @builtin(workgroup_id) wg: vec3<u32>,

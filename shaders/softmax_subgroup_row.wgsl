@@ -9,6 +9,8 @@
 // once, with subgroupMax then subgroupAdd; a longer one is swept once for a running
 // (max, sum of exp) pair per lane, merged by subgroup operations, and again to write.
 
+#import softmax_common
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn softmax_subgroup_row(
     @builtin(workgroup_id) wg: vec3<u32>,

@@ -6,6 +6,8 @@
 // cols <= 4 * CACHE) is read once; a longer one is swept once for the (max, sum of exp)
 // pair and again to write.
 
+#import softmax_common
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn softmax_thread_row(
     @builtin(workgroup_id) wg: vec3<u32>,

@@ -7,6 +7,9 @@
 // (max, sum of exp) pair per invocation, a tree merges the pairs, a second sweep writes.
 // The trees are those of common/workgroup_tree.wgsl.
 
+#import softmax_common
+#import workgroup_tree
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn softmax_workgroup_shared(
     @builtin(workgroup_id) wg: vec3<u32>,

@@ -10,6 +10,8 @@
 // Longer rows: each invocation sweeps its share once for a running (max, sum of exp)
 // pair, the pairs are merged the same way, and a second sweep writes.
 
+#import softmax_common
+
 // Entries for one value per subgroup (WORKGROUP_SIZE / subgroup size <= this).
 const MAX_SUBGROUPS: u32 = 256u;
 

@@ -288,9 +288,7 @@ impl Context {
         options: &Options,
         inputs: HostInputs<'_>,
     ) -> Result<()> {
-        self.host()
-            .run(input, output, shape, options, inputs)
-            .await
+        self.host().run(input, output, shape, options, inputs).await
     }
 
     /// **Host path**, backward: the gradient `dx` of softmax (or log-softmax, per
@@ -305,9 +303,7 @@ impl Context {
         shape: Shape,
         options: &Options,
     ) -> Result<()> {
-        self.host()
-            .run_backward(y, dy, dx, shape, options)
-            .await
+        self.host().run_backward(y, dy, dx, shape, options).await
     }
 
     /// **Resident path**: records the op `options` describes, over the `shape` matrix at

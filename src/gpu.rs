@@ -83,12 +83,22 @@ fn destroyed(backend: wgpu::Backend, buffer: &wgpu::Buffer) -> bool {
     match backend {
         #[cfg(all(
             feature = "vulkan",
-            any(windows, target_os = "linux", target_os = "android", target_os = "freebsd")
+            any(
+                windows,
+                target_os = "linux",
+                target_os = "android",
+                target_os = "freebsd"
+            )
         ))]
         wgpu::Backend::Vulkan => unsafe { buffer.as_hal::<wgpu::hal::api::Vulkan>() }.is_none(),
         #[cfg(all(
             feature = "gles",
-            any(windows, target_os = "linux", target_os = "android", target_os = "freebsd")
+            any(
+                windows,
+                target_os = "linux",
+                target_os = "android",
+                target_os = "freebsd"
+            )
         ))]
         wgpu::Backend::Gl => unsafe { buffer.as_hal::<wgpu::hal::api::Gles>() }.is_none(),
         #[cfg(all(feature = "metal", target_vendor = "apple"))]

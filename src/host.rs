@@ -57,9 +57,7 @@ impl<'a> HostMask<'a> {
         match self.dtype {
             Dtype::F32 => f32::from_le_bytes(self.bytes[at..at + 4].try_into().unwrap_or([0; 4])),
             Dtype::F16 => half::f16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]).to_f32(),
-            Dtype::Bf16 => {
-                half::bf16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]).to_f32()
-            }
+            Dtype::Bf16 => half::bf16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]).to_f32(),
         }
     }
 }
@@ -265,7 +263,10 @@ impl Host<'_> {
         let mut stats_out = None;
         match stats {
             Some(HostStats::Write(values)) => {
-                buffers.stats = Some((self.stats_buffer(values.len(), None).await?, StatsMode::Write));
+                buffers.stats = Some((
+                    self.stats_buffer(values.len(), None).await?,
+                    StatsMode::Write,
+                ));
                 stats_out = Some(values);
             }
             Some(HostStats::Given(values)) => {

@@ -82,6 +82,8 @@
 
 #[cfg_attr(not(feature = "internals"), allow(dead_code))]
 mod bandwidth;
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+mod compose;
 mod context;
 mod dtype;
 mod encode;
@@ -118,7 +120,8 @@ pub use pollster::block_on;
 /// sources, the bandwidth baseline and the f64 reference. Not part of the stable API.
 #[cfg(feature = "internals")]
 pub mod internals {
-    pub use crate::kernels::{Shader, COPY_VEC4_SOURCE};
+    pub use crate::compose::{MaskRead, Shader, Variant, COPY_VEC4_SOURCE};
+    pub use crate::kernels::{binding_layout, Params};
     pub use crate::plan::RowKernel;
 
     /// The planner (see `src/plan.rs`).

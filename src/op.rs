@@ -197,8 +197,17 @@ mod tests {
             .with_temperature(MIN_TEMPERATURE)
             .validate()
             .is_ok());
-        assert!(Options::softmax().with_temperature(below).validate().is_err());
-        assert!(Options::softmax().with_temperature(2.9e-39).validate().is_err());
-        assert!(Options::softmax().with_temperature(2.94e-39).validate().is_ok());
+        assert!(Options::softmax()
+            .with_temperature(below)
+            .validate()
+            .is_err());
+        assert!(Options::softmax()
+            .with_temperature(2.9e-39)
+            .validate()
+            .is_err());
+        assert!(Options::softmax()
+            .with_temperature(2.94e-39)
+            .validate()
+            .is_ok());
     }
 }

@@ -474,11 +474,20 @@ pub struct Tuning {
 /// kernels' short fixed loops (register cache, subgroup folds).
 pub const MESA_LOOP_ITERATIONS: u64 = 65535 - 512;
 
+/// Loads taken together in a sweep (`GROUP` in `softmax_common.wgsl`).
+pub const LOAD_GROUP: u32 = 8;
+/// Groups summed into one block of a sweep (`BLOCK` in `softmax_common.wgsl`).
+pub const GROUP_BLOCK: u32 = 4;
+/// The largest step a kernel's loop counts a column index up by: a block of groups of
+/// vec4 loads (4 columns each) over the largest workgroup, 2^17.
+pub const MAX_LOOP_STEP: u64 =
+    LOAD_GROUP as u64 * GROUP_BLOCK as u64 * 4 * MAX_SUBGROUP_WORKGROUP as u64;
+
 /// The longest row the kernels take. Their loops count u32 column indices up by steps of
-/// at most 2^17 (a group of loads times the block, with the largest workgroup), so every
-/// counter stops below u32::MAX, and the loops end without the loop bound wgpu would
-/// otherwise add (see `kernels.rs`). Longer rows give [`Error::ShapeOverflow`].
-pub const MAX_COLS: usize = (u32::MAX - (1 << 18)) as usize;
+/// at most [`MAX_LOOP_STEP`], so with this margin every counter stops below u32::MAX,
+/// and the loops end without the loop bound wgpu would otherwise add (see
+/// `kernels.rs`). Longer rows give [`Error::ShapeOverflow`].
+pub const MAX_COLS: usize = (u32::MAX as u64 - 2 * MAX_LOOP_STEP) as usize;
 
 /// Rows at least this long may be split over several workgroups when there are few rows.
 pub const SPLIT_MIN_COLS: usize = 32_768;
@@ -1148,7 +1157,10 @@ mod tests {
         };
         let p = planned(4096);
         assert_eq!(p.kernel, RowKernel::WorkgroupSubgroup);
-        assert_eq!(p.workgroup_size, Thresholds::lavapipe().barrier_subgroup_workgroup);
+        assert_eq!(
+            p.workgroup_size,
+            Thresholds::lavapipe().barrier_subgroup_workgroup
+        );
         assert_eq!(p.cache_slots, 64);
         let p = planned(16384);
         assert_eq!(p.kernel, RowKernel::SubgroupPerRow);
@@ -1733,15 +1745,34 @@ mod tests {
         use wgpu::{Backend, DeviceType};
         let llvm = "llvmpipe (LLVM 15.0.6, 256 bits)";
         let cases = [
-            (info(DeviceType::Cpu, Backend::Vulkan, llvm, "llvmpipe"), DeviceClass::Lavapipe),
-            (info(DeviceType::Cpu, Backend::Gl, llvm, ""), DeviceClass::LlvmpipeGl),
             (
-                info(DeviceType::Cpu, Backend::Vulkan, "SwiftShader Device (Subzero)", ""),
+                info(DeviceType::Cpu, Backend::Vulkan, llvm, "llvmpipe"),
+                DeviceClass::Lavapipe,
+            ),
+            (
+                info(DeviceType::Cpu, Backend::Gl, llvm, ""),
+                DeviceClass::LlvmpipeGl,
+            ),
+            (
+                info(
+                    DeviceType::Cpu,
+                    Backend::Vulkan,
+                    "SwiftShader Device (Subzero)",
+                    "",
+                ),
                 DeviceClass::SwiftShader,
             ),
-            (info(DeviceType::Cpu, Backend::Vulkan, "some cpu", ""), DeviceClass::UnknownCpu),
             (
-                info(DeviceType::DiscreteGpu, Backend::Vulkan, "NVIDIA H200", "NVIDIA"),
+                info(DeviceType::Cpu, Backend::Vulkan, "some cpu", ""),
+                DeviceClass::UnknownCpu,
+            ),
+            (
+                info(
+                    DeviceType::DiscreteGpu,
+                    Backend::Vulkan,
+                    "NVIDIA H200",
+                    "NVIDIA",
+                ),
                 DeviceClass::DiscreteGpu,
             ),
             (

@@ -11,8 +11,8 @@
 //! [`backward_f64`] stops at the shorter of `y` and `dy`.
 
 use crate::dtype::Dtype;
-use crate::op::{MaskedRows, Op, Options};
 use crate::host::HostInputs;
+use crate::op::{MaskedRows, Op, Options};
 
 /// A tolerance `|y - r| <= abs + rel * |r|`.
 #[derive(Clone, Copy, Debug, PartialEq)]

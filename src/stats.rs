@@ -30,4 +30,3 @@ pub fn combine_stats(a: [f32; 2], b: [f32; 2]) -> [f32; 2] {
     let lse = hi + (lo - hi).exp().ln_1p();
     [a[0].max(b[0]), lse as f32]
 }
-

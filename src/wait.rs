@@ -68,15 +68,15 @@ fn with_scopes<T>(
     let internal = internal.pop();
     let validation = validation.pop();
     let oom = oom.pop();
-    (value, async move { (internal.await, validation.await, oom.await) })
+    (value, async move {
+        (internal.await, validation.await, oom.await)
+    })
 }
 
 fn first_error(errors: ScopeErrors) -> Option<Error> {
     match errors {
         (None, None, None) => None,
-        (_, _, Some(e)) | (_, Some(e), None) | (Some(e), None, None) => {
-            Some(Error::from_wgpu(e))
-        }
+        (_, _, Some(e)) | (_, Some(e), None) | (Some(e), None, None) => Some(Error::from_wgpu(e)),
     }
 }
 
@@ -383,10 +383,7 @@ mod native {
                             .map_or(POLL_SLICE, |d| d.saturating_duration_since(now));
                         break (first.submission.clone(), to_deadline.min(POLL_SLICE));
                     }
-                    state = shared
-                        .work
-                        .wait(state)
-                        .unwrap_or_else(|p| p.into_inner());
+                    state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
                 }
             };
             // A time-out only ends this slice; any other error (a lost device) fails

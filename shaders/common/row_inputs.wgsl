@@ -6,10 +6,19 @@
 //   7 mask          storage  [mask_rows, cols] of f32, f16 or bf16 (MASK_DTYPE): row r
 //                            adds mask row r % mask_rows; declared by mask_words.wgsl
 //                            (any layout) or, where mask rows start on four-element
-//                            boundaries, mask_vec4.wgsl or mask_vec4_half.wgsl
+//                            boundaries, mask_vec4.wgsl or mask_vec4_half.wgsl (the
+//                            variant's MASK_* flag picks one)
 //   8 lengths       storage  u32 per row: columns at or past it are masked out
 //   9 temperatures  storage  f32 per row: multiplies the scalar temperature
 // Each is a 16-byte dummy when its flag is off.
+
+#if MASK_VEC4_HALF
+#import mask_vec4_half
+#elif MASK_VEC4
+#import mask_vec4
+#else
+#import mask_words
+#endif
 
 const ROW_INPUTS: bool = true;
 

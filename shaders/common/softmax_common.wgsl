@@ -1,6 +1,6 @@
-// Shared declarations and helpers of the softmax kernels. Each kernel file is appended to
-// this text at build time (src/kernels.rs), so every kernel sees the same bindings, params
-// and row helpers.
+// Shared declarations and helpers of the softmax kernels. Each kernel file imports this
+// one (`#import softmax_common`, composed by src/compose.rs), so every kernel sees the
+// same bindings, params and row helpers.
 //
 // Bindings (group 0):
 //   0 params  uniform   Params below; one per dispatch chunk
@@ -14,8 +14,8 @@
 //   5 partials storage  per-(row, part) statistics of the split-row kernels (else a dummy)
 //   6 stats   storage   row statistics, (max, log-sum-exp) of x / T per row, written with
 //                       STATS_WRITE or read with STATS_GIVEN (else a dummy)
-//   7-9                 mask, lengths and temperatures: see row_inputs.wgsl, which (or
-//                       row_inputs_none.wgsl, declaring no bindings) follows this file
+//   7-9                 mask, lengths and temperatures: see row_inputs.wgsl, imported
+//                       with ROW_INPUTS (else row_inputs_none.wgsl, declaring no bindings)
 //
 // Row inputs: the value of element (r, c) is x / T + mask[r % mask_rows, c], with T the
 // scalar temperature times row r's own, and -inf (masked out, whatever x is) at columns
@@ -32,6 +32,23 @@
 // (max, sum of exp) pair: the max is of the raw inputs, the sum is of
 // exp((x - max) * inv_temperature), so a large common offset cancels exactly before the
 // temperature scales it.
+
+#import half
+#if SRC_HALF
+#import src_half
+#else
+#import src_f32
+#endif
+#if DST_HALF
+#import dst_half
+#else
+#import dst_f32
+#endif
+#if ROW_INPUTS
+#import row_inputs
+#else
+#import row_inputs_none
+#endif
 
 struct Params {
     rows: u32,
@@ -407,14 +424,14 @@ fn write_row(row: u32, first: u32, step: u32, st: Stats) {
 // reciprocal. One read, one exp and one write per element.
 
 // Slots (vec4s) of the register cache per invocation, or 0 when the pipeline's rows are
-// too long to cache and are swept instead. src/kernels.rs writes the pipeline's count
-// here (the planner's, from the row length and the fewest invocations a row may get, so
-// it holds for every row of a dispatch) and writes each loop over the slots,
-// `for (var k = 0u; k < CACHE_SLOTS; k++)`, out as one copy of its body per slot. So a
-// kernel compiles only the path its rows take, with no loop and no empty slot: software
-// adapters run both sides of an `if` under a lane mask rather than branching, and index
-// a private array held in registers only at constant indices.
-const CACHE_SLOTS: u32 = 16u;
+// too long to cache and are swept instead: the variant's number (the planner's, from the
+// row length and the fewest invocations a row may get, so it holds for every row of a
+// dispatch). Each loop over the slots is written out as one block per slot
+// (`#unroll k CACHE_SLOTS`, see src/compose.rs). So a kernel compiles only the path its
+// rows take, with no loop and no empty slot: software adapters run both sides of an `if`
+// under a lane mask rather than branching, and index a private array held in registers
+// only at constant indices.
+#const CACHE_SLOTS
 const CACHE: u32 = max(CACHE_SLOTS, 1u);
 
 // Whether this pipeline's rows are held in the register cache.
@@ -450,7 +467,7 @@ fn cache_load(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f
     var vmax = vec4<f32>(LOWEST);
     var imax = vec4<i32>(0);
     var umax = vec4<u32>(0u);
-    for (var k = 0u; k < CACHE_SLOTS; k++) {
+#unroll k CACHE_SLOTS
         let i = first + k * step;
         if i < n4 {
             let v = load4(4u * i, base / 4u + i);
@@ -459,7 +476,7 @@ fn cache_load(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f
             imax = max(imax, bitcast<vec4<i32>>(v));
             umax = max(umax, bitcast<vec4<u32>>(v));
         }
-    }
+#end_unroll
     let poison = (imax >= vec4<i32>(i32(EXP_MASK))) | (umax > vec4<u32>(NEG_INF_BITS));
     var acc = MaxBad(max(max(vmax.x, vmax.y), max(vmax.z, vmax.w)), u32(any(poison)));
     for (var j = n4 * 4u + first; j < params.cols; j += step) {
@@ -473,7 +490,7 @@ fn cache_load(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f
 fn cache_exp_sum(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<f32>, CACHE>>, m: f32) -> f32 {
     var s = 0.0;
     let n4 = params.cols / 4u;
-    for (var k = 0u; k < CACHE_SLOTS; k++) {
+#unroll k CACHE_SLOTS
         if first + k * step < n4 {
             let v = (*cache)[k];
             let non_finite = (bitcast<vec4<u32>>(v) & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
@@ -483,7 +500,7 @@ fn cache_exp_sum(row: u32, first: u32, step: u32, cache: ptr<function, array<vec
             }
             s += dot(e, vec4<f32>(1.0));
         }
-    }
+#end_unroll
     for (var j = n4 * 4u + first; j < params.cols; j += step) {
         let x = load1(j, src_index(row, j));
         let non_finite = (bitcast<u32>(x) & EXP_MASK) == EXP_MASK;
@@ -508,7 +525,7 @@ fn cache_write(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<
     }
     let dst4_base = dst_index(row, 0u) / 4u;
     let n4 = params.cols / 4u;
-    for (var k = 0u; k < CACHE_SLOTS; k++) {
+#unroll k CACHE_SLOTS
         let i = first + k * step;
         if i < n4 {
             if LOG_SOFTMAX {
@@ -517,6 +534,6 @@ fn cache_write(row: u32, first: u32, step: u32, cache: ptr<function, array<vec4<
                 write_dst4(dst4_base + i, (*cache)[k] * scale);
             }
         }
-    }
+#end_unroll
     write_tail(row, 0u, params.cols, first, step, st.m, inv_s, log_s);
 }
