@@ -139,3 +139,8 @@ pub mod internals {
         pub use crate::bandwidth::*;
     }
 }
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
