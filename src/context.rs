@@ -411,6 +411,7 @@ impl Context {
 /// Internals for tests, benchmarks and the tools (the `internals` feature); not part of
 /// the stable API.
 #[cfg(feature = "internals")]
+#[doc(hidden)]
 impl Context {
     /// What the planner knows of the device.
     pub fn caps(&self) -> &crate::plan::DeviceCaps {

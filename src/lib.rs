@@ -76,7 +76,8 @@
 //! `vulkan`, `metal`, `dx12`, `gles` and `webgpu` forward to wgpu's backends (all on by
 //! default; each is compiled only on targets that have it). `internals` exposes the
 //! planner, the kernels' sources, the bandwidth baseline and the f64 reference, for
-//! this crate's tests, benchmarks and tools; it is not part of the stable API.
+//! this crate's tests, benchmarks and tools (which enable it through a dev-dependency on
+//! the crate itself); it is hidden from these docs and not part of the stable API.
 
 #![warn(missing_docs)]
 
@@ -119,6 +120,7 @@ pub use pollster::block_on;
 /// Internals for this crate's tests, benchmarks and tools: the planner, the kernels'
 /// sources, the bandwidth baseline and the f64 reference. Not part of the stable API.
 #[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod internals {
     pub use crate::compose::{MaskRead, Shader, Variant, COPY_VEC4_SOURCE};
     pub use crate::kernels::{binding_layout, Params};

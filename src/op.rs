@@ -159,6 +159,7 @@ impl Options {
 }
 
 #[cfg(feature = "internals")]
+#[doc(hidden)]
 impl Options {
     /// These options with a forced kernel instead of the planner's choice.
     pub fn with_kernel(mut self, kernel: RowKernel) -> Self {

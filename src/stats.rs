@@ -1,6 +1,6 @@
 //! Per-row statistics `(max, log-sum-exp)` for rows split by columns across devices.
 
-/// What [`Context::encode_with_stats`] does with the statistics buffer.
+/// What a resident op does with its statistics buffer ([`crate::StatsView`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StatsMode {
     /// Write each row's `(max, log-sum-exp)` of `x / T` (and the softmax, as usual).
