@@ -259,7 +259,7 @@ impl Host<'_> {
         let mut buffers = self
             .input_buffers(mask, lengths, temperatures)
             .await
-            .map_err(|e| self.gpu.explain(e))?;
+            .map_err(|e| self.failure(e))?;
         let mut stats_out = None;
         match stats {
             Some(HostStats::Write(values)) => {
@@ -294,7 +294,7 @@ impl Host<'_> {
             Ok(())
         }
         .await
-        .map_err(|e| self.gpu.explain(e));
+        .map_err(|e| self.failure(e));
         // On error the slots are dropped (their buffers freed): one may still be mapped
         // or in use by work that failed. Likewise when this future is dropped early.
         lease.finish(result.is_ok());
@@ -385,7 +385,7 @@ impl Host<'_> {
             Ok(())
         }
         .await
-        .map_err(|e| self.gpu.explain(e));
+        .map_err(|e| self.failure(e));
         lease.finish(result.is_ok());
         result
     }
@@ -466,6 +466,19 @@ impl Host<'_> {
             .map_err(|e| Error::Map(e.to_string()))?;
         bytemuck::cast_slice_mut::<[f32; 2], u8>(values).copy_from_slice(&view);
         Ok(())
+    }
+
+    /// The error of a failed host call, as the caller should see it: the host path binds
+    /// only buffers of its own, which nothing but a destroyed device destroys.
+    fn failure(&self, e: Error) -> Error {
+        match e {
+            Error::BufferDestroyed { .. } => Error::DeviceLost(
+                self.gpu
+                    .lost_reason()
+                    .unwrap_or_else(|| "the device was destroyed during the call".into()),
+            ),
+            e => self.gpu.explain(e),
+        }
     }
 
     /// Turns a map callback's outcome into a result.
@@ -594,7 +607,9 @@ impl Host<'_> {
             bytemuck::cast_slice_mut::<U, u8>(&mut output[done.elements])
                 .copy_from_slice(&view[..bytes as usize]);
         }
-        readback.unmap();
+        // In an error scope, as every wgpu call that may fail: a device destroyed
+        // meanwhile has destroyed this buffer too.
+        scoped_async(&self.gpu.device, || readback.unmap()).await?;
         Ok(())
     }
 

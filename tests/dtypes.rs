@@ -4,20 +4,15 @@
 
 mod common;
 
-use common::{ctx, normal_matrix, Rng};
-use wgpu_softmax::reference::{backward_f64, first_mismatch, softmax_f64_with, Tolerance};
-use wgpu_softmax::wgpu;
-use wgpu_softmax::{
-    Bf16, Context, Dtype, Element, Error, HostInputs, MatrixView, Op, Options, Region, RowInputs,
-    RowKernel, Shape, F16,
+use common::{ctx, kernels, normal_matrix, read_back, softmax, storage_buffer, upload, Rng};
+use wgpu_softmax::half::{bf16, f16};
+use wgpu_softmax::internals::reference::{
+    backward_f64, first_mismatch, softmax_f64_with, Tolerance,
 };
-
-fn kernels(ctx: &Context) -> Vec<RowKernel> {
-    RowKernel::ALL
-        .into_iter()
-        .filter(|k| !k.needs_subgroups() || ctx.caps().subgroups)
-        .collect()
-}
+use wgpu_softmax::{
+    block_on, Context, ContextOptions, Dtype, Element, Error, HostInputs, MaskView, MatrixView, Op,
+    Options, RowInputs, Shape,
+};
 
 fn quantize<T: Element>(x: &[f32]) -> Vec<T> {
     x.iter().map(|&v| T::from_f32(v)).collect()
@@ -67,7 +62,7 @@ fn check<U: Element>(
 fn host<T: Element, U: Element>(ctx: &Context, x: &[f32], shape: Shape, options: &Options) {
     let input: Vec<T> = quantize(x);
     let mut out = vec![U::from_f32(0.0); x.len()];
-    ctx.run_typed_into_blocking(&input, &mut out, shape, options, &HostInputs::default())
+    block_on(ctx.run(&input, &mut out, shape, options, HostInputs::default()))
         .unwrap_or_else(|e| panic!("{:?} -> {:?} {shape:?}: {e}", T::DTYPE, U::DTYPE));
     let what = format!("{:?} -> {:?}", T::DTYPE, U::DTYPE);
     check(
@@ -82,15 +77,15 @@ fn host<T: Element, U: Element>(ctx: &Context, x: &[f32], shape: Shape, options:
 
 #[test]
 fn every_kernel_reads_and_writes_f16_and_bf16_at_awkward_lengths() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     for kernel in kernels(ctx) {
         for (rows, cols) in [(3, 1), (5, 3), (4, 7), (3, 33), (2, 255), (3, 1001)] {
             let shape = Shape::new(rows, cols);
             let x = normal_matrix((rows * 7919 + cols) as u64, rows * cols, 3.0);
             for options in [Options::softmax(), Options::log_softmax()] {
                 let o = options.with_kernel(kernel);
-                host::<F16, F16>(ctx, &x, shape, &o);
-                host::<Bf16, Bf16>(ctx, &x, shape, &o);
+                host::<f16, f16>(ctx, &x, shape, &o);
+                host::<bf16, bf16>(ctx, &x, shape, &o);
             }
         }
     }
@@ -98,16 +93,16 @@ fn every_kernel_reads_and_writes_f16_and_bf16_at_awkward_lengths() {
 
 #[test]
 fn mixed_storage_types_convert_on_the_way_in_and_out() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     for (rows, cols) in [(7, 5), (33, 64), (4, 3000)] {
         let shape = Shape::new(rows, cols);
         let x = normal_matrix(cols as u64, rows * cols, 2.0);
         let o = Options::softmax().with_temperature(0.7);
-        host::<F16, f32>(ctx, &x, shape, &o);
-        host::<f32, F16>(ctx, &x, shape, &o);
-        host::<Bf16, f32>(ctx, &x, shape, &o);
-        host::<f32, Bf16>(ctx, &x, shape, &o);
-        host::<F16, Bf16>(ctx, &x, shape, &Options::log_softmax());
+        host::<f16, f32>(ctx, &x, shape, &o);
+        host::<f32, f16>(ctx, &x, shape, &o);
+        host::<bf16, f32>(ctx, &x, shape, &o);
+        host::<f32, bf16>(ctx, &x, shape, &o);
+        host::<f16, bf16>(ctx, &x, shape, &Options::log_softmax());
     }
 }
 
@@ -121,23 +116,32 @@ fn the_shaders_round_like_the_host_conversions() {
     // The f32 result rounded on the host and the 16-bit result rounded on the GPU agree
     // to the last bit, except where the two f32 computations straddle a rounding
     // boundary: then they are one unit apart.
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     let shape = Shape::new(64, 200);
-    let x: Vec<f32> = widen(&quantize::<F16>(&normal_matrix(5, 64 * 200, 4.0)));
+    let x: Vec<f32> = widen(&quantize::<f16>(&normal_matrix(5, 64 * 200, 4.0)));
     for options in [Options::softmax(), Options::log_softmax()] {
-        let exact = ctx.run_blocking(&x, shape, &options).unwrap();
-        let mut h = vec![F16(0); x.len()];
-        ctx.run_typed_into_blocking(&x, &mut h, shape, &options, &HostInputs::default())
-            .unwrap();
-        let mut b = vec![Bf16(0); x.len()];
-        ctx.run_typed_into_blocking(&x, &mut b, shape, &options, &HostInputs::default())
-            .unwrap();
+        let exact = softmax(ctx, &x, shape, &options).unwrap();
+        let mut h = vec![f16::ZERO; x.len()];
+        block_on(ctx.run(&x, &mut h, shape, &options, HostInputs::default())).unwrap();
+        let mut b = vec![bf16::ZERO; x.len()];
+        block_on(ctx.run(&x, &mut b, shape, &options, HostInputs::default())).unwrap();
         let mut same = 0;
         for i in 0..x.len() {
-            let (hh, bb) = (F16::from_f32(exact[i]), Bf16::from_f32(exact[i]));
-            assert!(ulps(h[i].0, hh.0) <= 1, "f16 {i}: {:?} vs {:?}", h[i], hh);
-            assert!(ulps(b[i].0, bb.0) <= 1, "bf16 {i}: {:?} vs {:?}", b[i], bb);
-            same += usize::from(h[i] == hh && b[i] == bb);
+            let (hh, bb) = (f16::from_f32(exact[i]), bf16::from_f32(exact[i]));
+            let (h_bits, b_bits) = (h[i].to_bits(), b[i].to_bits());
+            assert!(
+                ulps(h_bits, hh.to_bits()) <= 1,
+                "f16 {i}: {:?} vs {:?}",
+                h[i],
+                hh
+            );
+            assert!(
+                ulps(b_bits, bb.to_bits()) <= 1,
+                "bf16 {i}: {:?} vs {:?}",
+                b[i],
+                bb
+            );
+            same += usize::from(h_bits == hh.to_bits() && b_bits == bb.to_bits());
         }
         assert!(same * 10 >= x.len() * 9, "only {same} of {} agree", x.len());
     }
@@ -145,7 +149,7 @@ fn the_shaders_round_like_the_host_conversions() {
 
 #[test]
 fn special_values_in_16_bits() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     let inf = f32::INFINITY;
     let rows: Vec<Vec<f32>> = vec![
         vec![1.0, -inf, 2.0, -inf, 0.5],            // -inf entries give 0
@@ -159,29 +163,29 @@ fn special_values_in_16_bits() {
     let x: Vec<f32> = rows.concat();
     let shape = Shape::new(rows.len(), cols);
     for options in [Options::softmax(), Options::log_softmax()] {
-        host::<F16, F16>(ctx, &x, shape, &options);
-        host::<Bf16, Bf16>(ctx, &x, shape, &options);
-        host::<F16, f32>(ctx, &x, shape, &options);
+        host::<f16, f16>(ctx, &x, shape, &options);
+        host::<bf16, bf16>(ctx, &x, shape, &options);
+        host::<f16, f32>(ctx, &x, shape, &options);
     }
     // bf16 has f32's range: values near f32::MAX come out right.
     let big = [3e38f32, -3e38, 1e38, 3e38, 0.0];
-    host::<Bf16, Bf16>(ctx, &big, Shape::new(1, 5), &Options::softmax());
-    host::<Bf16, f32>(ctx, &big, Shape::new(1, 5), &Options::log_softmax());
+    host::<bf16, bf16>(ctx, &big, Shape::new(1, 5), &Options::softmax());
+    host::<bf16, f32>(ctx, &big, Shape::new(1, 5), &Options::log_softmax());
 }
 
 #[test]
 fn an_f16_log_softmax_below_its_range_is_minus_infinity() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     // log-softmax of the second entry is about -1e5, beyond f16's -65504.
     let x = [0.0f32, -1e5, -1.0];
-    let mut out = [F16(0); 3];
-    ctx.run_typed_into_blocking(
+    let mut out = [f16::ZERO; 3];
+    block_on(ctx.run(
         &x,
         &mut out,
         Shape::new(1, 3),
         &Options::log_softmax(),
-        &HostInputs::default(),
-    )
+        HostInputs::default(),
+    ))
     .unwrap();
     assert_eq!(out[1].to_f32(), f32::NEG_INFINITY);
     assert!(
@@ -189,58 +193,75 @@ fn an_f16_log_softmax_below_its_range_is_minus_infinity() {
         "{:?}",
         out[0].to_f32()
     );
-    let mut bf = [Bf16(0); 3];
-    ctx.run_typed_into_blocking(
+    let mut bf = [bf16::ZERO; 3];
+    block_on(ctx.run(
         &x,
         &mut bf,
         Shape::new(1, 3),
         &Options::log_softmax(),
-        &HostInputs::default(),
-    )
+        HostInputs::default(),
+    ))
     .unwrap();
     assert!((bf[1].to_f32() + 1e5).abs() < 1e3, "{:?}", bf[1].to_f32());
 }
 
-#[test]
-fn f16_masks_with_temperatures_and_lengths() {
-    let Some(ctx) = ctx() else { return };
+/// Row inputs with a 16-bit mask stored as `M`: f32 data and data stored as `M` too,
+/// with every kernel, against the reference on the values the mask and data hold.
+fn masks_with_temperatures_and_lengths<M: Element>(ctx: &Context) {
     let (rows, cols) = (6, 37);
     let shape = Shape::new(rows, cols);
-    let x: Vec<f32> = widen(&quantize::<F16>(&normal_matrix(11, rows * cols, 2.0)));
+    let x: Vec<f32> = widen(&quantize::<M>(&normal_matrix(11, rows * cols, 2.0)));
     let mut rng = Rng::new(3);
-    let mask: Vec<F16> = (0..2 * cols)
+    let mask: Vec<M> = (0..2 * cols)
         .map(|_| {
             let v = if rng.unit() < 0.2 {
                 f32::NEG_INFINITY
             } else {
                 rng.normal(0.0, 1.0)
             };
-            F16::from_f32(v)
+            M::from_f32(v)
         })
         .collect();
     let lengths: Vec<u32> = (0..rows as u32).map(|r| 5 + r * 6).collect();
     let temps: Vec<f32> = (0..rows).map(|r| 0.5 + r as f32 * 0.25).collect();
-    let inputs = HostInputs {
-        mask_f16: Some((&mask, 2)),
-        lengths: Some(&lengths),
-        temperatures: Some(&temps),
-        ..HostInputs::default()
+    let inputs = || {
+        HostInputs::default()
+            .with_mask(&mask, 2)
+            .with_lengths(&lengths)
+            .with_temperatures(&temps)
     };
+    let name = format!("{:?}", M::DTYPE);
     for kernel in kernels(ctx) {
         for options in [Options::softmax(), Options::log_softmax()] {
             let o = options.with_kernel(kernel).with_temperature(1.5);
-            // f32 data with an f16 mask, and f16 data with an f16 mask.
+            // f32 data with a 16-bit mask, and 16-bit data with a 16-bit mask.
             let mut y = vec![0.0f32; x.len()];
-            ctx.run_typed_into_blocking(&x, &mut y, shape, &o, &inputs)
-                .unwrap();
-            check(&y, &x, shape, &o, &inputs, "f32 data, f16 mask");
-            let xh: Vec<F16> = quantize(&x);
-            let mut yh = vec![F16(0); x.len()];
-            ctx.run_typed_into_blocking(&xh, &mut yh, shape, &o, &inputs)
-                .unwrap();
-            check(&yh, &x, shape, &o, &inputs, "f16 data, f16 mask");
+            block_on(ctx.run(&x, &mut y, shape, &o, inputs())).unwrap();
+            check(
+                &y,
+                &x,
+                shape,
+                &o,
+                &inputs(),
+                &format!("f32 data, {name} mask"),
+            );
+            let xh: Vec<M> = quantize(&x);
+            let mut yh = vec![M::from_f32(0.0); x.len()];
+            block_on(ctx.run(&xh, &mut yh, shape, &o, inputs())).unwrap();
+            let what = format!("{name} data, {name} mask");
+            check(&yh, &x, shape, &o, &inputs(), &what);
         }
     }
+}
+
+#[test]
+fn f16_masks_with_temperatures_and_lengths() {
+    masks_with_temperatures_and_lengths::<f16>(ctx());
+}
+
+#[test]
+fn bf16_masks_with_temperatures_and_lengths() {
+    masks_with_temperatures_and_lengths::<bf16>(ctx());
 }
 
 #[test]
@@ -248,7 +269,7 @@ fn masks_on_four_element_boundaries_are_read_four_at_a_time() {
     // Mask rows of a multiple of 4 columns from a 16-byte (f32) or 8-byte (16-bit)
     // boundary are read as vectors; one element later they are read as words. Both
     // must give the same, right answer, with every kernel.
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     for cols in [64, 4100] {
         let shape = Shape::new(3, cols);
         let x = normal_matrix(cols as u64, 3 * cols, 2.0);
@@ -274,59 +295,83 @@ fn masks_on_four_element_boundaries_are_read_four_at_a_time() {
 }
 
 #[test]
-fn a_mask_given_twice_is_refused() {
-    let Some(ctx) = ctx() else { return };
-    let m = [0.0f32; 4];
-    let mh = [F16(0); 4];
-    let inputs = HostInputs {
-        mask: Some((&m, 1)),
-        mask_f16: Some((&mh, 1)),
-        ..HostInputs::default()
+fn a_mask_given_twice_is_one_mask_the_last() {
+    // The old API had an f32 and an f16 mask field, and refused both at once. Now a
+    // call has one mask of any storage type: a second `with_mask` replaces the first,
+    // so the op adds the last mask only, never both.
+    let ctx = ctx();
+    let shape = Shape::new(2, 4);
+    let x = normal_matrix(31, 8, 1.0);
+    let m = [0.0f32, f32::NEG_INFINITY, 3.0, 0.0];
+    let mh: Vec<f16> = quantize(&[1.0, 0.0, f32::NEG_INFINITY, -2.0]);
+    let inputs = || HostInputs::default().with_mask(&m, 1).with_mask(&mh, 1);
+    let held = inputs().mask.expect("a mask");
+    assert_eq!((held.dtype(), held.rows(), held.len()), (Dtype::F16, 1, 4));
+    let o = Options::softmax();
+    let y = common::run(ctx, &x, shape, &o, inputs()).unwrap();
+    check(&y, &x, shape, &o, &inputs(), "the last of two masks");
+    let only_last = common::run(ctx, &x, shape, &o, HostInputs::default().with_mask(&mh, 1));
+    assert_eq!(y, only_last.unwrap());
+}
+
+/// Streams `x` through `small`'s chunks from f16 and f32 data into f16, f32 and bf16,
+/// with a mask stored as `M`.
+fn stream_with_mask<M: Element>(small: &Context, x: &[f32], shape: Shape) {
+    let cols = shape.cols;
+    let lengths: Vec<u32> = (0..shape.rows as u32).map(|r| (r * 11) % 301 + 1).collect();
+    let mask: Vec<M> = quantize(&normal_matrix(18, 3 * cols, 1.0));
+    let inputs = || {
+        HostInputs::default()
+            .with_mask(&mask, 3)
+            .with_lengths(&lengths)
     };
-    let e = ctx
-        .run_with_blocking(&[1.0; 4], Shape::new(1, 4), &Options::softmax(), &inputs)
-        .unwrap_err();
-    assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
+    let name = format!("{:?} mask", M::DTYPE);
+    let o = Options::softmax();
+    let xh: Vec<f16> = quantize(x);
+    let xq = widen(&xh);
+    let mut same = vec![f16::ZERO; x.len()];
+    block_on(small.run(&xh, &mut same, shape, &o, inputs())).unwrap();
+    check(
+        &same,
+        &xq,
+        shape,
+        &o,
+        &inputs(),
+        &format!("f16 -> f16 in chunks, {name}"),
+    );
+    let mut wide = vec![0.0f32; x.len()];
+    block_on(small.run(&xh, &mut wide, shape, &o, inputs())).unwrap();
+    check(
+        &wide,
+        &xq,
+        shape,
+        &o,
+        &inputs(),
+        &format!("f16 -> f32 in chunks, {name}"),
+    );
+    let mut narrow = vec![bf16::ZERO; x.len()];
+    block_on(small.run(x, &mut narrow, shape, &o, inputs())).unwrap();
+    check(
+        &narrow,
+        x,
+        shape,
+        &o,
+        &inputs(),
+        &format!("f32 -> bf16 in chunks, {name}"),
+    );
 }
 
 #[test]
 fn sixteen_bit_matrices_stream_through_small_host_chunks() {
     // Chunks of a few rows: odd byte counts per chunk (padded to whole words on the
     // way in and out), and for mixed types an output region after the input's.
-    if ctx().is_none() {
-        return;
-    }
-    let mut options = wgpu_softmax::ContextOptions::default();
-    options.host_chunk_bytes = 2048;
-    let small = Context::with_options_blocking(options).unwrap();
+    let options = ContextOptions::default().with_host_chunk_bytes(2048);
+    let small = block_on(Context::new(options)).unwrap();
     let (rows, cols) = (29, 301);
     let shape = Shape::new(rows, cols);
     let x = normal_matrix(17, rows * cols, 2.0);
-    let lengths: Vec<u32> = (0..rows as u32).map(|r| (r * 11) % 301 + 1).collect();
-    let mask: Vec<F16> = quantize(&normal_matrix(18, 3 * cols, 1.0));
-    let inputs = HostInputs {
-        mask_f16: Some((&mask, 3)),
-        lengths: Some(&lengths),
-        ..HostInputs::default()
-    };
-    let o = Options::softmax();
-    let xh: Vec<F16> = quantize(&x);
-    let xq = widen(&xh);
-    let mut same = vec![F16(0); x.len()];
-    small
-        .run_typed_into_blocking(&xh, &mut same, shape, &o, &inputs)
-        .unwrap();
-    check(&same, &xq, shape, &o, &inputs, "f16 -> f16 in chunks");
-    let mut wide = vec![0.0f32; x.len()];
-    small
-        .run_typed_into_blocking(&xh, &mut wide, shape, &o, &inputs)
-        .unwrap();
-    check(&wide, &xq, shape, &o, &inputs, "f16 -> f32 in chunks");
-    let mut narrow = vec![Bf16(0); x.len()];
-    small
-        .run_typed_into_blocking(&x, &mut narrow, shape, &o, &inputs)
-        .unwrap();
-    check(&narrow, &x, shape, &o, &inputs, "f32 -> bf16 in chunks");
+    stream_with_mask::<f16>(&small, &x, shape);
+    stream_with_mask::<bf16>(&small, &x, shape);
     assert!(
         small.staging_bytes() <= 2 * 2 * 4096,
         "{}",
@@ -335,41 +380,6 @@ fn sixteen_bit_matrices_stream_through_small_host_chunks() {
 }
 
 // ---- The GPU-resident API ------------------------------------------------------------
-
-/// A storage buffer holding `bytes`, padded with zeros to a whole word.
-fn buffer(ctx: &Context, bytes: &[u8]) -> wgpu::Buffer {
-    let mut bytes = bytes.to_vec();
-    bytes.resize(bytes.len().next_multiple_of(4), 0);
-    let b = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some("test 16-bit"),
-        size: bytes.len() as u64,
-        usage: wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_SRC
-            | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    ctx.queue().write_buffer(&b, 0, &bytes);
-    b
-}
-
-fn read(ctx: &Context, b: &wgpu::Buffer) -> Vec<u8> {
-    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some("test readback"),
-        size: b.size(),
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut encoder = ctx.device().create_command_encoder(&Default::default());
-    encoder.copy_buffer_to_buffer(b, 0, &staging, 0, b.size());
-    ctx.queue().submit([encoder.finish()]);
-    staging.map_async(wgpu::MapMode::Read, .., |r| r.expect("map"));
-    ctx.device()
-        .poll(wgpu::PollType::wait_indefinitely())
-        .expect("poll");
-    let out = staging.get_mapped_range(..).expect("view").to_vec();
-    staging.unmap();
-    out
-}
 
 const SENTINEL: u16 = 0x5a5a;
 
@@ -394,24 +404,24 @@ fn encode(
     inputs: &RowInputs,
 ) {
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
-    ctx.encode_with(&mut encoder, input, output, shape, options, inputs)
+    ctx.encode(&mut encoder, input, output, shape, options, inputs)
         .expect("encode");
     ctx.queue().submit([encoder.finish()]);
 }
 
 #[test]
 fn resident_16_bit_views_at_odd_offsets_and_strides_leave_neighbours_untouched() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     for dtype in [Dtype::F16, Dtype::Bf16] {
         let bits = |x: &[f32]| -> Vec<u16> {
             match dtype {
-                Dtype::F16 => x.iter().map(|&v| F16::from_f32(v).0).collect(),
-                _ => x.iter().map(|&v| Bf16::from_f32(v).0).collect(),
+                Dtype::F16 => x.iter().map(|&v| f16::from_f32(v).to_bits()).collect(),
+                _ => x.iter().map(|&v| bf16::from_f32(v).to_bits()).collect(),
             }
         };
         let value = |b: u16| match dtype {
-            Dtype::F16 => F16(b).to_f32(),
-            _ => Bf16(b).to_f32(),
+            Dtype::F16 => f16::from_bits(b).to_f32(),
+            _ => bf16::from_bits(b).to_f32(),
         };
         for kernel in kernels(ctx) {
             // (start, stride) in elements: odd, even but not a multiple of 4, aligned.
@@ -420,11 +430,11 @@ fn resident_16_bit_views_at_odd_offsets_and_strides_leave_neighbours_untouched()
                 let x = normal_matrix(cols as u64, 5 * cols, 3.0);
                 let xb = bits(&x);
                 let xq: Vec<f32> = xb.iter().map(|&b| value(b)).collect();
-                let src = buffer(ctx, bytemuck::cast_slice(&place(&xb, start, stride, shape)));
+                let src = upload(ctx, &place(&xb, start, stride, shape));
                 // The output at another odd place, in a buffer full of sentinels.
                 let (out_start, out_stride) = (start + 2, stride + 1);
                 let before = place(&vec![SENTINEL; 5 * cols], out_start, out_stride, shape);
-                let dst = buffer(ctx, bytemuck::cast_slice(&before));
+                let dst = upload(ctx, &before);
                 let o = Options::softmax().with_kernel(kernel);
                 let view = |b, s: usize, st: usize| {
                     MatrixView::new(b)
@@ -440,7 +450,7 @@ fn resident_16_bit_views_at_odd_offsets_and_strides_leave_neighbours_untouched()
                     &o,
                     &RowInputs::default(),
                 );
-                let after: Vec<u16> = bytemuck::cast_slice(&read(ctx, &dst)).to_vec();
+                let after: Vec<u16> = read_back(ctx, &dst);
                 let mut got = Vec::new();
                 for (i, (&a, &b)) in after.iter().zip(&before).enumerate() {
                     let rel = i as isize - out_start as isize;
@@ -471,7 +481,7 @@ fn resident_16_bit_views_at_odd_offsets_and_strides_leave_neighbours_untouched()
                     &o.with_kernel(kernel),
                     &RowInputs::default(),
                 );
-                let after: Vec<u16> = bytemuck::cast_slice(&read(ctx, &src)).to_vec();
+                let after: Vec<u16> = read_back(ctx, &src);
                 let got: Vec<f32> = (0..shape.rows)
                     .flat_map(|r| {
                         let at = start + r * stride;
@@ -497,11 +507,11 @@ fn resident_16_bit_views_at_odd_offsets_and_strides_leave_neighbours_untouched()
 fn stored_mask(mask: &[f32], dtype: Dtype) -> (Vec<u8>, Vec<f32>) {
     match dtype {
         Dtype::F16 => {
-            let h: Vec<F16> = quantize(mask);
+            let h: Vec<f16> = quantize(mask);
             (bytemuck::cast_slice(&h).to_vec(), widen(&h))
         }
         Dtype::Bf16 => {
-            let h: Vec<Bf16> = quantize(mask);
+            let h: Vec<bf16> = quantize(mask);
             (bytemuck::cast_slice(&h).to_vec(), widen(&h))
         }
         _ => (bytemuck::cast_slice(mask).to_vec(), mask.to_vec()),
@@ -523,14 +533,14 @@ fn check_resident_mask(
     let at = first * dtype.size() as usize;
     let mut padded = vec![0x5au8; at];
     padded.extend(&bytes);
-    let mask_buffer = buffer(ctx, &padded);
-    let inputs = RowInputs {
-        mask: Some((Region::new(&mask_buffer).with_offset(at as u64), mask_rows)),
-        mask_dtype: dtype,
-        ..RowInputs::default()
-    };
-    let input = buffer(ctx, bytemuck::cast_slice(x));
-    let output = buffer(ctx, &vec![0u8; x.len() * 4]);
+    let mask_buffer = storage_buffer(ctx.device(), ctx.queue(), &padded);
+    let inputs = RowInputs::default().with_mask(
+        MaskView::new(&mask_buffer, mask_rows)
+            .with_offset(at as u64)
+            .with_dtype(dtype),
+    );
+    let input = upload(ctx, x);
+    let output = upload(ctx, &vec![0.0f32; x.len()]);
     encode(
         ctx,
         MatrixView::new(&input),
@@ -539,18 +549,15 @@ fn check_resident_mask(
         o,
         &inputs,
     );
-    let got: Vec<f32> = bytemuck::cast_slice(&read(ctx, &output)).to_vec();
-    let host = HostInputs {
-        mask: Some((&values, mask_rows)),
-        ..HostInputs::default()
-    };
-    let what = format!("{dtype:?} mask at element {first}, {:?}", o.kernel);
+    let got: Vec<f32> = read_back(ctx, &output);
+    let host = HostInputs::default().with_mask(&values, mask_rows);
+    let what = format!("{dtype:?} mask at element {first}, {:?}", o.kernel());
     check(&got, x, shape, o, &host, &what);
 }
 
 #[test]
 fn resident_16_bit_masks_at_odd_offsets() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     let (rows, cols) = (4, 13);
     let x = normal_matrix(21, rows * cols, 2.0);
     let mut rng = Rng::new(9);
@@ -564,15 +571,15 @@ fn resident_16_bit_masks_at_odd_offsets() {
 
 #[test]
 fn the_backward_pass_reads_and_writes_f16() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     let (rows, cols) = (5, 301);
     let shape = Shape::new(rows, cols);
     let x = normal_matrix(41, rows * cols, 2.0);
-    let dy: Vec<F16> = quantize(&normal_matrix(42, rows * cols, 1.0));
+    let dy: Vec<f16> = quantize(&normal_matrix(42, rows * cols, 1.0));
     for options in [Options::softmax(), Options::log_softmax()] {
-        let y: Vec<F16> = quantize(&ctx.run_blocking(&x, shape, &options).unwrap());
-        let yb = buffer(ctx, bytemuck::cast_slice(&y));
-        let gb = buffer(ctx, bytemuck::cast_slice(&dy));
+        let y: Vec<f16> = quantize(&softmax(ctx, &x, shape, &options).unwrap());
+        let yb = upload(ctx, &y);
+        let gb = upload(ctx, &dy);
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
         ctx.encode_backward(
             &mut encoder,
@@ -583,7 +590,7 @@ fn the_backward_pass_reads_and_writes_f16() {
         )
         .unwrap();
         ctx.queue().submit([encoder.finish()]);
-        let dx: Vec<F16> = bytemuck::cast_slice(&read(ctx, &gb))[..x.len()].to_vec();
+        let dx: Vec<f16> = read_back::<f16>(ctx, &gb)[..x.len()].to_vec();
         let want = backward_f64(&widen(&y), &widen(&dy), cols, &options);
         // Gradients sum to about zero: the f16 rounding of each is relative to the
         // largest in its row, not to itself.
@@ -599,14 +606,21 @@ fn the_backward_pass_reads_and_writes_f16() {
 
 #[test]
 fn misaligned_and_short_16_bit_views_are_refused() {
-    let Some(ctx) = ctx() else { return };
-    let b = buffer(ctx, &[0u8; 64]);
+    let ctx = ctx();
+    let b = storage_buffer(ctx.device(), ctx.queue(), &[0u8; 64]);
     let shape = Shape::new(2, 7);
     let try_encode = |input: MatrixView, output: MatrixView| {
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        ctx.encode(&mut encoder, input, output, shape, &Options::softmax())
+        ctx.encode(
+            &mut encoder,
+            input,
+            output,
+            shape,
+            &Options::softmax(),
+            &RowInputs::NONE,
+        )
     };
-    let other = buffer(ctx, &[0u8; 64]);
+    let other = storage_buffer(ctx.device(), ctx.queue(), &[0u8; 64]);
     let h = |buf| MatrixView::new(buf).with_dtype(Dtype::F16);
     // Byte offset 1 is not a whole f16.
     let e = try_encode(h(&b).with_offset(1), h(&other)).unwrap_err();

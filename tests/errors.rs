@@ -2,19 +2,22 @@
 
 mod common;
 
-use common::ctx;
-use wgpu_softmax::bandwidth::CopyKernel;
+use common::{ctx, softmax};
+use wgpu_softmax::internals::bandwidth::CopyKernel;
 use wgpu_softmax::wgpu;
-use wgpu_softmax::{Dtype, Error, HostInputs, MatrixView, Options, Shape};
+use wgpu_softmax::{
+    block_on, Context, ContextOptions, Dtype, Error, HostInputs, MatrixView, Options, RowInputs,
+    Shape, MIN_TEMPERATURE,
+};
 
-fn buffer(usage: wgpu::BufferUsages, size: u64) -> Option<wgpu::Buffer> {
-    let ctx = ctx()?;
-    Some(ctx.device().create_buffer(&wgpu::BufferDescriptor {
+/// A buffer of `size` bytes with only `usage`, on the shared context's device.
+fn buffer(usage: wgpu::BufferUsages, size: u64) -> wgpu::Buffer {
+    ctx().device().create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size,
         usage,
         mapped_at_creation: false,
-    }))
+    })
 }
 
 fn encode(
@@ -23,17 +26,22 @@ fn encode(
     shape: Shape,
     options: &Options,
 ) -> Result<(), Error> {
-    let ctx = ctx().expect("GPU");
+    let ctx = ctx();
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
-    ctx.encode(&mut encoder, input, output, shape, options)
+    ctx.encode(
+        &mut encoder,
+        input,
+        output,
+        shape,
+        options,
+        &RowInputs::NONE,
+    )
 }
 
 #[test]
 fn a_length_not_matching_the_shape() {
-    let Some(ctx) = ctx() else { return };
-    let e = ctx
-        .run_blocking(&[1.0; 5], Shape::new(2, 3), &Options::softmax())
-        .unwrap_err();
+    let ctx = ctx();
+    let e = softmax(ctx, &[1.0; 5], Shape::new(2, 3), &Options::softmax()).unwrap_err();
     assert_eq!(
         e,
         Error::ShapeMismatch {
@@ -43,25 +51,28 @@ fn a_length_not_matching_the_shape() {
             actual: 5
         }
     );
-    let mut out = vec![0.0; 5];
-    let e = ctx
-        .run_into_blocking(&[1.0; 6], &mut out, Shape::new(2, 3), &Options::softmax())
-        .unwrap_err();
+    let mut out = vec![0.0f32; 5];
+    let e = block_on(ctx.run(
+        &[1.0f32; 6],
+        &mut out,
+        Shape::new(2, 3),
+        &Options::softmax(),
+        HostInputs::default(),
+    ))
+    .unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { actual: 5, .. }));
 }
 
 #[test]
 fn a_shape_whose_size_overflows() {
-    let Some(ctx) = ctx() else { return };
-    let e = ctx
-        .run_blocking(&[1.0], Shape::new(usize::MAX, 2), &Options::softmax())
-        .unwrap_err();
+    let ctx = ctx();
+    let e = softmax(ctx, &[1.0], Shape::new(usize::MAX, 2), &Options::softmax()).unwrap_err();
     assert!(matches!(e, Error::ShapeOverflow { .. }));
 }
 
 #[test]
 fn bad_temperatures() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     // 1e-40 is a positive subnormal whose reciprocal overflows f32.
     for t in [
         0.0,
@@ -71,71 +82,78 @@ fn bad_temperatures() {
         -0.0,
         1e-40,
         f32::MIN_POSITIVE / 8.0,
+        // The largest f32 below the smallest accepted temperature.
+        f32::from_bits(MIN_TEMPERATURE.to_bits() - 1),
     ] {
-        let e = ctx
-            .run_blocking(
-                &[1.0, 2.0],
-                Shape::new(1, 2),
-                &Options::softmax().with_temperature(t),
-            )
-            .unwrap_err();
+        let e = softmax(
+            ctx,
+            &[1.0, 2.0],
+            Shape::new(1, 2),
+            &Options::softmax().with_temperature(t),
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::InvalidTemperature(_)), "{t}: {e}");
     }
     // The smallest accepted temperatures: a row's largest entry gets (almost) all of it.
-    for t in [f32::MIN_POSITIVE, 3.0e-39] {
-        let y = ctx
-            .run_blocking(
-                &[1.0, 2.0],
-                Shape::new(1, 2),
-                &Options::softmax().with_temperature(t),
-            )
-            .unwrap();
+    for t in [f32::MIN_POSITIVE, 3.0e-39, MIN_TEMPERATURE] {
+        let y = softmax(
+            ctx,
+            &[1.0, 2.0],
+            Shape::new(1, 2),
+            &Options::softmax().with_temperature(t),
+        )
+        .unwrap();
         assert_eq!(y, [0.0, 1.0], "{t}");
     }
 }
 
 #[test]
 fn empty_shapes_give_empty_results() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     assert_eq!(
-        ctx.run_blocking(&[], Shape::new(0, 5), &Options::softmax())
-            .unwrap(),
+        softmax(ctx, &[], Shape::new(0, 5), &Options::softmax()).unwrap(),
         Vec::<f32>::new()
     );
     assert_eq!(
-        ctx.run_blocking(&[], Shape::new(3, 0), &Options::softmax())
-            .unwrap(),
+        softmax(ctx, &[], Shape::new(3, 0), &Options::softmax()).unwrap(),
         Vec::<f32>::new()
     );
     // Rows with no columns have the statistics of fully masked rows, which add nothing
     // when shards are combined.
-    let (y, stats) = ctx
-        .run_with_stats_blocking(
-            &[],
-            Shape::new(3, 0),
-            &Options::softmax(),
-            &HostInputs::default(),
-        )
-        .unwrap();
-    assert!(y.is_empty());
-    assert_eq!(stats, vec![[f32::NEG_INFINITY; 2]; 3]);
-    // Too many empty rows for their statistics: an error, not an abort.
-    let e = ctx
-        .run_with_stats_blocking(
-            &[],
-            Shape::new(usize::MAX, 0),
-            &Options::softmax(),
-            &HostInputs::default(),
-        )
-        .unwrap_err();
-    assert!(matches!(e, Error::ShapeOverflow { .. }), "{e}");
+    let mut y: [f32; 0] = [];
+    let mut stats = [[0.0f32; 2]; 3];
+    block_on(ctx.run(
+        &[] as &[f32],
+        &mut y,
+        Shape::new(3, 0),
+        &Options::softmax(),
+        HostInputs::default().with_stats_out(&mut stats),
+    ))
+    .unwrap();
+    assert_eq!(stats, [[f32::NEG_INFINITY; 2]; 3]);
+    // More empty rows than any statistics slice can hold: an error, not an abort (the
+    // caller's slice is checked against the rows; nothing is allocated for them).
+    let e = block_on(ctx.run(
+        &[] as &[f32],
+        &mut y,
+        Shape::new(usize::MAX, 0),
+        &Options::softmax(),
+        HostInputs::default().with_stats_out(&mut stats),
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e,
+        Error::InputLength {
+            which: "stats",
+            expected: usize::MAX,
+            actual: 3
+        }
+    );
 }
 
 #[test]
 fn a_stride_smaller_than_the_row() {
-    let Some(b) = buffer(wgpu::BufferUsages::STORAGE, 256) else {
-        return;
-    };
+    let b = buffer(wgpu::BufferUsages::STORAGE, 256);
     let e = encode(
         MatrixView::new(&b).with_row_stride(3),
         MatrixView::new(&b),
@@ -148,10 +166,8 @@ fn a_stride_smaller_than_the_row() {
 
 #[test]
 fn an_offset_that_is_not_a_multiple_of_four() {
-    let Some(b) = buffer(wgpu::BufferUsages::STORAGE, 256) else {
-        return;
-    };
-    let c = buffer(wgpu::BufferUsages::STORAGE, 256).unwrap();
+    let b = buffer(wgpu::BufferUsages::STORAGE, 256);
+    let c = buffer(wgpu::BufferUsages::STORAGE, 256);
     let e = encode(
         MatrixView::new(&b).with_offset(6),
         MatrixView::new(&c),
@@ -170,10 +186,8 @@ fn an_offset_that_is_not_a_multiple_of_four() {
 
 #[test]
 fn a_buffer_too_small() {
-    let Some(small) = buffer(wgpu::BufferUsages::STORAGE, 28) else {
-        return;
-    };
-    let big = buffer(wgpu::BufferUsages::STORAGE, 256).unwrap();
+    let small = buffer(wgpu::BufferUsages::STORAGE, 28);
+    let big = buffer(wgpu::BufferUsages::STORAGE, 256);
     let e = encode(
         MatrixView::new(&big),
         MatrixView::new(&small),
@@ -208,10 +222,8 @@ fn a_buffer_too_small() {
 
 #[test]
 fn a_buffer_without_storage_usage() {
-    let Some(plain) = buffer(wgpu::BufferUsages::COPY_DST, 256) else {
-        return;
-    };
-    let good = buffer(wgpu::BufferUsages::STORAGE, 256).unwrap();
+    let plain = buffer(wgpu::BufferUsages::COPY_DST, 256);
+    let good = buffer(wgpu::BufferUsages::STORAGE, 256);
     let e = encode(
         MatrixView::new(&plain),
         MatrixView::new(&good),
@@ -230,9 +242,7 @@ fn a_buffer_without_storage_usage() {
 
 #[test]
 fn an_output_partially_overlapping_the_input() {
-    let Some(b) = buffer(wgpu::BufferUsages::STORAGE, 1024) else {
-        return;
-    };
+    let b = buffer(wgpu::BufferUsages::STORAGE, 1024);
     let e = encode(
         MatrixView::new(&b),
         MatrixView::new(&b).with_offset(16),
@@ -261,18 +271,17 @@ fn an_output_partially_overlapping_the_input() {
 
 #[test]
 fn a_buffer_from_another_device_is_a_validation_error_not_a_panic() {
-    let Some(ctx) = ctx() else { return };
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
-    let (other, _q) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
-    let foreign = other.create_buffer(&wgpu::BufferDescriptor {
+    let ctx = ctx();
+    // Another context's device: another device of the process's one wgpu instance, as
+    // the library creates them (see `Context::new`).
+    let other = block_on(Context::new(ContextOptions::default())).expect("a second context");
+    let foreign = other.device().create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size: 256,
         usage: wgpu::BufferUsages::STORAGE,
         mapped_at_creation: false,
     });
-    let mine = buffer(wgpu::BufferUsages::STORAGE, 256).unwrap();
+    let mine = buffer(wgpu::BufferUsages::STORAGE, 256);
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
     let e = ctx
         .encode(
@@ -281,6 +290,7 @@ fn a_buffer_from_another_device_is_a_validation_error_not_a_panic() {
             MatrixView::new(&mine),
             Shape::new(2, 4),
             &Options::softmax(),
+            &RowInputs::NONE,
         )
         .unwrap_err();
     assert!(matches!(e, Error::Validation(_)), "{e}");
@@ -300,16 +310,14 @@ fn errors_say_what_is_wrong() {
     );
     assert_eq!(
         Error::InvalidTemperature(0.0).to_string(),
-        "temperature must be finite and > 0 with a finite reciprocal, got 0"
+        "temperature must be finite and at least 2.93874e-39 (MIN_TEMPERATURE), got 0e0"
     );
 }
 
 #[test]
 fn byte_counts_past_u64_are_errors_not_panics() {
-    let Some(b) = buffer(wgpu::BufferUsages::STORAGE, 256) else {
-        return;
-    };
-    let out = buffer(wgpu::BufferUsages::STORAGE, 256).unwrap();
+    let b = buffer(wgpu::BufferUsages::STORAGE, 256);
+    let out = buffer(wgpu::BufferUsages::STORAGE, 256);
     // One row: its stride is never used, however large.
     let one_row = Shape::new(1, 4);
     let huge_stride = MatrixView::new(&b).with_row_stride(1 << 62);
@@ -346,8 +354,8 @@ fn byte_counts_past_u64_are_errors_not_panics() {
 
 #[test]
 fn a_copy_kernel_too_large_to_count_is_refused() {
-    let Some(ctx) = ctx() else { return };
-    let a = buffer(wgpu::BufferUsages::STORAGE, 256).unwrap();
+    let ctx = ctx();
+    let a = buffer(wgpu::BufferUsages::STORAGE, 256);
     let copy = CopyKernel::new(ctx.device(), ctx.queue()).unwrap();
     // u32::MAX vec4s: more invocations than the kernel's u32 count can hold.
     let e = copy.bind(&a, &a, 68_719_476_735).err().expect("refused");
