@@ -3,10 +3,24 @@
 
 mod common;
 
-use common::{ctx, normal_matrix};
-use wgpu_softmax::reference::{backward_f64, first_mismatch, softmax_f64, Tolerance, BACKWARD_F32};
-use wgpu_softmax::wgpu;
-use wgpu_softmax::{Error, MatrixView, Op, Options, Shape};
+use common::{ctx, normal_matrix, read_back, softmax, upload};
+use wgpu_softmax::internals::reference::{
+    backward_f64, first_mismatch, softmax_f64, Tolerance, BACKWARD_F32,
+};
+use wgpu_softmax::{block_on, Context, Error, MatrixView, Op, Options, Result, Shape};
+
+/// The host backward op, blocking, into a new vector of the shape's length.
+fn backward(
+    ctx: &Context,
+    y: &[f32],
+    dy: &[f32],
+    shape: Shape,
+    options: &Options,
+) -> Result<Vec<f32>> {
+    let mut dx = vec![0.0; shape.rows * shape.cols];
+    block_on(ctx.run_backward(y, dy, &mut dx, shape, options))?;
+    Ok(dx)
+}
 
 fn check(got: &[f32], want: &[f64], what: &str) {
     if let Some((i, y, r)) = first_mismatch(got, want, BACKWARD_F32) {
@@ -16,7 +30,7 @@ fn check(got: &[f32], want: &[f64], what: &str) {
 
 #[test]
 fn gradients_match_the_f64_formula() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     for (rows, cols) in [(4, 1), (5, 3), (3, 17), (4, 256), (3, 1025), (2, 30_001)] {
         let shape = Shape::new(rows, cols);
         let x = normal_matrix(cols as u64, rows * cols, 2.0);
@@ -24,8 +38,8 @@ fn gradients_match_the_f64_formula() {
         for base in [Options::softmax(), Options::log_softmax()] {
             for t in [1.0, 2.0] {
                 let o = base.with_temperature(t);
-                let y = ctx.run_blocking(&x, shape, &o).unwrap();
-                let dx = ctx.run_backward_blocking(&y, &dy, shape, &o).unwrap();
+                let y = softmax(ctx, &x, shape, &o).unwrap();
+                let dx = backward(ctx, &y, &dy, shape, &o).unwrap();
                 check(
                     &dx,
                     &backward_f64(&y, &dy, cols, &o),
@@ -69,17 +83,15 @@ fn finite_differences(x: &[f32], dy: &[f32], options: &Options) -> Vec<f64> {
 
 #[test]
 fn gradients_match_finite_differences_on_small_rows() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     for cols in [2, 5, 9, 16] {
         let x = normal_matrix(cols as u64, cols, 1.5);
         let dy = normal_matrix(100 + cols as u64, cols, 1.0);
         for base in [Options::softmax(), Options::log_softmax()] {
             for t in [1.0, 0.5] {
                 let o = base.with_temperature(t);
-                let y = ctx.run_blocking(&x, Shape::new(1, cols), &o).unwrap();
-                let dx = ctx
-                    .run_backward_blocking(&y, &dy, Shape::new(1, cols), &o)
-                    .unwrap();
+                let y = softmax(ctx, &x, Shape::new(1, cols), &o).unwrap();
+                let dx = backward(ctx, &y, &dy, Shape::new(1, cols), &o).unwrap();
                 check(
                     &dx,
                     &finite_differences(&x, &dy, &o),
@@ -92,31 +104,19 @@ fn gradients_match_finite_differences_on_small_rows() {
 
 #[test]
 fn the_resident_backward_writes_dx_over_dy_and_nothing_else() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     let (rows, cols, stride, lead) = (3, 50, 53, 7);
     let shape = Shape::new(rows, cols);
     let x = normal_matrix(1, rows * cols, 2.0);
-    let y = ctx.run_blocking(&x, shape, &Options::softmax()).unwrap();
+    let y = softmax(ctx, &x, shape, &Options::softmax()).unwrap();
     let dy = normal_matrix(2, rows * cols, 1.0);
     const GUARD: f32 = 4321.0;
     let mut grad_words = vec![GUARD; lead + rows * stride];
     for r in 0..rows {
         grad_words[lead + r * stride..][..cols].copy_from_slice(&dy[r * cols..][..cols]);
     }
-    let usage =
-        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
-    let upload = |words: &[f32]| {
-        let b = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: (words.len() * 4) as u64,
-            usage,
-            mapped_at_creation: false,
-        });
-        ctx.queue().write_buffer(&b, 0, bytemuck::cast_slice(words));
-        b
-    };
-    let y_buffer = upload(&y);
-    let grad = upload(&grad_words);
+    let y_buffer = upload(ctx, &y);
+    let grad = upload(ctx, &grad_words);
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
     let grad_view = MatrixView::new(&grad)
         .with_offset(lead as u64 * 4)
@@ -129,19 +129,8 @@ fn the_resident_backward_writes_dx_over_dy_and_nothing_else() {
         &Options::softmax(),
     )
     .unwrap();
-    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: grad.size(),
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    encoder.copy_buffer_to_buffer(&grad, 0, &staging, 0, grad.size());
     ctx.queue().submit([encoder.finish()]);
-    staging.map_async(wgpu::MapMode::Read, .., |r| r.expect("map"));
-    ctx.device()
-        .poll(wgpu::PollType::wait_indefinitely())
-        .unwrap();
-    let got: Vec<f32> = bytemuck::cast_slice(&staging.get_mapped_range(..).unwrap()).to_vec();
+    let got: Vec<f32> = read_back(ctx, &grad);
     let mut dx = Vec::new();
     for (i, v) in got.iter().enumerate() {
         let inside = i >= lead && (i - lead) % stride < cols;
@@ -173,16 +162,14 @@ fn the_resident_backward_writes_dx_over_dy_and_nothing_else() {
 #[test]
 fn the_forward_reference_and_its_gradient_agree_on_a_row_sum() {
     // Softmax gradients sum to zero over a row (the outputs always sum to one).
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     let shape = Shape::new(4, 300);
     let x = normal_matrix(3, 1200, 2.0);
-    let y = ctx.run_blocking(&x, shape, &Options::softmax()).unwrap();
+    let y = softmax(ctx, &x, shape, &Options::softmax()).unwrap();
     let want = softmax_f64(&x, 300, &Options::softmax());
     assert!(first_mismatch(&y, &want, Tolerance::for_op(Op::Softmax)).is_none());
     let dy = normal_matrix(4, 1200, 1.0);
-    let dx = ctx
-        .run_backward_blocking(&y, &dy, shape, &Options::softmax())
-        .unwrap();
+    let dx = backward(ctx, &y, &dy, shape, &Options::softmax()).unwrap();
     for row in dx.chunks(300) {
         let sum: f64 = row.iter().map(|&v| f64::from(v)).sum();
         assert!(sum.abs() < 1e-5, "{sum}");
@@ -191,10 +178,15 @@ fn the_forward_reference_and_its_gradient_agree_on_a_row_sum() {
 
 #[test]
 fn mismatched_gradient_lengths_are_refused() {
-    let Some(ctx) = ctx() else { return };
-    let e = ctx
-        .run_backward_blocking(&[0.5; 4], &[1.0; 3], Shape::new(2, 2), &Options::softmax())
-        .unwrap_err();
+    let ctx = ctx();
+    let e = backward(
+        ctx,
+        &[0.5; 4],
+        &[1.0; 3],
+        Shape::new(2, 2),
+        &Options::softmax(),
+    )
+    .unwrap_err();
     assert_eq!(
         e,
         Error::InputLength {

@@ -3,52 +3,25 @@
 
 mod common;
 
-use common::{check_output, ctx, normal_matrix};
+use common::{
+    app_device, check_output, ctx, kernels, normal_matrix, read_back, read_bytes, softmax,
+    storage_buffer, upload,
+};
 use wgpu_softmax::wgpu;
-use wgpu_softmax::{Context, MatrixView, Options, RowKernel, Shape};
-
-/// A storage buffer holding `words`.
-fn storage_buffer(device: &wgpu::Device, queue: &wgpu::Queue, words: &[f32]) -> wgpu::Buffer {
-    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("test storage"),
-        size: (words.len() * 4) as u64,
-        usage: wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_SRC
-            | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    queue.write_buffer(&buffer, 0, bytemuck::cast_slice(words));
-    buffer
-}
-
-fn upload(ctx: &Context, words: &[f32]) -> wgpu::Buffer {
-    storage_buffer(ctx.device(), ctx.queue(), words)
-}
-
-fn read_back(device: &wgpu::Device, queue: &wgpu::Queue, buffer: &wgpu::Buffer) -> Vec<f32> {
-    let staging = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("test readback"),
-        size: buffer.size(),
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut encoder = device.create_command_encoder(&Default::default());
-    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
-    queue.submit([encoder.finish()]);
-    staging.map_async(wgpu::MapMode::Read, .., |r| r.expect("map"));
-    device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .expect("poll");
-    let out = bytemuck::cast_slice(&staging.get_mapped_range(..).expect("view")).to_vec();
-    staging.unmap();
-    out
-}
+use wgpu_softmax::{Context, ContextOptions, MatrixView, Options, RowInputs, Shape};
 
 /// Runs `encode` on a fresh encoder and submits it.
 fn submit(ctx: &Context, input: MatrixView, output: MatrixView, shape: Shape, options: &Options) {
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
-    ctx.encode(&mut encoder, input, output, shape, options)
-        .expect("encode");
+    ctx.encode(
+        &mut encoder,
+        input,
+        output,
+        shape,
+        options,
+        &RowInputs::NONE,
+    )
+    .expect("encode");
     ctx.queue().submit([encoder.finish()]);
 }
 
@@ -71,7 +44,7 @@ fn guard_case(
     out_stride: usize,
     options: &Options,
 ) {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     let x = normal_matrix(
         shape.rows as u64 * 7 + shape.cols as u64,
         shape.rows * shape.cols,
@@ -101,7 +74,7 @@ fn guard_case(
         shape,
         options,
     );
-    let got = read_back(ctx.device(), ctx.queue(), &output);
+    let got = read_back::<f32>(ctx, &output);
     let y = unpack(&got, out_start, out_stride, shape);
     check_output(&y, &x, shape, options);
     for (i, v) in got.iter().enumerate() {
@@ -116,7 +89,7 @@ fn guard_case(
             );
         }
     }
-    let input_after = read_back(ctx.device(), ctx.queue(), &input);
+    let input_after = read_back::<f32>(ctx, &input);
     assert_eq!(input_after, in_words, "the input was modified");
 }
 
@@ -138,11 +111,8 @@ fn every_result_element_is_written_and_nothing_else() {
 
 #[test]
 fn offsets_and_strides_with_every_kernel() {
-    let Some(ctx) = ctx() else { return };
-    for kernel in RowKernel::ALL {
-        if kernel.needs_subgroups() && !ctx.caps().subgroups {
-            continue;
-        }
+    let ctx = ctx();
+    for kernel in kernels(ctx) {
         for (cols, in_start, in_stride, out_start, out_stride) in [
             (5, 3, 9, 1, 6),        // scalar path, odd offsets
             (8, 4, 12, 8, 8),       // vec4 path at 16-byte offsets
@@ -166,7 +136,7 @@ fn offsets_and_strides_with_every_kernel() {
 
 #[test]
 fn in_place_with_an_offset() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     for cols in [3, 64, 1000] {
         let shape = Shape::new(5, cols);
         let x = normal_matrix(cols as u64, shape.rows * cols, 2.0);
@@ -176,7 +146,7 @@ fn in_place_with_an_offset() {
         let buffer = upload(ctx, &words);
         let view = MatrixView::new(&buffer).with_offset(start as u64 * 4);
         submit(ctx, view, view, shape, &Options::softmax());
-        let got = read_back(ctx.device(), ctx.queue(), &buffer);
+        let got = read_back::<f32>(ctx, &buffer);
         check_output(&got[start..start + x.len()], &x, shape, &Options::softmax());
         assert!(got[..start]
             .iter()
@@ -187,12 +157,12 @@ fn in_place_with_an_offset() {
 
 #[test]
 fn two_ops_recorded_in_one_encoder_both_apply() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     let shape = Shape::new(3, 50);
     let x = normal_matrix(1, 150, 2.0);
     let a = upload(ctx, &x);
-    let b = upload(ctx, &vec![0.0; 150]);
-    let c = upload(ctx, &vec![0.0; 150]);
+    let b = upload(ctx, &vec![0.0f32; 150]);
+    let c = upload(ctx, &vec![0.0f32; 150]);
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
     ctx.encode(
         &mut encoder,
@@ -200,6 +170,7 @@ fn two_ops_recorded_in_one_encoder_both_apply() {
         MatrixView::new(&b),
         shape,
         &Options::softmax(),
+        &RowInputs::NONE,
     )
     .unwrap();
     ctx.encode(
@@ -208,17 +179,13 @@ fn two_ops_recorded_in_one_encoder_both_apply() {
         MatrixView::new(&c),
         shape,
         &Options::log_softmax().with_temperature(2.0),
+        &RowInputs::NONE,
     )
     .unwrap();
     ctx.queue().submit([encoder.finish()]);
+    check_output(&read_back::<f32>(ctx, &b), &x, shape, &Options::softmax());
     check_output(
-        &read_back(ctx.device(), ctx.queue(), &b),
-        &x,
-        shape,
-        &Options::softmax(),
-    );
-    check_output(
-        &read_back(ctx.device(), ctx.queue(), &c),
+        &read_back::<f32>(ctx, &c),
         &x,
         shape,
         &Options::log_softmax().with_temperature(2.0),
@@ -227,23 +194,13 @@ fn two_ops_recorded_in_one_encoder_both_apply() {
 
 #[test]
 fn a_caller_owned_device_keeps_its_own_error_handler() {
-    if ctx().is_none() {
-        return;
-    }
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter =
-        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-            .expect("adapter");
-    let (device, queue) =
-        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))
-            .expect("device");
+    let (device, queue) = app_device(wgpu::Limits::default());
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let sink = seen.clone();
     device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
         sink.lock().unwrap().push(e.to_string());
     }));
-    let ctx = Context::from_device(&device, &queue).expect("context");
+    let ctx = Context::from_device(&device, &queue, ContextOptions::default()).expect("context");
     // The library's own checks and scopes catch its errors...
     let tiny = device.create_buffer(&wgpu::BufferDescriptor {
         label: None,
@@ -258,24 +215,26 @@ fn a_caller_owned_device_keeps_its_own_error_handler() {
             MatrixView::new(&tiny),
             MatrixView::new(&tiny),
             Shape::new(2, 4),
-            &Options::softmax()
+            &Options::softmax(),
+            &RowInputs::NONE,
         )
         .is_err());
     // ... and it computes correctly on the app's device...
     let x = normal_matrix(3, 4 * 70, 2.0);
-    let input = storage_buffer(&device, &queue, &x);
-    let output = storage_buffer(&device, &queue, &vec![0.0; x.len()]);
+    let input = storage_buffer(&device, &queue, bytemuck::cast_slice(&x));
+    let output = storage_buffer(&device, &queue, &vec![0u8; x.len() * 4]);
     ctx.encode(
         &mut encoder,
         MatrixView::new(&input),
         MatrixView::new(&output),
         Shape::new(4, 70),
         &Options::softmax(),
+        &RowInputs::NONE,
     )
     .unwrap();
     queue.submit([encoder.finish()]);
     check_output(
-        &read_back(&device, &queue, &output),
+        &bytemuck::pod_collect_to_vec::<u8, f32>(&read_bytes(&device, &queue, &output)),
         &x,
         Shape::new(4, 70),
         &Options::softmax(),
@@ -294,9 +253,7 @@ fn a_caller_owned_device_keeps_its_own_error_handler() {
         "the app's handler was replaced"
     );
     // The host API works on the app's device too.
-    let y = ctx
-        .run_blocking(&x, Shape::new(4, 70), &Options::softmax())
-        .unwrap();
+    let y = softmax(&ctx, &x, Shape::new(4, 70), &Options::softmax()).unwrap();
     check_output(&y, &x, Shape::new(4, 70), &Options::softmax());
 }
 
@@ -304,10 +261,10 @@ fn a_caller_owned_device_keeps_its_own_error_handler() {
 fn repeated_calls_on_the_same_buffers_stay_correct_as_data_and_options_change() {
     // The context reuses the bindings of repeated calls; the data and the options of
     // each call must still be its own.
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     let shape = Shape::new(4, 300);
-    let input = upload(ctx, &vec![0.0; 1200]);
-    let output = upload(ctx, &vec![0.0; 1200]);
+    let input = upload(ctx, &vec![0.0f32; 1200]);
+    let output = upload(ctx, &vec![0.0f32; 1200]);
     let options = [
         Options::softmax(),
         Options::log_softmax(),
@@ -325,12 +282,7 @@ fn repeated_calls_on_the_same_buffers_stay_correct_as_data_and_options_change() 
             shape,
             &o,
         );
-        check_output(
-            &read_back(ctx.device(), ctx.queue(), &output),
-            &x,
-            shape,
-            &o,
-        );
+        check_output(&read_back::<f32>(ctx, &output), &x, shape, &o);
         if round == 3 {
             ctx.clear_cached_bindings();
         }

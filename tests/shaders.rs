@@ -2,7 +2,7 @@
 //! any machine, GPU or not.
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
-use wgpu_softmax::{Shader, COPY_VEC4_SOURCE};
+use wgpu_softmax::internals::{MaskRead, Shader, Variant, COPY_VEC4_SOURCE};
 
 fn validate(name: &str, source: &str, caps: Capabilities) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(source)
@@ -21,9 +21,17 @@ fn every_softmax_shader_validates_with_the_capabilities_it_declares() {
         } else {
             Capabilities::empty()
         };
-        // f16 and bf16 share their text (an override tells them apart).
-        for source in shader.every_source() {
-            validate(shader.entry_point(), &source, caps).unwrap();
+        // Every variant of the shader: input and output widths, row inputs and mask
+        // reads, cache slots (f16 and bf16 share their text: an override tells them
+        // apart).
+        let variants: Vec<Variant> = Variant::all()
+            .into_iter()
+            .filter(|v| v.shader == shader)
+            .collect();
+        assert!(!variants.is_empty(), "{shader:?} has no variant");
+        for v in variants {
+            let source = v.source().unwrap_or_else(|e| panic!("{v:?}: {e}"));
+            validate(&format!("{v:?}"), &source, caps).unwrap();
         }
     }
 }
@@ -32,15 +40,21 @@ fn every_softmax_shader_validates_with_the_capabilities_it_declares() {
 fn only_the_row_input_variant_declares_bindings_7_to_9() {
     for shader in Shader::ALL {
         let count = |row_inputs| {
-            let module = naga::front::wgsl::parse_str(&shader.source(row_inputs)).unwrap();
+            let v = Variant {
+                row_inputs,
+                ..Variant::plain(shader)
+            };
+            let module = naga::front::wgsl::parse_str(&v.source().unwrap()).unwrap();
             module
                 .global_variables
                 .iter()
                 .filter(|(_, v)| v.binding.as_ref().is_some_and(|b| b.binding >= 7))
                 .count()
         };
-        assert_eq!(count(false), 0, "{shader:?}");
-        assert_eq!(count(true), 3, "{shader:?}");
+        assert_eq!(count(None), 0, "{shader:?}");
+        for read in [MaskRead::Words, MaskRead::Vec4F32, MaskRead::Vec4Half] {
+            assert_eq!(count(Some(read)), 3, "{shader:?} {read:?}");
+        }
     }
 }
 
@@ -49,7 +63,7 @@ fn the_subgroup_shaders_do_need_the_subgroup_capability() {
     for shader in Shader::ALL.into_iter().filter(|s| s.needs_subgroups()) {
         let e = validate(
             shader.entry_point(),
-            &shader.source(false),
+            &Variant::plain(shader).source().unwrap(),
             Capabilities::empty(),
         );
         assert!(e.is_err(), "{shader:?}");

@@ -4,23 +4,47 @@
 
 mod common;
 
-use common::{check_output, ctx, normal_matrix};
-use wgpu_softmax::reference::row_stats_f64;
+use common::{check_output, ctx, kernels, normal_matrix, read_bytes, run, storage_buffer, upload};
+use wgpu_softmax::internals::reference::row_stats_f64;
 use wgpu_softmax::wgpu;
 use wgpu_softmax::{
-    combine_stats, Context, Error, HostInputs, MaskedRows, MatrixView, Options, Region, RowInputs,
-    RowKernel, Shape, StatsView,
+    block_on, combine_stats, Context, ContextOptions, Error, HostInputs, MaskView, MaskedRows,
+    MatrixView, Options, Region, Result, RowInputs, Shape, StatsView,
 };
 
-fn none() -> HostInputs<'static> {
-    HostInputs::default()
+/// The host path with each row's statistics written: the output and the statistics.
+fn run_with_stats(
+    ctx: &Context,
+    x: &[f32],
+    shape: Shape,
+    options: &Options,
+) -> Result<(Vec<f32>, Vec<[f32; 2]>)> {
+    let mut stats = vec![[0.0f32; 2]; shape.rows];
+    let y = run(
+        ctx,
+        x,
+        shape,
+        options,
+        HostInputs::default().with_stats_out(&mut stats),
+    )?;
+    Ok((y, stats))
 }
 
-fn kernels(ctx: &Context) -> Vec<RowKernel> {
-    RowKernel::ALL
-        .into_iter()
-        .filter(|k| !k.needs_subgroups() || ctx.caps().subgroups)
-        .collect()
+/// The host path with rows normalised by the given statistics.
+fn run_with_given_stats(
+    ctx: &Context,
+    x: &[f32],
+    stats: &[[f32; 2]],
+    shape: Shape,
+    options: &Options,
+) -> Result<Vec<f32>> {
+    run(
+        ctx,
+        x,
+        shape,
+        options,
+        HostInputs::default().with_stats_given(stats),
+    )
 }
 
 /// Statistics within f32 rounding of the f64 ones; NaN and -inf exactly.
@@ -53,14 +77,14 @@ fn awkward_matrix(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
 
 #[test]
 fn written_statistics_match_the_reference_with_every_kernel() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     for kernel in kernels(ctx) {
         for cols in [3, 64, 1025, 40_000] {
             let x = awkward_matrix(5, cols, cols as u64);
             for t in [1.0, 2.5] {
                 let o = Options::softmax().with_kernel(kernel).with_temperature(t);
                 let shape = Shape::new(5, cols);
-                let (y, stats) = ctx.run_with_stats_blocking(&x, shape, &o, &none()).unwrap();
+                let (y, stats) = run_with_stats(ctx, &x, shape, &o).unwrap();
                 check_output(&y, &x, shape, &o);
                 check_stats(&stats, &x, cols, t);
             }
@@ -70,7 +94,7 @@ fn written_statistics_match_the_reference_with_every_kernel() {
 
 #[test]
 fn given_statistics_reproduce_the_softmax_with_every_kernel() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     for kernel in kernels(ctx) {
         for cols in [3, 64, 1025, 40_000] {
             let x = awkward_matrix(5, cols, 7 + cols as u64);
@@ -81,10 +105,8 @@ fn given_statistics_reproduce_the_softmax_with_every_kernel() {
                         .with_kernel(kernel)
                         .with_temperature(0.7)
                         .with_masked_rows(masked);
-                    let (_, stats) = ctx.run_with_stats_blocking(&x, shape, &o, &none()).unwrap();
-                    let y = ctx
-                        .run_with_given_stats_blocking(&x, &stats, shape, &o, &none())
-                        .unwrap();
+                    let (_, stats) = run_with_stats(ctx, &x, shape, &o).unwrap();
+                    let y = run_with_given_stats(ctx, &x, &stats, shape, &o).unwrap();
                     check_output(&y, &x, shape, &o);
                 }
             }
@@ -104,9 +126,9 @@ fn split_columns(x: &[f32], cols: usize, at: usize) -> (Vec<f32>, Vec<f32>) {
 
 #[test]
 fn a_vocabulary_sharded_across_two_contexts_matches_the_unsplit_softmax() {
-    let Some(first) = ctx() else { return };
+    let first = ctx();
     // A second context: its own device, as a second GPU would be.
-    let second = Context::new_blocking().unwrap();
+    let second = block_on(Context::new(ContextOptions::default())).unwrap();
     let (rows, cols, at) = (6, 5000, 1999);
     let mut x = awkward_matrix(rows, cols, 99);
     // A row masked in one shard only, and a row whose max lies in the second shard.
@@ -118,24 +140,16 @@ fn a_vocabulary_sharded_across_two_contexts_matches_the_unsplit_softmax() {
         Options::log_softmax().with_temperature(2.0),
     ] {
         let (shape_a, shape_b) = (Shape::new(rows, at), Shape::new(rows, cols - at));
-        let (_, sa) = first
-            .run_with_stats_blocking(&xa, shape_a, &options, &none())
-            .unwrap();
-        let (_, sb) = second
-            .run_with_stats_blocking(&xb, shape_b, &options, &none())
-            .unwrap();
+        let (_, sa) = run_with_stats(first, &xa, shape_a, &options).unwrap();
+        let (_, sb) = run_with_stats(&second, &xb, shape_b, &options).unwrap();
         let combined: Vec<[f32; 2]> = sa
             .iter()
             .zip(&sb)
             .map(|(a, b)| combine_stats(*a, *b))
             .collect();
         check_stats(&combined, &x, cols, options.temperature);
-        let ya = first
-            .run_with_given_stats_blocking(&xa, &combined, shape_a, &options, &none())
-            .unwrap();
-        let yb = second
-            .run_with_given_stats_blocking(&xb, &combined, shape_b, &options, &none())
-            .unwrap();
+        let ya = run_with_given_stats(first, &xa, &combined, shape_a, &options).unwrap();
+        let yb = run_with_given_stats(&second, &xb, &combined, shape_b, &options).unwrap();
         let mut y = Vec::with_capacity(x.len());
         for (ra, rb) in ya.chunks(at).zip(yb.chunks(cols - at)) {
             y.extend_from_slice(ra);
@@ -162,50 +176,28 @@ fn combining_statistics_is_a_max_and_a_log_add() {
 
 #[test]
 fn resident_statistics_at_an_offset() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     let (rows, cols) = (3, 100);
     let shape = Shape::new(rows, cols);
     let x = normal_matrix(5, rows * cols, 2.0);
-    let usage =
-        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
-    let make = |size| {
-        ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size,
-            usage,
-            mapped_at_creation: false,
-        })
-    };
-    let input = make((x.len() * 4) as u64);
-    let output = make((x.len() * 4) as u64);
-    let stats = make(40 + rows as u64 * 8 + 8);
-    ctx.queue()
-        .write_buffer(&input, 0, bytemuck::cast_slice(&x));
-    ctx.queue().write_buffer(&stats, 0, &[0xAB; 40]);
+    let input = upload(ctx, &x);
+    let output = upload(ctx, &vec![0.0f32; x.len()]);
+    let mut before = vec![0u8; 40 + rows * 8 + 8];
+    before[..40].fill(0xAB);
+    let stats = storage_buffer(ctx.device(), ctx.queue(), &before);
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
     let view = StatsView::write(&stats).with_offset(40);
-    ctx.encode_with_stats(
+    ctx.encode(
         &mut encoder,
         MatrixView::new(&input),
         MatrixView::new(&output),
         shape,
         &Options::softmax(),
-        view,
+        &RowInputs::default().with_stats(view),
     )
     .unwrap();
-    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: stats.size(),
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    encoder.copy_buffer_to_buffer(&stats, 0, &staging, 0, stats.size());
     ctx.queue().submit([encoder.finish()]);
-    staging.map_async(wgpu::MapMode::Read, .., |r| r.expect("map"));
-    ctx.device()
-        .poll(wgpu::PollType::wait_indefinitely())
-        .unwrap();
-    let bytes = staging.get_mapped_range(..).unwrap().to_vec();
+    let bytes = read_bytes(ctx.device(), ctx.queue(), &stats);
     assert!(
         bytes[..40].iter().all(|b| *b == 0xAB),
         "bytes before the offset were written"
@@ -217,7 +209,7 @@ fn resident_statistics_at_an_offset() {
 
 #[test]
 fn bad_statistics_buffers_are_refused() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     let make = |size, usage| {
         ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: None,
@@ -231,13 +223,13 @@ fn bad_statistics_buffers_are_refused() {
     let shape = Shape::new(4, 8);
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
     let mut try_stats = |view: StatsView| {
-        ctx.encode_with_stats(
+        ctx.encode(
             &mut encoder,
             MatrixView::new(&m),
             MatrixView::new(&m),
             shape,
             &Options::softmax(),
-            view,
+            &RowInputs::default().with_stats(view),
         )
     };
     let small = make(24, storage);
@@ -255,15 +247,14 @@ fn bad_statistics_buffers_are_refused() {
         try_stats(StatsView::write(&plain)),
         Err(Error::MissingUsage { which: "stats", .. })
     ));
-    let e = ctx
-        .run_with_given_stats_blocking(
-            &[0.0; 6],
-            &[[0.0, 0.0]],
-            Shape::new(2, 3),
-            &Options::softmax(),
-            &none(),
-        )
-        .unwrap_err();
+    let e = run_with_given_stats(
+        ctx,
+        &[0.0; 6],
+        &[[0.0, 0.0]],
+        Shape::new(2, 3),
+        &Options::softmax(),
+    )
+    .unwrap_err();
     assert_eq!(
         e,
         Error::InputLength {
@@ -276,7 +267,7 @@ fn bad_statistics_buffers_are_refused() {
 
 #[test]
 fn regions_the_op_writes_must_not_share_bytes_with_the_others() {
-    let Some(ctx) = ctx() else { return };
+    let ctx = ctx();
     let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size: 4096,
@@ -291,7 +282,7 @@ fn regions_the_op_writes_must_not_share_bytes_with_the_others() {
     );
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
     let mut encode = |inputs: RowInputs| {
-        ctx.encode_with(
+        ctx.encode(
             &mut encoder,
             input,
             output,
@@ -322,7 +313,7 @@ fn regions_the_op_writes_must_not_share_bytes_with_the_others() {
     }
     // Row inputs are read while the output is written; beside the input is fine.
     let with_mask = |offset| RowInputs {
-        mask: Some((at(offset), 1)),
+        mask: Some(MaskView::new(&buffer, 1).with_offset(offset)),
         ..RowInputs::default()
     };
     assert_eq!(encode(with_mask(1100)), overlap("output", "mask"));

@@ -10,7 +10,9 @@ use std::sync::OnceLock;
 
 use wgpu_softmax::internals::reference::{first_mismatch, softmax_f64, Tolerance, ROW_SUM_F32};
 use wgpu_softmax::internals::RowKernel;
-use wgpu_softmax::{block_on, wgpu, Context, ContextOptions, HostInputs, Op, Options, Result, Shape};
+use wgpu_softmax::{
+    block_on, wgpu, Context, ContextOptions, HostInputs, Op, Options, Result, Shape,
+};
 
 /// The context every GPU test of a binary shares. Fails the test when no adapter is
 /// found.
