@@ -1,7 +1,7 @@
 //! Criterion benchmarks, grouped by shape: the GPU-resident op alone (recorded and
 //! submitted, waited for), and the host path (upload, compute, readback). Throughput is
 //! in bytes read plus written. For the side-by-side report against the copy kernel, see
-//! `examples/report.rs`.
+//! `wgpu-softmax report` (`cli/src/report.rs`).
 //!
 //! `cargo bench` (set `WGPU_BACKEND` to pick a backend).
 

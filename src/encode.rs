@@ -558,7 +558,7 @@ impl Gpu {
             })
             .collect();
         std::sync::Arc::new(Bindings {
-            uniforms,
+            _uniforms: uniforms,
             bind_groups,
         })
     }

@@ -156,7 +156,7 @@ pub(crate) struct BindingKey {
 
 /// A recorded op's uniform buffer and bind groups, reused while the same call recurs.
 pub(crate) struct Bindings {
-    pub uniforms: wgpu::Buffer,
+    pub _uniforms: wgpu::Buffer,
     pub bind_groups: Vec<wgpu::BindGroup>,
 }
 

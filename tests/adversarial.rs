@@ -18,6 +18,9 @@ use wgpu_softmax::{
 
 const SENTINEL: f32 = 12345.0;
 
+/// One way of recording a call into an encoder.
+type EncodeCall<'a> = dyn Fn(&mut wgpu::CommandEncoder) -> wgpu_softmax::Result<()> + 'a;
+
 /// A context of its own (a device of its own), as two `Context::new` calls give.
 fn own_context() -> Context {
     block_on(Context::new(ContextOptions::default())).expect("context")
@@ -37,10 +40,7 @@ fn a_buffer_of_another_context_is_refused_and_nothing_crosses() {
     let b_small = upload(&b, &vec![1.0f32; shape.rows * 2]);
     let b_lengths = upload(&b, &vec![3u32; shape.rows]);
     let options = Options::softmax();
-    let calls: Vec<(
-        &str,
-        Box<dyn Fn(&mut wgpu::CommandEncoder) -> wgpu_softmax::Result<()>>,
-    )> = vec![
+    let calls: Vec<(&str, Box<EncodeCall>)> = vec![
         (
             "output",
             Box::new(|e| {

@@ -406,8 +406,15 @@ fn encoding_on_a_destroyed_device_gives_an_error_not_a_panic() {
         outcomes.push((what, result));
     }
     app.report("encode on a destroyed device");
-    let uncaptured = app.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    assert!(uncaptured.is_empty(), "errors sent to the app's handler: {uncaptured:?}");
+    let uncaptured = app
+        .uncaptured
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    assert!(
+        uncaptured.is_empty(),
+        "errors sent to the app's handler: {uncaptured:?}"
+    );
     let mut outcomes = outcomes.into_iter();
     let (_, repeated) = outcomes.next().expect("the repeated call");
     assert_eq!(repeated, Ok(()), "the repeated call on a destroyed device");

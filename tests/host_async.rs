@@ -79,7 +79,10 @@ fn a_dropped_call_loses_no_staging_memory_and_the_next_call_is_right() {
         assert!(first.is_pending(), "the call finished in one poll");
         drop(future);
         // The dropped call's slots are freed, not returned: the pool holds less.
-        assert!(ctx.staging_bytes() < held, "the dropped call's slots came back");
+        assert!(
+            ctx.staging_bytes() < held,
+            "the dropped call's slots came back"
+        );
     }
     let x2 = normal_matrix(3, shape.rows * shape.cols, 5.0);
     let mut y2 = vec![0.0f32; x2.len()];

@@ -1,6 +1,7 @@
-//! The `softmax` example binary, run as a user runs it: `.npy` round trips checked
-//! against the f64 reference, and bad input answered with one `error:` line, never a
-//! panic. `cargo test` builds examples before it runs tests, so the binary is there.
+//! The `wgpu-softmax` binary, run as a user runs it: `.npy` round trips checked against
+//! the f64 reference, and bad input answered with one `error:` line, never a panic.
+//! Cargo builds the binary before it runs these tests and names it in
+//! `CARGO_BIN_EXE_wgpu-softmax`.
 //!
 //! GPU cases may run on a software adapter, so their matrices are tiny. Bad-input cases
 //! fail before the GPU is touched, which also keeps driver chatter out of their stderr.
@@ -13,36 +14,16 @@ use wgpu_softmax::internals::plan;
 use wgpu_softmax::internals::reference::{self, Tolerance};
 use wgpu_softmax::{block_on, Context, ContextOptions, HostInputs, MaskedRows, Options};
 
-/// `target/<profile>/examples/softmax`, found from this test's own path
-/// (`target/<profile>/deps/cli-<hash>`).
+/// The binary under test.
 fn binary() -> PathBuf {
-    example("softmax")
-}
-
-/// `target/<profile>/examples/<name>`.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lies in target/<profile>/deps");
-    let binary = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    // `cargo test` builds examples first, but `cargo test --test cli` alone does not.
-    assert!(
-        binary.exists(),
-        "{} is not built: run `cargo build --example {name}` (same profile) first",
-        binary.display()
-    );
-    binary
+    PathBuf::from(env!("CARGO_BIN_EXE_wgpu-softmax"))
 }
 
 fn cli(args: &[&str]) -> Output {
     Command::new(binary())
         .args(args)
         .output()
-        .expect("the softmax binary starts")
+        .expect("the wgpu-softmax binary starts")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -281,31 +262,8 @@ fn non_npy_file_is_an_error() {
     assert_file_refused("not_npy", b"rows,cols\n1,2\n");
 }
 
-#[test]
-fn float64_file_is_an_error() {
-    assert_file_refused("f8", &npy("<f8", "(2, 3)", &[0; 48]));
-}
-
-#[test]
-fn big_endian_file_is_an_error() {
-    assert_file_refused("big_endian", &npy(">f4", "(2, 3)", &[0; 24]));
-}
-
-#[test]
-fn fortran_order_file_is_an_error() {
-    let mut bytes = npy("<f4", "(2, 3)", &[0; 24]);
-    let at = bytes
-        .windows(5)
-        .position(|w| w == b"False")
-        .expect("the header");
-    bytes[at..at + 5].copy_from_slice(b"True ");
-    assert_file_refused("fortran", &bytes);
-}
-
-#[test]
-fn three_d_file_is_an_error() {
-    assert_file_refused("three_d", &npy("<f4", "(2, 2, 2)", &[0; 32]));
-}
+// float64, big-endian, Fortran-order and rank >= 3 files, refused until issue 15, are
+// read now: their tests are under "Any float .npy" below.
 
 #[test]
 fn empty_rows_axis_is_an_error() {
@@ -990,12 +948,6 @@ fn float16_mask_of_another_width_is_an_error() {
 }
 
 #[test]
-fn float64_input_is_refused_by_name() {
-    let line = assert_file_refused("f8_named", &npy("<f8", "(2, 3)", &[0; 48]));
-    assert!(line.contains("'<f8'"), "{line}");
-}
-
-#[test]
 fn int32_input_is_refused_by_name() {
     let line = assert_file_refused("i4_input", &npy("<i4", "(2, 3)", &i32_bytes(&[0; 6])));
     assert!(line.contains("int32"), "{line}");
@@ -1007,16 +959,6 @@ fn int32_mask_is_refused_by_name() {
     let input = f32_file("mask_i32", "in.npy", "(3, 5)", &LOGITS_3X5);
     let line = assert_fails(&["--input", input.arg(), "--mask", mask.arg()], 1);
     assert!(line.contains("--mask") && line.contains("int32"), "{line}");
-}
-
-#[test]
-fn the_sharded_example_matches_the_unsplit_softmax() {
-    let out = Command::new(example("sharded"))
-        .output()
-        .expect("the sharded example starts");
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    assert!(stdout.contains("matches the unsplit softmax"), "{stdout}");
 }
 
 /// The benchmark report, at its smallest: it runs to the end on this adapter and writes
@@ -1050,13 +992,15 @@ fn the_report_runs_and_writes_its_tables() {
     std::fs::remove_dir_all(&dir.0).ok();
 }
 
-/// The report example run with these arguments (tiny: 1 MiB, one round of one dispatch).
+/// The report subcommand run with these arguments (tiny: 1 MiB, one round of one
+/// dispatch).
 fn report(args: &[&str]) -> Output {
-    Command::new(example("report"))
+    Command::new(binary())
+        .arg("report")
         .args(["--size-mib", "1", "--repeats", "1", "--iters", "1"])
         .args(args)
         .output()
-        .expect("the report example starts")
+        .expect("the wgpu-softmax binary starts")
 }
 
 /// `--versus` prints one row per shape and configuration, says which forced kernel the
@@ -1108,4 +1052,541 @@ fn the_report_compares_kernel_choices() {
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("unknown kernel"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Any float .npy: float64, either byte order, C or Fortran order, any rank
+
+/// An `.npy` v1.0 file of `descr`, `fortran_order` and `shape` (Python syntax),
+/// followed by `data`.
+fn npy_ordered(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
+    let order = if fortran { "True" } else { "False" };
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape}, }}");
+    npy_with_header(&dict, data)
+}
+
+fn f64_bytes(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Reads a float64 (`<f8`) `.npy` v1.0 file the CLI wrote: its header and values.
+fn read_npy_f64(path: &Path) -> (String, Vec<f64>) {
+    let bytes = std::fs::read(path).expect("the output file exists");
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00", "magic and version 1.0");
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = text(&bytes[10..10 + len]);
+    assert_eq!((10 + len) % 64, 0, "data is 64-byte aligned: {header:?}");
+    assert!(header.contains("'descr': '<f8'"), "{header:?}");
+    let values = bytes[10 + len..]
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
+    (header, values)
+}
+
+/// Runs the CLI on an input file of these bytes and returns the output's path (kept
+/// until the returned guard drops).
+fn run_file(test: &str, bytes: &[u8], flags: &[&str]) -> TempFile {
+    let input = TempFile::with_contents(test, "in.npy", bytes);
+    let output = TempFile::new(test, "out.npy");
+    let mut args = vec!["--input", input.arg(), "--output", output.arg()];
+    args.extend(flags);
+    let out = cli(&args);
+    assert!(out.status.success(), "{test}: {}", text(&out.stderr));
+    output
+}
+
+/// The widened f32 values of `values`, as the CLI computes on them.
+fn as_f32(values: &[f64]) -> Vec<f32> {
+    values.iter().map(|&v| v as f32).collect()
+}
+
+/// Logits that float32 cannot hold exactly, so that a float64 file's rounding shows.
+const LOGITS_F64: [f64; 6] = [0.1, std::f64::consts::E, -1.0 / 3.0, 1e-3, 7.25, -4.4];
+
+#[test]
+fn float64_file_round_trips_as_float64_computed_in_float32() {
+    let bytes = npy("<f8", "(2, 3)", &f64_bytes(&LOGITS_F64));
+    let output = run_file("f8_round_trip", &bytes, &[]);
+    let (header, got) = read_npy_f64(&output.0);
+    assert!(header.contains("'shape': (2, 3)"), "{header}");
+    // Each value is an f32 result, widened exactly.
+    assert!(got.iter().all(|&v| f64::from(v as f32) == v), "{got:?}");
+    let got = as_f32(&got);
+    assert_matches_reference(&got, &as_f32(&LOGITS_F64), 3, &Options::softmax());
+}
+
+#[test]
+fn float64_input_without_output_names_its_dtype() {
+    let input = TempFile::with_contents(
+        "f8_summary",
+        "in.npy",
+        &npy("<f8", "(2, 3)", &f64_bytes(&[7.0, 4.0, 0.0, 1.0, 1.0, 1.0])),
+    );
+    let out = cli(&["--input", input.arg()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(stdout.contains("float64 in, float64 out"), "{stdout}");
+    assert!(stdout.contains("first row: [0.9517"), "{stdout}");
+}
+
+#[test]
+fn big_endian_files_are_read_and_written_little_endian() {
+    let be32: Vec<u8> = LOGITS.iter().flat_map(|v| v.to_be_bytes()).collect();
+    let output = run_file("be_f4", &npy(">f4", "(2, 3)", &be32), &[]);
+    let (header, got) = read_npy(&output.0);
+    assert!(header.contains("'descr': '<f4'"), "{header}");
+    assert_matches_reference(&got, &LOGITS, 3, &Options::softmax());
+
+    let be64: Vec<u8> = LOGITS_F64.iter().flat_map(|v| v.to_be_bytes()).collect();
+    let output = run_file("be_f8", &npy(">f8", "(2, 3)", &be64), &[]);
+    let got = as_f32(&read_npy_f64(&output.0).1);
+    assert_matches_reference(&got, &as_f32(&LOGITS_F64), 3, &Options::softmax());
+
+    let (bits, wide) = to_f16(&LOGITS);
+    let be16: Vec<u8> = bits.iter().flat_map(|v| v.to_be_bytes()).collect();
+    let output = run_file("be_f2", &npy(">f2", "(2, 3)", &be16), &[]);
+    let (header, got) = read_npy(&output.0);
+    assert!(header.contains("'descr': '<f2'"), "{header}");
+    assert_matches_f16(&got, &wide, 3, &Options::softmax(), &HostInputs::default());
+}
+
+/// A (2, 3, 4) array whose C-order values are `f(i)`, and the same array's bytes in
+/// Fortran order (first axis fastest).
+fn c_and_fortran_2x3x4() -> (Vec<f32>, Vec<u8>) {
+    let c: Vec<f32> = (0..24).map(|i| ((i * 7) % 11) as f32 * 0.5 - 2.0).collect();
+    let mut fortran = vec![0.0f32; 24];
+    for i in 0..2 {
+        for j in 0..3 {
+            for k in 0..4 {
+                fortran[i + 2 * (j + 3 * k)] = c[(i * 3 + j) * 4 + k];
+            }
+        }
+    }
+    (c, f32_bytes(&fortran))
+}
+
+#[test]
+fn fortran_order_file_gives_what_its_c_order_twin_gives() {
+    let (c, fortran) = c_and_fortran_2x3x4();
+    let output = run_file(
+        "fortran",
+        &npy_ordered("<f4", true, "(2, 3, 4)", &fortran),
+        &[],
+    );
+    let (header, got) = read_npy(&output.0);
+    assert!(header.contains("'fortran_order': False"), "{header}");
+    assert!(header.contains("'shape': (2, 3, 4)"), "{header}");
+    assert_matches_reference(&got, &c, 4, &Options::softmax());
+    let twin = run_file(
+        "fortran_twin",
+        &npy("<f4", "(2, 3, 4)", &f32_bytes(&c)),
+        &[],
+    );
+    assert_eq!(
+        read_npy(&twin.0).1,
+        got,
+        "the same rows give the same values"
+    );
+}
+
+#[test]
+fn rank_3_and_rank_4_inputs_keep_their_shape_and_take_the_last_axis() {
+    let values: Vec<f32> = (0..48)
+        .map(|i| ((i * 5) % 13) as f32 * 0.75 - 4.0)
+        .collect();
+    for (test, shape, cols) in [("rank_3", "(2, 4, 6)", 6), ("rank_4", "(2, 2, 3, 4)", 4)] {
+        let output = run_file(test, &npy("<f4", shape, &f32_bytes(&values)), &["--log"]);
+        let (header, got) = read_npy(&output.0);
+        assert!(header.contains(&format!("'shape': {shape}")), "{header}");
+        assert_matches_reference(&got, &values, cols, &Options::log_softmax());
+    }
+}
+
+#[test]
+fn rank_3_summary_names_the_shape_and_its_rows() {
+    let input = f32_file("rank_3_summary", "in.npy", "(2, 1, 3)", &LOGITS);
+    let out = cli(&["--input", input.arg()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(
+        stdout.contains("shape: (2, 1, 3) (2 rows of 3;"),
+        "{stdout}"
+    );
+}
+
+/// Causal rows count along the second-to-last axis: each matrix of a (2, 3, 4) input
+/// is masked as a (3, 4) input alone would be, and the stats follow.
+#[test]
+fn rank_3_causal_mask_applies_to_each_matrix() {
+    let values: Vec<f32> = LOGITS_3X4.iter().chain(&LOGITS_3X4).copied().collect();
+    let stats = TempFile::new("rank_3_causal", "stats.npy");
+    let flags = ["--causal-offset", "1", "--stats", stats.arg()];
+    let output = run_file(
+        "rank_3_causal",
+        &npy("<f4", "(2, 3, 4)", &f32_bytes(&values)),
+        &flags,
+    );
+    let (_, got) = read_npy(&output.0);
+    let options = Options::softmax().with_causal(1);
+    for matrix in got.chunks(12) {
+        assert_matches_reference(matrix, &LOGITS_3X4, 4, &options);
+    }
+    let (header, stats) = read_npy(&stats.0);
+    assert!(header.contains("'shape': (2, 3, 2)"), "{header}");
+    let want = reference::row_stats_f64_with(&LOGITS_3X4, 4, &options, &HostInputs::default());
+    for (g, w) in stats.chunks(2).zip(want.iter().chain(&want)) {
+        let close = |g: f32, w: f64| (f64::from(g) - w).abs() <= 1e-5 * (1.0 + w.abs());
+        assert!(
+            close(g[0], w[0]) && close(g[1], w[1]),
+            "{stats:?} vs {want:?}"
+        );
+    }
+}
+
+/// A per-row file may have the input's leading axes as its shape.
+#[test]
+fn lengths_may_have_the_inputs_leading_axes() {
+    let values: Vec<f32> = LOGITS_3X5.iter().chain(&LOGITS_3X5).copied().collect();
+    let lengths = i32_file(
+        "lengths_leading",
+        "lengths.npy",
+        "(2, 3)",
+        &[2, 5, 1, 3, 4, 0],
+    );
+    let flags = ["--lengths", lengths.arg(), "--masked-rows", "zero"];
+    let bytes = npy("<f4", "(2, 3, 5)", &f32_bytes(&values));
+    let (_, got) = read_npy(&run_file("lengths_leading", &bytes, &flags).0);
+    let inputs = HostInputs::default().with_lengths(&[2, 5, 1, 3, 4, 0]);
+    let options = Options::softmax().with_masked_rows(MaskedRows::Zero);
+    assert_matches_reference_with(&got, &values, 5, &options, &inputs);
+}
+
+#[test]
+fn lengths_of_any_integer_dtype_are_read() {
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("|i1", vec![2, 5, 9]),
+        (
+            ">u2",
+            [2u16, 5, 9].iter().flat_map(|v| v.to_be_bytes()).collect(),
+        ),
+        (
+            "<u8",
+            [2u64, 5, 9].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+    ];
+    let inputs = HostInputs::default().with_lengths(&[2, 5, 9]);
+    for (i, (descr, bytes)) in cases.into_iter().enumerate() {
+        let test = format!("lengths_dtype_{i}");
+        let lengths = TempFile::with_contents(&test, "lengths.npy", &npy(descr, "(3,)", &bytes));
+        let (_, got) = round_trip(&test, "(3, 5)", &LOGITS_3X5, &["--lengths", lengths.arg()]);
+        assert_matches_reference_with(&got, &LOGITS_3X5, 5, &Options::softmax(), &inputs);
+    }
+}
+
+#[test]
+fn a_length_past_u32_is_refused() {
+    let bytes: Vec<u8> = [1i64, 1 << 32, 2]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let lengths =
+        TempFile::with_contents("lengths_huge", "lengths.npy", &npy("<i8", "(3,)", &bytes));
+    let input = f32_file("lengths_huge", "in.npy", "(3, 5)", &LOGITS_3X5);
+    let line = assert_fails(&["--input", input.arg(), "--lengths", lengths.arg()], 1);
+    assert!(
+        line.contains("row 1") && line.contains("4294967296"),
+        "{line}"
+    );
+}
+
+#[test]
+fn float_lengths_are_refused_by_name() {
+    let lengths = f32_file("lengths_float", "lengths.npy", "(3,)", &[1.0, 2.0, 3.0]);
+    let input = f32_file("lengths_float", "in.npy", "(3, 5)", &LOGITS_3X5);
+    let line = assert_fails(&["--input", input.arg(), "--lengths", lengths.arg()], 1);
+    assert!(
+        line.contains("--lengths") && line.contains("float32"),
+        "{line}"
+    );
+}
+
+#[test]
+fn float64_and_float16_temperatures_mask_and_gradient_are_read() {
+    let temps = [0.5f32, 1.0, 4.0];
+    let be_temps: Vec<u8> = temps
+        .iter()
+        .flat_map(|&v| f64::from(v).to_be_bytes())
+        .collect();
+    let temps_f8 = TempFile::with_contents("temps_f8", "temps.npy", &npy(">f8", "(3,)", &be_temps));
+    let (bits, _) = to_f16(&temps);
+    let temps_f2 = f16_file("temps_f2", "temps.npy", "(3,)", &bits);
+    let inputs = HostInputs::default().with_temperatures(&temps);
+    for (test, file) in [("temps_f8", &temps_f8), ("temps_f2", &temps_f2)] {
+        let (_, got) = round_trip(test, "(3, 5)", &LOGITS_3X5, &["--temperatures", file.arg()]);
+        assert_matches_reference_with(&got, &LOGITS_3X5, 5, &Options::softmax(), &inputs);
+    }
+
+    let mask = [0.0f32, f32::NEG_INFINITY, 0.5, 1.0, -2.0];
+    let mask_f8: Vec<f64> = mask.iter().map(|&v| f64::from(v)).collect();
+    let file = TempFile::with_contents(
+        "mask_f8",
+        "mask.npy",
+        &npy("<f8", "(5,)", &f64_bytes(&mask_f8)),
+    );
+    let (_, got) = round_trip("mask_f8", "(3, 5)", &LOGITS_3X5, &["--mask", file.arg()]);
+    let inputs = HostInputs::default().with_mask(&mask, 1);
+    assert_matches_reference_with(&got, &LOGITS_3X5, 5, &Options::softmax(), &inputs);
+
+    let dy: Vec<f64> = GRAD_2X4.iter().map(|&v| f64::from(v)).collect();
+    let grad = TempFile::with_contents(
+        "grad_f8",
+        "grad.npy",
+        &npy("<f8", "(2, 4)", &f64_bytes(&dy)),
+    );
+    let flags = ["--backward", "--grad", grad.arg()];
+    let (_, got) = round_trip("grad_f8", "(2, 4)", &LOGITS_2X4, &flags);
+    assert_gradient_matches(&got, (&LOGITS_2X4, &GRAD_2X4), 4, &Options::softmax());
+}
+
+// ---------------------------------------------------------------------------------------
+// Refusals: one error line naming what was found, exit status 1
+
+#[test]
+fn zero_d_array_is_refused_by_name() {
+    let line = assert_file_refused("zero_d", &npy("<f4", "()", &f32_bytes(&[1.0])));
+    assert!(line.contains("0-d"), "{line}");
+}
+
+#[test]
+fn complex_input_is_refused_by_name() {
+    let line = assert_file_refused("complex", &npy("<c8", "(2, 3)", &[0; 48]));
+    assert!(line.contains("complex64"), "{line}");
+}
+
+#[test]
+fn structured_input_is_refused_by_name() {
+    let dict = "{'descr': [('a', '<f4'), ('b', '<i4')], 'fortran_order': False, 'shape': (3,), }";
+    let line = assert_file_refused("structured", &npy_with_header(dict, &[0; 24]));
+    assert!(line.contains("structured dtype"), "{line}");
+}
+
+/// Axes whose product overflows even u64: refused by the CLI's own checked size (the
+/// header reader multiplies unchecked, which only a release build survives without the
+/// workspace's overflow-check override for it).
+#[test]
+fn axes_whose_product_overflows_are_refused() {
+    let bytes = npy("<f4", "(1099511627776, 1099511627776)", &[]);
+    let line = assert_file_refused("overflowing_shape", &bytes);
+    assert!(line.contains("too large"), "{line}");
+}
+
+#[test]
+fn int64_input_is_refused_by_name() {
+    let line = assert_file_refused("i8_input", &npy("<i8", "(2, 3)", &[0; 48]));
+    assert!(line.contains("int64"), "{line}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Outputs appear whole or not at all
+
+/// The files in the temp dir whose names hold `test`'s marker: the outputs and any
+/// temporary file left beside them.
+fn leftovers(test: &str) -> Vec<String> {
+    let marker = format!("wgpu-softmax-cli-{}-{test}-", std::process::id());
+    std::fs::read_dir(std::env::temp_dir())
+        .expect("the temp dir")
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.contains(&marker))
+        .collect()
+}
+
+/// The run computes everything, then cannot put `--output` in place (a directory is
+/// there): it fails with one line, `--stats` is not written either, and no temporary
+/// file is left beside them.
+#[test]
+fn a_run_whose_output_fails_leaves_no_file() {
+    let input = f32_file("failed_output", "in.npy", "(2, 3)", &LOGITS);
+    let dir = TempFile::new("failed_output", "out.npy");
+    std::fs::create_dir(&dir.0).expect("a directory where the output should go");
+    let stats = TempFile::new("failed_output", "stats.npy");
+    let args = [
+        "--input",
+        input.arg(),
+        "--output",
+        dir.arg(),
+        "--stats",
+        stats.arg(),
+    ];
+    let line = assert_fails(&args, 1);
+    assert!(line.contains("--output"), "{line}");
+    assert!(!stats.0.exists(), "--stats was written");
+    let mut left = leftovers("failed_output");
+    left.sort();
+    let mut want: Vec<String> = [&input, &dir]
+        .iter()
+        .map(|f| f.0.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    want.sort();
+    assert_eq!(left, want, "only the input and the directory");
+    std::fs::remove_dir(&dir.0).expect("the directory is still empty");
+}
+
+#[test]
+fn an_output_in_a_missing_directory_is_refused_before_the_run() {
+    let input = f32_file("missing_dir", "in.npy", "(2, 3)", &LOGITS);
+    let output = std::env::temp_dir()
+        .join("wgpu-softmax-no-such-dir")
+        .join("out.npy");
+    let line = assert_fails(
+        &["--input", input.arg(), "--output", output.to_str().unwrap()],
+        1,
+    );
+    assert!(line.contains("--output"), "{line}");
+    assert!(!output.exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// Files larger than memory: blocks of rows
+
+/// 40 rows of 9000 columns with `--max-gpu-mib 1` go through in blocks of 7 rows
+/// (256 KiB of f32 rows), starting at rows 0, 7, ..., 35: the causal offset moves with
+/// each block, per-row lengths and temperatures are sliced, and the mask rows are
+/// rotated (a 3-row mask: each block starts at mask row 0, 1 or 2) or wrapped (a
+/// 10-row mask, more rows than a block: the block at row 7 takes mask rows 7, 8, 9, 0,
+/// 1, 2, 3). The result and the stats match the f64 reference and a run in one block.
+#[test]
+fn streamed_blocks_agree_with_one_whole_run() {
+    let (rows, cols) = (40usize, 9000usize);
+    let x: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 7919) % 1013) as f32 * 0.01 - 5.0)
+        .collect();
+    let lengths: Vec<i32> = (0..rows as i32).map(|r| 8000 - 150 * r).collect();
+    let temps: Vec<f32> = (0..rows).map(|r| 0.5 + (r % 5) as f32 * 0.25).collect();
+    let test = "streamed";
+    let input = f32_file(test, "in.npy", &format!("({rows}, {cols})"), &x);
+    let lengths_file = i32_file(test, "lengths.npy", &format!("({rows},)"), &lengths);
+    let temps_file = f32_file(test, "temps.npy", &format!("({rows},)"), &temps);
+    for mask_rows in [3, 10] {
+        let mask: Vec<f32> = (0..mask_rows * cols)
+            .map(|i| match i % 17 {
+                0 => f32::NEG_INFINITY,
+                k => k as f32 * 0.05,
+            })
+            .collect();
+        let shape = format!("({mask_rows}, {cols})");
+        let mask_file = f32_file(test, &format!("mask{mask_rows}.npy"), &shape, &mask);
+        let run = |name: &str, budget: &[&str]| {
+            let output = TempFile::new(test, &format!("{name}-out.npy"));
+            let stats = TempFile::new(test, &format!("{name}-stats.npy"));
+            let mut args = vec![
+                "--input",
+                input.arg(),
+                "--output",
+                output.arg(),
+                "--stats",
+                stats.arg(),
+                "--mask",
+                mask_file.arg(),
+                "--lengths",
+                lengths_file.arg(),
+                "--temperatures",
+                temps_file.arg(),
+                "--causal-offset",
+                "7000",
+            ];
+            args.extend(budget);
+            let out = cli(&args);
+            assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+            (read_npy(&output.0).1, read_npy(&stats.0).1)
+        };
+        let (blocks, block_stats) = run("blocks", &["--max-gpu-mib", "1"]);
+        let (whole, whole_stats) = run("whole", &[]);
+
+        let lengths: Vec<u32> = lengths.iter().map(|&n| n as u32).collect();
+        let inputs = HostInputs::default()
+            .with_mask(&mask, mask_rows)
+            .with_lengths(&lengths)
+            .with_temperatures(&temps);
+        let options = Options::softmax().with_causal(7000);
+        assert_matches_reference_with(&blocks, &x, cols, &options, &inputs);
+        let want = reference::row_stats_f64_with(&x, cols, &options, &inputs);
+        assert_eq!(block_stats.len(), 2 * want.len());
+        for (g, w) in block_stats.chunks(2).zip(&want) {
+            let close = |g: f32, w: f64| (f64::from(g) - w).abs() <= 1e-5 * (1.0 + w.abs());
+            assert!(close(g[0], w[0]) && close(g[1], w[1]), "{g:?} vs {w:?}");
+        }
+        let differ = |a: &[f32], b: &[f32]| {
+            assert_eq!(a.len(), b.len());
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max)
+        };
+        let worst = differ(&blocks, &whole);
+        assert!(
+            worst <= 1e-7,
+            "{mask_rows}-row mask: blocks and one run differ by {worst}"
+        );
+        let worst = differ(&block_stats, &whole_stats);
+        assert!(
+            worst <= 1e-5,
+            "{mask_rows}-row mask: stats differ by {worst}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The command line
+
+#[test]
+fn version_flag_prints_the_version() {
+    let out = cli(&["--version"]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    let want = format!("wgpu-softmax {}", env!("CARGO_PKG_VERSION"));
+    assert!(stdout.contains(&want), "{stdout}");
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn equals_forms_and_short_flags_work_as_the_long_ones() {
+    let input = f32_file("equals", "in.npy", "(2, 3)", &LOGITS);
+    let output = TempFile::new("equals", "out.npy");
+    let forms = [
+        vec![
+            format!("--input={}", input.arg()),
+            format!("--output={}", output.arg()),
+        ],
+        vec![
+            "-i".into(),
+            input.arg().into(),
+            "-o".into(),
+            output.arg().into(),
+            "-q".into(),
+        ],
+    ];
+    for args in forms {
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.extend(["--temperature=3", "-l"]);
+        let out = cli(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let options = Options::log_softmax().with_temperature(3.0);
+        assert_matches_reference(&read_npy(&output.0).1, &LOGITS, 3, &options);
+    }
+}
+
+#[test]
+fn report_subcommand_refuses_a_bad_flag_as_a_usage_error() {
+    let out = Command::new(binary())
+        .args(["report", "--iters", "0"])
+        .output()
+        .expect("the wgpu-softmax binary starts");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("--iters"),
+        "{stderr}"
+    );
 }

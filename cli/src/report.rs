@@ -1,15 +1,12 @@
-//! The benchmark report: in one run on one adapter, per shape, the GPU-resident softmax
-//! against a plain vec4 WGSL copy kernel moving the same bytes (the limit) and against
-//! the copy engine (`copy_buffer_to_buffer`); the host path against upload plus readback
-//! alone; batch-1 latency against an empty submission's round trip. Prints a markdown
-//! table and writes `report.md`, `report.csv` and `report.png` (softmax as a fraction of
-//! the copy kernel, against cols) to `--out` (default `target/report`). A last table,
-//! also in `scaling.csv`, times 4096-column matrices from 1 MiB doubling up to four times
-//! the default size, to show whether time grows linearly with size.
-//!
-//! `cargo run --release --example report -- [--size-mib N] [--iters N] [--repeats N]
-//!  [--cols 32,128,...] [--out DIR] [--log] [--kernel thread-row|subgroup-row|
-//!  workgroup-subgroup|workgroup-shared|split-row] [--wg N] [--versus CONFIG,...]`
+//! `wgpu-softmax report`: the benchmark report. In one run on one adapter, per shape,
+//! the GPU-resident softmax against a plain vec4 WGSL copy kernel moving the same bytes
+//! (the limit) and against the copy engine (`copy_buffer_to_buffer`); the host path
+//! against upload plus readback alone; batch-1 latency against an empty submission's
+//! round trip. Prints a markdown table and writes `report.md`, `report.csv` and
+//! `report.png` (softmax as a fraction of the copy kernel, against cols) to `--out`
+//! (default `target/report`). A last table, also in `scaling.csv`, times 4096-column
+//! matrices from 1 MiB doubling up to four times the default size, to show whether time
+//! grows linearly with size.
 //!
 //! `--kernel` and `--wg` force the kernel and workgroup size (for tuning the planner).
 //! `--versus planner,workgroup-subgroup:16,...` instead measures, per `--cols` shape, the
@@ -24,7 +21,6 @@
 //! default matrix is 16 MiB per shape on a software adapter and 256 MiB on a hardware one.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use wgpu_softmax::internals::bandwidth::{BoundCopy, CopyKernel};
@@ -35,12 +31,116 @@ use wgpu_softmax::{
     Shape, StatsView,
 };
 
-const DEFAULT_COLS: [usize; 9] = [32, 128, 512, 1024, 4096, 16384, 32000, 131072, 262144];
+use crate::{runtime, Outcome};
+
 const LATENCY_COLS: [usize; 2] = [32000, 262144];
 /// Row length of the scaling table (matrices from 1 MiB to four times `--size-mib`).
 const SCALING_COLS: usize = 4096;
 
-struct Args {
+/// The report's flags, as given.
+#[derive(clap::Args, Debug)]
+pub struct Flags {
+    /// Bytes of each shape's matrix, in MiB [default: 16 on a software adapter, 256 on
+    /// a hardware one]
+    #[arg(long, value_name = "N", value_parser = positive)]
+    size_mib: Option<u64>,
+    /// Dispatches recorded in each timed submission
+    #[arg(long, value_name = "N", default_value = "10", value_parser = positive)]
+    iters: u64,
+    /// Timed rounds per measurement (the median is reported)
+    #[arg(long, value_name = "N", default_value = "5", value_parser = positive)]
+    repeats: u64,
+    /// Row lengths measured, comma-separated
+    #[arg(
+        long,
+        value_name = "N,N,...",
+        value_delimiter = ',',
+        value_parser = positive,
+        default_value = "32,128,512,1024,4096,16384,32000,131072,262144"
+    )]
+    cols: Vec<u64>,
+    /// Folder of report.md, report.csv, report.png and scaling.csv
+    #[arg(long, value_name = "DIR", default_value = "target/report")]
+    out: PathBuf,
+    /// Log-softmax instead of softmax
+    #[arg(long)]
+    log: bool,
+    /// Force a kernel instead of the planner's choice: thread-row, subgroup-row,
+    /// workgroup-subgroup, workgroup-shared or split-row
+    #[arg(long, value_name = "KERNEL", value_parser = parse_kernel)]
+    kernel: Option<RowKernel>,
+    /// Force a workgroup size
+    #[arg(long, value_name = "N", value_parser = positive)]
+    wg: Option<u64>,
+    /// Instead of the report, per --cols shape: the planner's choice ("planner") and
+    /// each forced kernel (with an optional workgroup size after a colon), against the
+    /// copy kernel in the same rounds
+    #[arg(long, value_name = "CONFIG,...", value_delimiter = ',', value_parser = parse_config)]
+    versus: Vec<(String, Forced)>,
+}
+
+impl Flags {
+    /// The report's settings (every combination of flags is valid).
+    pub fn check(self) -> Outcome<Args> {
+        let planned = if self.log {
+            Options::log_softmax()
+        } else {
+            Options::softmax()
+        };
+        let forced = Forced {
+            kernel: self.kernel,
+            workgroup_size: self.wg.map(saturating_u32),
+        };
+        Ok(Args {
+            size_mib: self.size_mib,
+            iters: saturating_u32(self.iters),
+            repeats: usize::try_from(self.repeats).unwrap_or(usize::MAX),
+            cols: self
+                .cols
+                .into_iter()
+                .map(|c| usize::try_from(c).unwrap_or(usize::MAX))
+                .collect(),
+            out: self.out,
+            planned,
+            options: forced.apply(planned),
+            versus: self.versus,
+        })
+    }
+}
+
+fn saturating_u32(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A positive integer.
+fn positive(text: &str) -> Result<u64, String> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or(format!("expected a positive integer, got {text:?}"))
+}
+
+/// A `--versus` configuration: `planner` or a kernel, and an optional `:workgroup`.
+/// Only the kernel and workgroup size are kept: the op comes from the other flags,
+/// whatever their order.
+fn parse_config(config: &str) -> Result<(String, Forced), String> {
+    let (kernel, wg) = match config.split_once(':') {
+        Some((k, w)) => (k, Some(saturating_u32(positive(w)?))),
+        None => (config, None),
+    };
+    let kernel = match kernel {
+        "planner" => None,
+        _ => Some(parse_kernel(kernel)?),
+    };
+    let forced = Forced {
+        kernel,
+        workgroup_size: wg,
+    };
+    Ok((config.to_string(), forced))
+}
+
+/// The report's settings.
+pub struct Args {
     size_mib: Option<u64>,
     iters: u32,
     repeats: usize,
@@ -55,7 +155,7 @@ struct Args {
 }
 
 /// A kernel and workgroup size forced instead of the planner's choice.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Forced {
     kernel: Option<RowKernel>,
     workgroup_size: Option<u32>,
@@ -83,69 +183,6 @@ fn parse_kernel(name: &str) -> Result<RowKernel, String> {
         "split-row" => RowKernel::SplitRow,
         other => return Err(format!("unknown kernel {other:?}")),
     })
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        size_mib: None,
-        iters: 10,
-        repeats: 5,
-        cols: DEFAULT_COLS.to_vec(),
-        out: PathBuf::from("target/report"),
-        planned: Options::softmax(),
-        options: Options::softmax(),
-        versus: Vec::new(),
-    };
-    let mut forced = Forced::default();
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        let number = |v: String| -> Result<u64, String> {
-            v.parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or(format!("{flag}: expected a positive integer, got {v:?}"))
-        };
-        match flag.as_str() {
-            "--size-mib" => args.size_mib = Some(number(value()?)?),
-            "--iters" => args.iters = number(value()?)? as u32,
-            "--repeats" => args.repeats = number(value()?)? as usize,
-            "--out" => args.out = PathBuf::from(value()?),
-            "--log" => args.planned = Options::log_softmax(),
-            "--wg" => forced.workgroup_size = Some(number(value()?)? as u32),
-            "--kernel" => {
-                forced.kernel = Some(parse_kernel(&value()?).map_err(|e| format!("--kernel: {e}"))?)
-            }
-            "--versus" => {
-                for config in value()?.split(',') {
-                    let (kernel, wg) = match config.split_once(':') {
-                        Some((k, w)) => (k, Some(number(w.to_string())? as u32)),
-                        None => (config, None),
-                    };
-                    // Only the kernel and workgroup size are kept: the op comes from
-                    // the other flags, whatever their order.
-                    let kernel = match kernel {
-                        "planner" => None,
-                        _ => Some(parse_kernel(kernel).map_err(|e| format!("--versus: {e}"))?),
-                    };
-                    let forced = Forced {
-                        kernel,
-                        workgroup_size: wg,
-                    };
-                    args.versus.push((config.to_string(), forced));
-                }
-            }
-            "--cols" => {
-                args.cols = value()?
-                    .split(',')
-                    .map(|c| number(c.to_string()).map(|n| n as usize))
-                    .collect::<Result<_, _>>()?
-            }
-            _ => return Err(format!("unknown flag {flag}")),
-        }
-    }
-    args.options = forced.apply(args.planned);
-    Ok(args)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -333,6 +370,9 @@ fn logits(len: usize, seed: u64) -> Vec<f32> {
 struct Row {
     rows: usize,
     cols: usize,
+    /// The planner's traffic for the shape: bytes moved over one read and one write of
+    /// every element, and reads per element.
+    traffic: (f64, u32),
     softmax_s: f64,
     copy_kernel_s: f64,
     /// Median over rounds of copy-kernel time / softmax time, measured back to back.
@@ -405,6 +445,7 @@ fn measure_shape(
     Ok(Row {
         rows,
         cols,
+        traffic: traffic(ctx, &args.options, rows, cols)?,
         softmax_s: median(t[0].clone()),
         copy_kernel_s: median(t[1].clone()),
         copy_engine_s: median(t[2].clone()),
@@ -413,6 +454,23 @@ fn measure_shape(
         transfer_s: median(transfer.clone()),
         host_over_transfer: median_ratio(&transfer, &host),
     })
+}
+
+/// What the planner's plan for a packed f32 matrix moves, by construction: bytes over
+/// the least (one read and one write of each element), and reads per element.
+fn traffic(ctx: &Context, options: &Options, rows: usize, cols: usize) -> Result<(f64, u32), String> {
+    use wgpu_softmax::internals::plan;
+    let place = plan::Placement {
+        offset: 0,
+        row_stride: cols,
+        elem_bytes: 4,
+    };
+    let tuning = plan::Tuning {
+        kernel: options.kernel(),
+        workgroup_size: options.workgroup_size(),
+    };
+    let p = plan::plan(rows, cols, place, place, tuning, ctx.caps()).map_err(|e| e.to_string())?;
+    Ok((p.traffic.ratio(), p.traffic.reads_per_element))
 }
 
 /// Elements per host chunk for a matrix of `len` elements.
@@ -548,13 +606,18 @@ fn markdown(ctx: &Context, args: &Args, rows: &[Row], lat: &[(usize, f64, f64)])
         clock(ctx),
         args.repeats
     );
-    s += "| rows x cols | softmax G el/s | softmax GB/s | copy kernel GB/s | copy engine GB/s | softmax / copy kernel | host GB/s | upload+readback GB/s | host / transfer |\n";
-    s += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    s += "Traffic: bytes the planner's plan moves over one read and one write of each element \
+          (reads per element), by construction.\n\n";
+    s += "| rows x cols | traffic | softmax G el/s | softmax GB/s | copy kernel GB/s | copy engine GB/s | softmax / copy kernel | host GB/s | upload+readback GB/s | host / transfer |\n";
+    s += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
     for r in rows {
         s += &format!(
-            "| {} x {} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            "| {} x {} | {:.2} ({} read{}) | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
             r.rows,
             r.cols,
+            r.traffic.0,
+            r.traffic.1,
+            if r.traffic.1 == 1 { "" } else { "s" },
             r.gelem(r.softmax_s),
             r.gbs(r.softmax_s),
             r.gbs(r.copy_kernel_s),
@@ -935,7 +998,12 @@ fn versus(ctx: &Context, copy: &CopyKernel, args: &Args, size: u64) -> Result<()
     Ok(())
 }
 
-fn run(args: Args) -> Result<(), String> {
+/// Runs the report (or the `--versus` table).
+pub fn run(args: Args) -> Outcome<()> {
+    report(args).map_err(runtime)
+}
+
+fn report(args: Args) -> Result<(), String> {
     // Kernel times come from GPU timestamps where the adapter has them (GpuTimer).
     let options = ContextOptions::default().with_extra_features(GpuTimer::FEATURES);
     let ctx = block_on(Context::new(options)).map_err(|e| e.to_string())?;
@@ -997,14 +1065,4 @@ fn run(args: Args) -> Result<(), String> {
         Err(e) => eprintln!("chart skipped: {e}"),
     }
     Ok(())
-}
-
-fn main() -> ExitCode {
-    match parse_args().and_then(run) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }
