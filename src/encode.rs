@@ -512,6 +512,9 @@ fn rows_share_bytes(a: &Placement, b: &Placement, shape: Shape) -> bool {
 impl Gpu {
     /// The uniform buffer (written through the queue) and one bind group per chunk for
     /// `key`.
+    // In a browser wgpu's objects are neither Send nor Sync, and neither is anything of
+    // this crate there (one thread); the Arc only shares them with the binding cache.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     fn make_bindings(
         &self,
         key: &BindingKey,
