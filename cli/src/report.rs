@@ -458,7 +458,12 @@ fn measure_shape(
 
 /// What the planner's plan for a packed f32 matrix moves, by construction: bytes over
 /// the least (one read and one write of each element), and reads per element.
-fn traffic(ctx: &Context, options: &Options, rows: usize, cols: usize) -> Result<(f64, u32), String> {
+fn traffic(
+    ctx: &Context,
+    options: &Options,
+    rows: usize,
+    cols: usize,
+) -> Result<(f64, u32), String> {
     use wgpu_softmax::internals::plan;
     let place = plan::Placement {
         offset: 0,
