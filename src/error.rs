@@ -30,7 +30,7 @@ pub enum Error {
         actual: usize,
     },
     /// `rows * cols` (or a byte size derived from it) does not fit in the address space,
-    /// or a row is longer than [`crate::plan::MAX_COLS`] (about 2^32 columns).
+    /// or a row is longer than the kernels take (2^32 - 2^18 columns).
     #[error("shape [{rows}, {cols}] is too large to address")]
     ShapeOverflow {
         /// Rows asked for.
