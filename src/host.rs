@@ -55,9 +55,14 @@ impl<'a> HostMask<'a> {
     pub fn get(&self, i: usize) -> f32 {
         let at = i * self.dtype.size() as usize;
         match self.dtype {
-            Dtype::F32 => f32::from_le_bytes(self.bytes[at..at + 4].try_into().unwrap_or([0; 4])),
-            Dtype::F16 => half::f16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]).to_f32(),
-            Dtype::Bf16 => half::bf16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]).to_f32(),
+            // The bytes are the caller's values cast, in the host's byte order.
+            Dtype::F32 => bytemuck::pod_read_unaligned::<f32>(&self.bytes[at..at + 4]),
+            Dtype::F16 => {
+                bytemuck::pod_read_unaligned::<half::f16>(&self.bytes[at..at + 2]).to_f32()
+            }
+            Dtype::Bf16 => {
+                bytemuck::pod_read_unaligned::<half::bf16>(&self.bytes[at..at + 2]).to_f32()
+            }
         }
     }
 }
@@ -333,47 +338,27 @@ impl Host<'_> {
                 let elements = first_row * shape.cols..(first_row + rows) * shape.cols;
                 let bytes = (elements.len() as u64 * g_elem).next_multiple_of(4);
                 let (y_slot, grad_slot) = (&lease.slots[0], &lease.slots[1]);
-                let submission = scoped_async(&self.gpu.device, || -> Result<_> {
-                    write_words(
-                        &self.gpu.queue,
-                        &y_slot.data,
-                        bytemuck::cast_slice(&y[elements.clone()]),
-                    );
-                    write_words(
-                        &self.gpu.queue,
-                        &grad_slot.data,
-                        bytemuck::cast_slice(&dy[elements.clone()]),
-                    );
-                    let mut encoder =
-                        self.gpu
-                            .device
-                            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                                label: Some("wgpu-softmax backward"),
-                            });
-                    self.gpu.encode_backward(
-                        &mut encoder,
-                        MatrixView::new(&y_slot.data).with_dtype(T::DTYPE),
-                        MatrixView::new(&grad_slot.data).with_dtype(U::DTYPE),
-                        Shape::new(rows, shape.cols),
-                        options,
-                    )?;
-                    encoder.copy_buffer_to_buffer(
-                        &grad_slot.data,
-                        0,
-                        &grad_slot.readback,
-                        0,
-                        bytes,
-                    );
-                    Ok(self.gpu.queue.submit([encoder.finish()]))
-                })
-                .await??;
-                let mapped = map_read(
-                    &self.gpu.device,
-                    self.poller,
-                    &grad_slot.readback,
-                    0..bytes,
-                    submission,
-                )?;
+                let mapped = self
+                    .submit_chunk(grad_slot, 0, bytes, |encoder| {
+                        write_words(
+                            &self.gpu.queue,
+                            &y_slot.data,
+                            bytemuck::cast_slice(&y[elements.clone()]),
+                        );
+                        write_words(
+                            &self.gpu.queue,
+                            &grad_slot.data,
+                            bytemuck::cast_slice(&dy[elements.clone()]),
+                        );
+                        self.gpu.encode_backward(
+                            encoder,
+                            MatrixView::new(&y_slot.data).with_dtype(T::DTYPE),
+                            MatrixView::new(&grad_slot.data).with_dtype(U::DTYPE),
+                            Shape::new(rows, shape.cols),
+                            options,
+                        )
+                    })
+                    .await?;
                 yield_now().await;
                 let done = InFlight {
                     slot: 1,
@@ -532,48 +517,28 @@ impl Host<'_> {
             let bytes = (elements.len() as u64 * layout.out_elem).next_multiple_of(4);
             let staging = &slots[slot];
             let chunk_shape = Shape::new(rows, shape.cols);
-            let submission = scoped_async(&self.gpu.device, || -> Result<_> {
-                write_words(
-                    &self.gpu.queue,
-                    &staging.data,
-                    bytemuck::cast_slice(&input[elements.clone()]),
-                );
-                let mut encoder =
-                    self.gpu
-                        .device
-                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                            label: Some("wgpu-softmax host"),
-                        });
-                let src = MatrixView::new(&staging.data).with_dtype(T::DTYPE);
-                let dst = MatrixView::new(&staging.data)
-                    .with_offset(layout.gap_at(rows))
-                    .with_dtype(U::DTYPE);
-                self.gpu.encode(
-                    &mut encoder,
-                    src,
-                    dst,
-                    chunk_shape,
-                    options,
-                    &row_inputs,
-                    first_row,
-                )?;
-                encoder.copy_buffer_to_buffer(
-                    &staging.data,
-                    layout.gap_at(rows),
-                    &staging.readback,
-                    0,
-                    bytes,
-                );
-                Ok(self.gpu.queue.submit([encoder.finish()]))
-            })
-            .await??;
-            let mapped = map_read(
-                &self.gpu.device,
-                self.poller,
-                &staging.readback,
-                0..bytes,
-                submission,
-            )?;
+            let mapped = self
+                .submit_chunk(staging, layout.gap_at(rows), bytes, |encoder| {
+                    write_words(
+                        &self.gpu.queue,
+                        &staging.data,
+                        bytemuck::cast_slice(&input[elements.clone()]),
+                    );
+                    let src = MatrixView::new(&staging.data).with_dtype(T::DTYPE);
+                    let dst = MatrixView::new(&staging.data)
+                        .with_offset(layout.gap_at(rows))
+                        .with_dtype(U::DTYPE);
+                    self.gpu.encode(
+                        encoder,
+                        src,
+                        dst,
+                        chunk_shape,
+                        options,
+                        &row_inputs,
+                        first_row,
+                    )
+                })
+                .await?;
             in_flight.push(InFlight {
                 slot,
                 elements,
@@ -587,6 +552,38 @@ impl Host<'_> {
             self.finish(done, slots, output).await?;
         }
         Ok(())
+    }
+
+    /// One chunk's round trip, up to the wait: `record` uploads the chunk and records its
+    /// op on a new encoder; then `bytes` of the result, from `result_offset` of the slot's
+    /// device buffer, are copied to its readback buffer, the encoder is submitted (all in
+    /// error scopes), and the readback's map is started.
+    async fn submit_chunk(
+        &self,
+        slot: &StagingSlot,
+        result_offset: u64,
+        bytes: u64,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<MapWait> {
+        let submission = scoped_async(&self.gpu.device, || -> Result<_> {
+            let mut encoder =
+                self.gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("wgpu-softmax host"),
+                    });
+            record(&mut encoder)?;
+            encoder.copy_buffer_to_buffer(&slot.data, result_offset, &slot.readback, 0, bytes);
+            Ok(self.gpu.queue.submit([encoder.finish()]))
+        })
+        .await??;
+        map_read(
+            &self.gpu.device,
+            self.poller,
+            &slot.readback,
+            0..bytes,
+            submission,
+        )
     }
 
     /// Awaits a chunk's readback (bounded by the context's time-out) and copies it out.

@@ -1,6 +1,7 @@
 //! Batched softmax and log-softmax over the last axis of row-major `[rows, cols]`
 //! matrices stored as f32, f16 or bf16 (arithmetic in f32), computed by WGSL compute
-//! shaders on any adapter wgpu reaches, natively and in the browser.
+//! shaders on any adapter wgpu reaches natively; the crate also builds for the browser's
+//! WebGPU (`wasm32-unknown-unknown`).
 //!
 //! One description of the op ([`Options`]: softmax or log-softmax, temperature, causal
 //! offset, masked-row policy), two ways to run it:
