@@ -48,11 +48,13 @@ pub enum Shader {
     SplitWrite,
     /// `softmax_backward`.
     Backward,
+    /// `softmax_sample`.
+    Sample,
 }
 
 impl Shader {
     /// Every shader.
-    pub const ALL: [Shader; 7] = [
+    pub const ALL: [Shader; 8] = [
         Shader::ThreadRow,
         Shader::SubgroupRow,
         Shader::WorkgroupShared,
@@ -60,6 +62,7 @@ impl Shader {
         Shader::SplitStats,
         Shader::SplitWrite,
         Shader::Backward,
+        Shader::Sample,
     ];
 
     /// The entry point, which is also the file name and pipeline label.
@@ -72,6 +75,7 @@ impl Shader {
             Shader::SplitStats => "softmax_split_stats",
             Shader::SplitWrite => "softmax_split_write",
             Shader::Backward => "softmax_backward",
+            Shader::Sample => "softmax_sample",
         }
     }
 
@@ -87,12 +91,19 @@ impl Shader {
             Shader::SplitStats => include_str!("../shaders/softmax_split_stats.wgsl"),
             Shader::SplitWrite => include_str!("../shaders/softmax_split_write.wgsl"),
             Shader::Backward => include_str!("../shaders/softmax_backward.wgsl"),
+            Shader::Sample => include_str!("../shaders/softmax_sample.wgsl"),
         }
     }
 
     /// Whether it uses subgroup operations (`Features::SUBGROUP`).
     pub fn needs_subgroups(self) -> bool {
         matches!(self, Shader::SubgroupRow | Shader::WorkgroupSubgroup)
+    }
+
+    /// Whether its output is a matrix like its input (every shader but the sampler, which
+    /// writes a column and a log-probability per row).
+    pub fn writes_rows(self) -> bool {
+        self != Shader::Sample
     }
 
     /// Whether it keeps rows in the register cache (the others sweep, or, for the
@@ -120,7 +131,11 @@ impl Shader {
 }
 
 /// The files `#import` can name: `shaders/common/NAME.wgsl`.
-const COMMON: [(&str, &str); 12] = [
+const COMMON: [(&str, &str); 13] = [
+    (
+        "row_common",
+        include_str!("../shaders/common/row_common.wgsl"),
+    ),
     (
         "softmax_common",
         include_str!("../shaders/common/softmax_common.wgsl"),
@@ -213,8 +228,14 @@ impl Variant {
             } else {
                 vec![0]
             };
+            // The sampler's outputs are its own (ids and log-probabilities in f32).
+            let dst_halves: &[bool] = if shader.writes_rows() {
+                &[false, true]
+            } else {
+                &[false]
+            };
             for src_half in [false, true] {
-                for dst_half in [false, true] {
+                for &dst_half in dst_halves {
                     for row_inputs in [
                         None,
                         Some(MaskRead::Words),

@@ -5,11 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::dtype::Element;
-use crate::encode::{MatrixView, RowInputs};
+use crate::encode::{MatrixView, RowInputs, SampleOutputs};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::host::{Host, HostInputs};
 use crate::op::{Options, Shape};
+use crate::sample::Sampling;
 use crate::staging::StagingPool;
 use crate::wait::Poller;
 
@@ -359,6 +360,68 @@ impl Context {
     ) -> Result<()> {
         self.gpu
             .encode_backward(encoder, y, grad, shape, options)
+            .map_err(|e| self.gpu.explain(e))
+    }
+
+    /// **Host path**, sampling: draws one column per row of the `shape` matrix `input`
+    /// (logits, any storage type) as `sampling` says, after the softmax that `options`
+    /// describes (its temperature, causal mask and masked-row policy; its op is ignored)
+    /// with the mask, lengths and per-row temperatures of `inputs` fused in. Row `r`'s
+    /// column goes to `ids[r]` and, when given, its log-probability under the whole,
+    /// unfiltered softmax to `logprobs[r]`. A row with nothing to draw from (all masked,
+    /// or a NaN or `+inf` in it) gets [`NO_TOKEN`](crate::NO_TOKEN) and a log-probability
+    /// of NaN (`-inf` for a fully masked row under [`MaskedRows::Zero`](crate::MaskedRows)).
+    /// The row is never read back: 4 bytes per row are (8 with log-probabilities).
+    /// Statistics in `inputs` are refused. See [`Sampling`] for the filters, their order
+    /// and the generator.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), wgpu_softmax::Error> {
+    /// use wgpu_softmax::{block_on, Context, ContextOptions, HostInputs, Options, Sampling, Shape};
+    /// let ctx = block_on(Context::new(ContextOptions::default()))?;
+    /// let logits = [7.0f32, 4.0, 0.0, 1.0, 9.0, 2.0];
+    /// let mut ids = [0u32; 2];
+    /// let greedy = Sampling::greedy();
+    /// block_on(ctx.sample(&logits, &mut ids, None, Shape::new(2, 3), &Options::softmax(), &greedy, HostInputs::default()))?;
+    /// assert_eq!(ids, [0, 1]);
+    /// # Ok(()) }
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub async fn sample<T: Element>(
+        &self,
+        input: &[T],
+        ids: &mut [u32],
+        logprobs: Option<&mut [f32]>,
+        shape: Shape,
+        options: &Options,
+        sampling: &Sampling,
+        inputs: HostInputs<'_>,
+    ) -> Result<()> {
+        self.host()
+            .sample(input, ids, logprobs, shape, options, sampling, inputs)
+            .await
+    }
+
+    /// **Resident path**, sampling: records the draw of [`Context::sample`] over the
+    /// `shape` matrix at `input` on the caller's `encoder`, writing each row's id (and,
+    /// when asked, log-probability) into `outputs`, the app's buffers. A decoder loop
+    /// then reads back 4 bytes per row, or nothing at all if the ids feed the next step
+    /// on the GPU. The outputs must not overlap the input, the row inputs or each other;
+    /// statistics in `inputs` are refused; `cols == 0` (with rows) is refused, as rows of
+    /// nothing have nothing to draw from. Errors as [`Context::encode`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_sample(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: MatrixView<'_>,
+        outputs: SampleOutputs<'_>,
+        shape: Shape,
+        options: &Options,
+        sampling: &Sampling,
+        inputs: &RowInputs<'_>,
+    ) -> Result<()> {
+        self.gpu
+            .encode_sample(encoder, input, outputs, shape, options, sampling, inputs, 0)
             .map_err(|e| self.gpu.explain(e))
     }
 

@@ -6,6 +6,7 @@ use crate::gpu::Gpu;
 use crate::kernels::{uniform_buffer, BindingKey, Bindings, Bound, Params, PipelineKey, Shader};
 use crate::op::{MaskedRows, Op, Options, Shape};
 use crate::plan::{self, Placement, Plan};
+use crate::sample::Sampling;
 use crate::stats::StatsMode;
 use crate::wait::scoped;
 
@@ -509,6 +510,64 @@ fn rows_share_bytes(a: &Placement, b: &Placement, shape: Shape) -> bool {
     false
 }
 
+/// The most sweeps of one of the sampler's sweep functions per row: a search cuts the
+/// open range of 2^32 keys to about a fifth per sweep, 15 sweeps at worst, and one more
+/// sweep counts the row (top-k) or the mass top-k kept (top-p).
+const SEARCH_SWEEPS: u64 = 16;
+
+/// Where the sampler writes: a column id (`u32`) per row, and optionally its
+/// log-probability (`f32`) per row, in the app's buffers.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleOutputs<'a> {
+    /// Row `r`'s id goes to element `r` of this region.
+    pub ids: Region<'a>,
+    /// Row `r`'s log-probability goes to element `r` of this region, when given.
+    pub logprobs: Option<Region<'a>>,
+}
+
+impl<'a> SampleOutputs<'a> {
+    /// Ids only.
+    pub fn new(ids: Region<'a>) -> Self {
+        SampleOutputs {
+            ids,
+            logprobs: None,
+        }
+    }
+
+    /// These outputs with the log-probabilities too.
+    pub fn with_logprobs(mut self, logprobs: Region<'a>) -> Self {
+        self.logprobs = Some(logprobs);
+        self
+    }
+}
+
+/// The checked outputs of a sampling call, and its sampling.
+pub(crate) struct SampleBinding<'a> {
+    ids: RegionBinding<'a>,
+    logprobs: Option<RegionBinding<'a>>,
+    sampling: Sampling,
+}
+
+impl SampleBinding<'_> {
+    /// A chunk's params with the sampling fields, its first row `first_row` of the call.
+    fn params(&self, params: Params, first_row: u32) -> Params {
+        let (top_k, top_p, min_p, flags) = self.sampling.kernel_fields();
+        Params {
+            col_origin: self.sampling.column_offset,
+            top_k,
+            top_p,
+            min_p,
+            seed_lo: self.sampling.seed as u32,
+            seed_hi: (self.sampling.seed >> 32) as u32,
+            step: self.sampling.step,
+            sample_flags: flags | if self.logprobs.is_some() { 2 } else { 0 },
+            ids_first: self.ids.first + first_row,
+            logprobs_first: self.logprobs.as_ref().map_or(0, |b| b.first + first_row),
+            ..params
+        }
+    }
+}
+
 impl Gpu {
     /// The uniform buffer (written through the queue) and one bind group per chunk for
     /// `key`.
@@ -625,7 +684,158 @@ impl Gpu {
             (input, output),
             shape,
             options,
-            &bindings,
+            (&bindings, None),
+        )
+    }
+
+    /// The sampling op (see [`Context::encode_sample`](crate::Context::encode_sample)) on
+    /// rows `row_origin..` of the inputs, as [`Gpu::encode`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn encode_sample(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: MatrixView<'_>,
+        outputs: SampleOutputs<'_>,
+        shape: Shape,
+        options: &Options,
+        sampling: &Sampling,
+        inputs: &RowInputs<'_>,
+        row_origin: usize,
+    ) -> Result<()> {
+        options.validate()?;
+        sampling.validate()?;
+        shape.len()?;
+        if shape.rows == 0 {
+            return Ok(());
+        }
+        if shape.cols == 0 {
+            return Err(Error::Unsupported(
+                "sampling needs at least one column (a row of none has nothing to draw)".into(),
+            ));
+        }
+        if inputs.stats.is_some() {
+            return Err(Error::Unsupported(
+                "sampling takes no row statistics (it computes its own)".into(),
+            ));
+        }
+        let input_bytes = input.check("input", shape)?;
+        let total_rows = row_origin as u64 + shape.rows as u64;
+        if total_rows + shape.cols as u64 + 1 > u64::from(u32::MAX) {
+            return Err(Error::ShapeOverflow {
+                rows: shape.rows,
+                cols: shape.cols,
+            });
+        }
+        let mut bindings = inputs.bind(total_rows, shape.cols, &self.caps)?;
+        bindings.row_origin = row_origin as u32;
+        let rows = shape.rows as u64;
+        let ids = RegionBinding::new(
+            "ids",
+            outputs.ids.buffer,
+            outputs.ids.offset,
+            4,
+            rows,
+            &self.caps,
+        )?;
+        let logprobs = outputs
+            .logprobs
+            .map(|r| RegionBinding::new("logprobs", r.buffer, r.offset, 4, rows, &self.caps))
+            .transpose()?;
+        // What is written must share no byte with anything else the kernel touches.
+        type Bytes<'b> = (&'static str, &'b wgpu::Buffer, std::ops::Range<u64>);
+        let mut touched: Vec<Bytes<'_>> = vec![("input", input.buffer, input_bytes)];
+        touched.extend(
+            bindings
+                .mask
+                .as_ref()
+                .map(|(b, _)| ("mask", b.buffer, b.bytes.clone())),
+        );
+        touched.extend(
+            bindings
+                .lengths
+                .as_ref()
+                .map(|b| ("lengths", b.buffer, b.bytes.clone())),
+        );
+        touched.extend(
+            bindings
+                .temperatures
+                .as_ref()
+                .map(|b| ("temperatures", b.buffer, b.bytes.clone())),
+        );
+        let mut written: Vec<Bytes<'_>> = vec![("ids", ids.buffer, ids.bytes.clone())];
+        written.extend(
+            logprobs
+                .as_ref()
+                .map(|b| ("logprobs", b.buffer, b.bytes.clone())),
+        );
+        for (i, w) in written.iter().enumerate() {
+            for other in touched.iter().chain(&written[i + 1..]) {
+                if w.1 == other.1 && w.2.start < other.2.end && other.2.start < w.2.end {
+                    return Err(Error::RegionOverlap {
+                        written: w.0,
+                        other: other.0,
+                    });
+                }
+            }
+        }
+        self.check_alive("input", input.buffer)?;
+        self.check_alive("ids", ids.buffer)?;
+        if let Some(b) = &logprobs {
+            self.check_alive("logprobs", b.buffer)?;
+        }
+        bindings.check_alive(self)?;
+        // One workgroup per row, as the workgroup kernel: the planner's chunks of rows
+        // within the bindings and the dispatch limits.
+        // A row is one workgroup's, however long: about 16 columns per invocation, from
+        // 32 invocations (short rows: each sweep ends in barriers, which cost more than
+        // the loads there) to the largest workgroup.
+        let largest = plan::MAX_SHARED_WORKGROUP
+            .min(1 << self.caps.max_invocations_per_workgroup.max(1).ilog2());
+        let wanted =
+            (shape.cols.div_ceil(16).next_power_of_two() as u32).clamp(32, largest.max(32));
+        let tuning = plan::Tuning {
+            kernel: Some(plan::RowKernel::WorkgroupShared),
+            workgroup_size: Some(
+                options
+                    .tuning()
+                    .workgroup_size
+                    .unwrap_or(wanted.min(largest)),
+            ),
+        };
+        let placement = input.placement(shape.cols);
+        let plan = plan::plan(
+            shape.rows, shape.cols, placement, placement, tuning, &self.caps,
+        )?;
+        // A software adapter's cap on a loop's iterations over an invocation: the draw
+        // steps one column per invocation, the searches' sweeps four, in at most
+        // SEARCH_SWEEPS sweeps per search.
+        if let Some(limit) = self.caps.max_loop_iterations {
+            let steps = (shape.cols as u64).div_ceil(u64::from(plan.workgroup_size));
+            if steps > limit || steps.div_ceil(4) * SEARCH_SWEEPS > limit {
+                return Err(Error::Unsupported(format!(
+                    "sampling a row of {} columns needs more than {limit} loop iterations \
+                     per invocation, above this software adapter's cap",
+                    shape.cols
+                )));
+            }
+        }
+        log::debug!(
+            "wgpu-softmax: {shape:?} sample {sampling:?}: {} invocations, {} chunk(s)",
+            plan.workgroup_size,
+            plan.chunks.len()
+        );
+        let sample = SampleBinding {
+            ids,
+            logprobs,
+            sampling: *sampling,
+        };
+        self.record(
+            encoder,
+            (&plan, &[Shader::Sample]),
+            (input, input),
+            shape,
+            options,
+            (&bindings, Some(&sample)),
         )
     }
 
@@ -666,7 +876,7 @@ impl Gpu {
             (y, grad),
             shape,
             &forward,
-            &none,
+            (&none, None),
         )
     }
 
@@ -680,17 +890,18 @@ impl Gpu {
         (input, output): (MatrixView<'_>, MatrixView<'_>),
         shape: Shape,
         options: &Options,
-        inputs: &InputBindings<'_>,
+        (inputs, sample): (&InputBindings<'_>, Option<&SampleBinding<'_>>),
     ) -> Result<()> {
-        let key = |shader| PipelineKey {
+        let key = |shader: Shader| PipelineKey {
             shader,
             workgroup_size: plan.workgroup_size,
             vec4: plan.vec4,
-            // The backward kernel has no register cache: one variant serves every shape.
-            cache_slots: if shader == Shader::Backward {
-                0
-            } else {
+            // The backward kernel and the sampler have no register cache: one variant
+            // serves every shape.
+            cache_slots: if shader.caches_rows() {
                 plan.cache_slots
+            } else {
+                0
             },
             log: options.op == Op::LogSoftmax,
             masked_rows_zero: options.masked_rows == MaskedRows::Zero,
@@ -698,7 +909,11 @@ impl Gpu {
             stats_given: matches!(inputs.stats, Some((_, StatsMode::Given))),
             causal: options.causal.is_some(),
             src: input.dtype,
-            dst: output.dtype,
+            dst: if sample.is_some() {
+                Dtype::F32
+            } else {
+                output.dtype
+            },
             mask: inputs.mask.is_some(),
             mask_dtype: if inputs.mask.is_some() {
                 inputs.mask_dtype
@@ -773,7 +988,11 @@ impl Gpu {
                 mask_first: first(inputs.mask.as_ref().map(|(b, _)| b)),
                 lengths_first: first(inputs.lengths.as_ref()),
                 temps_first: first(inputs.temperatures.as_ref()),
-                _pad: 0,
+                ..Params::default()
+            };
+            let params = match sample {
+                Some(sb) => sb.params(params, chunk.first_row as u32),
+                None => params,
             };
             let at = i * slot as usize;
             bytes[at..at + std::mem::size_of::<Params>()]
@@ -795,6 +1014,11 @@ impl Gpu {
                     (src.clone(), dst.clone())
                 } else {
                     (Bound::Unused, Bound::Unused)
+                };
+                // The sampler's outputs: ids and log-probabilities, whole regions.
+                let (dst, dst4) = match sample {
+                    Some(sb) => (region(Some(&sb.ids)), region(sb.logprobs.as_ref())),
+                    None => (dst, dst4),
                 };
                 let partials = partials.as_ref().map_or(Bound::Unused, |b| {
                     let size = (u64::from(chunk.rows) * u64::from(split.parts) * 16).max(16);

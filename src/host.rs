@@ -2,11 +2,12 @@
 //! matrices streamed through the GPU in chunks, and every wait awaited, never blocked on.
 
 use crate::dtype::{Dtype, Element};
-use crate::encode::{MaskView, MatrixView, Region, RowInputs, StatsView};
+use crate::encode::{MaskView, MatrixView, Region, RowInputs, SampleOutputs, StatsView};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::op::{Options, Shape};
+use crate::op::{MaskedRows, Options, Shape};
 use crate::plan::{self, Placement};
+use crate::sample::{Sampling, NO_TOKEN};
 use crate::staging::{Lease, StagingPool, StagingSlot};
 use crate::stats::StatsMode;
 use crate::wait::{map_read, scoped, scoped_async, yield_now, MapWait, Poller};
@@ -139,6 +140,35 @@ fn check_len(which: &'static str, expected: usize, actual: usize) -> Result<()> 
     }
 }
 
+/// The checks of a call's row inputs against its shape.
+fn check_host_inputs(inputs: &HostInputs<'_>, shape: Shape) -> Result<()> {
+    if let Some(mask) = &inputs.mask {
+        let expected = mask
+            .rows
+            .checked_mul(shape.cols)
+            .ok_or(Error::ShapeOverflow {
+                rows: mask.rows,
+                cols: shape.cols,
+            })?;
+        check_len("mask", expected, mask.len())?;
+        if mask.rows == 0 {
+            return Err(Error::Unsupported("a mask needs at least one row".into()));
+        }
+    }
+    if let Some(lengths) = inputs.lengths {
+        check_len("lengths", shape.rows, lengths.len())?;
+    }
+    if let Some(temperatures) = inputs.temperatures {
+        check_len("temperatures", shape.rows, temperatures.len())?;
+    }
+    match &inputs.stats {
+        Some(HostStats::Write(s)) => check_len("stats", shape.rows, s.len())?,
+        Some(HostStats::Given(s)) => check_len("stats", shape.rows, s.len())?,
+        None => {}
+    }
+    Ok(())
+}
+
 /// Device copies of a [`HostInputs`].
 #[derive(Default)]
 struct InputBuffers {
@@ -205,30 +235,7 @@ impl Host<'_> {
                 });
             }
         }
-        if let Some(mask) = &inputs.mask {
-            let expected = mask
-                .rows
-                .checked_mul(shape.cols)
-                .ok_or(Error::ShapeOverflow {
-                    rows: mask.rows,
-                    cols: shape.cols,
-                })?;
-            check_len("mask", expected, mask.len())?;
-            if mask.rows == 0 {
-                return Err(Error::Unsupported("a mask needs at least one row".into()));
-            }
-        }
-        if let Some(lengths) = inputs.lengths {
-            check_len("lengths", shape.rows, lengths.len())?;
-        }
-        if let Some(temperatures) = inputs.temperatures {
-            check_len("temperatures", shape.rows, temperatures.len())?;
-        }
-        match &inputs.stats {
-            Some(HostStats::Write(s)) => check_len("stats", shape.rows, s.len())?,
-            Some(HostStats::Given(s)) => check_len("stats", shape.rows, s.len())?,
-            None => {}
-        }
+        check_host_inputs(&inputs, shape)?;
         let HostInputs {
             mask,
             lengths,
@@ -366,6 +373,127 @@ impl Host<'_> {
                     mapped,
                 };
                 self.finish(done, &lease.slots, dx).await?;
+            }
+            Ok(())
+        }
+        .await
+        .map_err(|e| self.failure(e));
+        lease.finish(result.is_ok());
+        result
+    }
+
+    /// The host sampling op (see [`Context::sample`](crate::Context::sample)). Chunks of
+    /// rows go through the GPU one after another; each reads back 4 bytes per row (8
+    /// with the log-probabilities), never the row.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn sample<T: Element>(
+        &self,
+        input: &[T],
+        ids: &mut [u32],
+        mut logprobs: Option<&mut [f32]>,
+        shape: Shape,
+        options: &Options,
+        sampling: &Sampling,
+        inputs: HostInputs<'_>,
+    ) -> Result<()> {
+        options.validate()?;
+        sampling.validate()?;
+        check_len("input", shape.len()?, input.len())?;
+        check_len("ids", shape.rows, ids.len())?;
+        if let Some(lp) = &logprobs {
+            check_len("logprobs", shape.rows, lp.len())?;
+        }
+        check_host_inputs(&inputs, shape)?;
+        if inputs.stats.is_some() {
+            return Err(Error::Unsupported(
+                "sampling takes no row statistics (it computes its own)".into(),
+            ));
+        }
+        if shape.rows == 0 {
+            return Ok(());
+        }
+        if shape.cols == 0 {
+            // Rows of no columns have nothing to draw from.
+            ids.fill(NO_TOKEN);
+            if let Some(lp) = logprobs {
+                let fill = match options.masked_rows {
+                    MaskedRows::Zero => f32::NEG_INFINITY,
+                    _ => f32::NAN,
+                };
+                lp.fill(fill);
+            }
+            return Ok(());
+        }
+        let elem = T::DTYPE.size();
+        let align = u64::from(self.gpu.caps.storage_offset_alignment.max(16));
+        // Per chunk: the input rows, then (aligned) the ids, then the log-probabilities.
+        let chunk_rows = self.chunk_rows(shape, shape.cols as u64 * elem + 8, 2 * align)?;
+        let ids_at = |rows: usize| (rows as u64 * shape.cols as u64 * elem).next_multiple_of(align);
+        let lp_at = |rows: usize| (ids_at(rows) + rows as u64 * 4).next_multiple_of(align);
+        let slot_bytes = lp_at(chunk_rows) + chunk_rows as u64 * 4;
+        let HostInputs {
+            mask,
+            lengths,
+            temperatures,
+            ..
+        } = inputs;
+        let mut lease = Lease::new(self.staging);
+        lease.slots.push(self.take_slot(slot_bytes)?);
+        let result = async {
+            let buffers = self.input_buffers(mask, lengths, temperatures).await?;
+            let row_inputs = buffers.row_inputs();
+            let slot = &lease.slots[0];
+            for first_row in (0..shape.rows).step_by(chunk_rows) {
+                let rows = chunk_rows.min(shape.rows - first_row);
+                let elements = first_row * shape.cols..(first_row + rows) * shape.cols;
+                let with_lp = logprobs.is_some();
+                let bytes = if with_lp {
+                    lp_at(rows) + rows as u64 * 4 - ids_at(rows)
+                } else {
+                    rows as u64 * 4
+                };
+                let mapped = self
+                    .submit_chunk(slot, ids_at(rows), bytes, |encoder| {
+                        write_words(
+                            &self.gpu.queue,
+                            &slot.data,
+                            bytemuck::cast_slice(&input[elements.clone()]),
+                        );
+                        let ids_region = Region::new(&slot.data).with_offset(ids_at(rows));
+                        let mut outputs = SampleOutputs::new(ids_region);
+                        if with_lp {
+                            outputs = outputs
+                                .with_logprobs(Region::new(&slot.data).with_offset(lp_at(rows)));
+                        }
+                        self.gpu.encode_sample(
+                            encoder,
+                            MatrixView::new(&slot.data).with_dtype(T::DTYPE),
+                            outputs,
+                            Shape::new(rows, shape.cols),
+                            options,
+                            sampling,
+                            &row_inputs,
+                            first_row,
+                        )
+                    })
+                    .await?;
+                yield_now().await;
+                self.check_mapped(mapped.await?)?;
+                {
+                    let view = slot
+                        .readback
+                        .get_mapped_range(0..bytes)
+                        .map_err(|e| Error::Map(e.to_string()))?;
+                    let rows_range = first_row..first_row + rows;
+                    bytemuck::cast_slice_mut::<u32, u8>(&mut ids[rows_range.clone()])
+                        .copy_from_slice(&view[..rows * 4]);
+                    if let Some(lp) = logprobs.as_deref_mut() {
+                        let at = (lp_at(rows) - ids_at(rows)) as usize;
+                        bytemuck::cast_slice_mut::<f32, u8>(&mut lp[rows_range])
+                            .copy_from_slice(&view[at..at + rows * 4]);
+                    }
+                }
+                scoped_async(&self.gpu.device, || slot.readback.unmap()).await?;
             }
             Ok(())
         }

@@ -34,13 +34,25 @@ pub struct Params {
     pub mask_first: u32,
     pub lengths_first: u32,
     pub temps_first: u32,
-    pub _pad: u32,
+    pub col_origin: u32,
+    pub top_k: u32,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    pub step: u32,
+    pub sample_flags: u32,
+    pub ids_first: u32,
+    pub logprobs_first: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+    pub _pad2: u32,
 }
 
 impl Params {
     /// Each field's name and byte offset, for the reflection test that checks them
     /// against the WGSL struct (`tests/variants.rs`).
-    pub const FIELDS: [(&'static str, usize); 20] = [
+    pub const FIELDS: [(&'static str, usize); 32] = [
         ("rows", std::mem::offset_of!(Params, rows)),
         ("cols", std::mem::offset_of!(Params, cols)),
         ("src_stride", std::mem::offset_of!(Params, src_stride)),
@@ -63,7 +75,22 @@ impl Params {
         ("mask_first", std::mem::offset_of!(Params, mask_first)),
         ("lengths_first", std::mem::offset_of!(Params, lengths_first)),
         ("temps_first", std::mem::offset_of!(Params, temps_first)),
-        ("_pad", std::mem::offset_of!(Params, _pad)),
+        ("col_origin", std::mem::offset_of!(Params, col_origin)),
+        ("top_k", std::mem::offset_of!(Params, top_k)),
+        ("top_p", std::mem::offset_of!(Params, top_p)),
+        ("min_p", std::mem::offset_of!(Params, min_p)),
+        ("seed_lo", std::mem::offset_of!(Params, seed_lo)),
+        ("seed_hi", std::mem::offset_of!(Params, seed_hi)),
+        ("step", std::mem::offset_of!(Params, step)),
+        ("sample_flags", std::mem::offset_of!(Params, sample_flags)),
+        ("ids_first", std::mem::offset_of!(Params, ids_first)),
+        (
+            "logprobs_first",
+            std::mem::offset_of!(Params, logprobs_first),
+        ),
+        ("_pad0", std::mem::offset_of!(Params, _pad0)),
+        ("_pad1", std::mem::offset_of!(Params, _pad1)),
+        ("_pad2", std::mem::offset_of!(Params, _pad2)),
     ];
 }
 
@@ -454,8 +481,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn params_block_is_80_bytes_like_the_wgsl_struct() {
-        assert_eq!(std::mem::size_of::<Params>(), 80);
+    fn params_block_is_128_bytes_like_the_wgsl_struct() {
+        assert_eq!(std::mem::size_of::<Params>(), 128);
     }
 
     fn key(shader: Shader, cache_slots: u32, log: bool) -> PipelineKey {

@@ -100,15 +100,17 @@ mod plan;
 #[cfg_attr(not(feature = "internals"), allow(dead_code))]
 mod reference;
 mod staging;
+mod sample;
 mod stats;
 mod wait;
 
 pub use context::{Context, ContextOptions};
 pub use dtype::{Dtype, Element};
-pub use encode::{MaskView, MatrixView, Region, RowInputs, StatsView};
+pub use encode::{MaskView, MatrixView, Region, RowInputs, SampleOutputs, StatsView};
 pub use error::{Error, Result};
 pub use host::{HostInputs, HostMask, HostStats};
 pub use op::{MaskedRows, Op, Options, Shape, MIN_TEMPERATURE};
+pub use sample::{philox4x32_10, Sampling, NO_TOKEN};
 pub use stats::{combine_stats, StatsMode};
 pub use {half, wgpu};
 

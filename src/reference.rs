@@ -260,6 +260,124 @@ pub fn max_abs_error(got: &[f32], expected: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// What the sampler keeps of each row, in f64 (see [`crate::Sampling`] for the filters
+/// and their order): per row, the probabilities of the survivors renormalised over them
+/// (0 for every filtered or masked entry), or `None` for a row with nothing to draw
+/// from (all masked, or NaN / `+inf` in it). Greedy keeps the lowest column among the
+/// largest values, with probability 1.
+pub fn sample_filter_f64(
+    input: &[f32],
+    cols: usize,
+    options: &Options,
+    inputs: &HostInputs<'_>,
+    sampling: &crate::Sampling,
+) -> Vec<Option<Vec<f64>>> {
+    let softmax = Options {
+        op: Op::Softmax,
+        ..*options
+    };
+    let probs = softmax_f64_with(input, cols, &softmax, inputs);
+    input
+        .chunks(cols.max(1))
+        .enumerate()
+        .map(|(r, row)| {
+            let p = &probs[r * cols..r * cols + row.len()];
+            if p.iter().any(|v| v.is_nan()) || p.iter().all(|&v| v == 0.0) {
+                return None;
+            }
+            let z = scaled_row(r, row, options, inputs);
+            let unmasked: Vec<usize> = (0..cols).filter(|&j| z[j].is_finite()).collect();
+            let mut keep = vec![false; cols];
+            if sampling.is_greedy() {
+                let best = unmasked
+                    .iter()
+                    .copied()
+                    .fold(None::<usize>, |b, j| match b {
+                        Some(b) if z[b] >= z[j] => Some(b),
+                        _ => Some(j),
+                    })?;
+                keep[best] = true;
+            } else {
+                for &j in &unmasked {
+                    keep[j] = true;
+                }
+                if let Some(k) = sampling.top_k {
+                    let mut sorted: Vec<f64> = unmasked.iter().map(|&j| z[j]).collect();
+                    sorted.sort_by(|a, b| b.total_cmp(a));
+                    if (k as usize) < sorted.len() {
+                        let kth = sorted[k as usize - 1];
+                        for &j in &unmasked {
+                            keep[j] = keep[j] && z[j] >= kth;
+                        }
+                    }
+                }
+                if let Some(top_p) = sampling.top_p {
+                    let kept: f64 = (0..cols).filter(|&j| keep[j]).map(|j| p[j]).sum();
+                    let snapshot = keep.clone();
+                    for j in 0..cols {
+                        if snapshot[j] {
+                            let above: f64 = (0..cols)
+                                .filter(|&i| snapshot[i] && z[i] > z[j])
+                                .map(|i| p[i])
+                                .sum();
+                            keep[j] = above / kept < f64::from(top_p);
+                        }
+                    }
+                }
+                if let Some(min_p) = sampling.min_p {
+                    let max = p.iter().copied().fold(0.0, f64::max);
+                    for j in 0..cols {
+                        keep[j] = keep[j] && p[j] >= f64::from(min_p) * max;
+                    }
+                }
+            }
+            let total: f64 = (0..cols).filter(|&j| keep[j]).map(|j| p[j]).sum();
+            Some(
+                (0..cols)
+                    .map(|j| if keep[j] { p[j] / total } else { 0.0 })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// The uniform variate in (0, 1) of column `col` of row `row` that the sampler's Gumbel
+/// variate is made from (see [`crate::Sampling`]).
+pub fn sample_uniform(seed: u64, step: u32, row: u32, col: u32) -> f64 {
+    let r = crate::philox4x32_10([col, row, step, 0], [seed as u32, (seed >> 32) as u32]);
+    (f64::from(r[0] >> 8) + 0.5) / f64::from(1u32 << 24)
+}
+
+/// The sampler's draw replayed in f64: the column of the largest `z + g` among the
+/// survivors `kept` (a row of [`sample_filter_f64`]), `z` the row's scaled values.
+pub fn sample_replay_f64(
+    row_values: &[f32],
+    r: usize,
+    options: &Options,
+    inputs: &HostInputs<'_>,
+    sampling: &crate::Sampling,
+    kept: &[f64],
+) -> Option<usize> {
+    let z = scaled_row(r, row_values, options, inputs);
+    let mut best: Option<(f64, usize)> = None;
+    for (j, &zj) in z.iter().enumerate() {
+        if kept[j] == 0.0 {
+            continue;
+        }
+        let u = sample_uniform(
+            sampling.seed,
+            sampling.step,
+            r as u32,
+            sampling.column_offset + j as u32,
+        );
+        let score = zj - (-u.ln()).ln();
+        if best.is_none_or(|(s, _)| score > s) {
+            best = Some((score, j));
+        }
+    }
+    best.map(|(_, j)| j)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

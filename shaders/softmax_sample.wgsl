@@ -1,0 +1,353 @@
+// Kernel softmax_sample: draws one column per row from softmax(z), z the row's values with
+// its inputs applied (temperature, mask, lengths, causal), after the top-k, top-p and
+// min-p filters, and writes its index (and, with bit 1 of params.sample_flags, its
+// log-probability under the unfiltered softmax). The row is never sorted.
+//
+// Dispatch: a 2-D grid of workgroups, one row each (row = wg.y * grid_x + wg.x). Per row,
+// every invocation sweeps its strided share of the row:
+//   1. once for the (max, sum of exp) statistics, as the softmax's first pass does;
+//   2. top-k (k > 1): the k-th largest value is found by searching the values'
+//      order-preserving u32 keys: each sweep counts the entries at or above four pivots
+//      spread over the key range still open, which cuts that range to a fifth or less;
+//      at most 15 sweeps for 2^32 keys, fewer when the row's values span a narrow range;
+//   3. top-p (p < 1): one sweep for the mass of top-k's survivors (skipped without
+//      top-k), then the same search on the mass strictly above each pivot;
+//   4. once to draw: among the survivors (at or above both thresholds, and with
+//      exp(z - max z) >= min_p), the column of the largest z + g, g a Gumbel variate
+//      from the counter-based generator (Philox4x32-10, counter (column, row, step, 0),
+//      key the 64-bit seed); greedy (bit 0 of sample_flags, or k = 1), the column of the
+//      largest z. Ties go to the lowest column.
+// Every reduction goes through workgroup memory and ends in workgroupUniformLoad, so the
+// loops and branches that follow are uniform, as barriers require (naga checks this, and
+// browsers' WGSL compilers more strictly still).
+//
+// Bindings 3 and 4 (the softmax kernels' outputs): ids (u32 per row) and logprobs (f32
+// per row, a dummy without bit 1), from params.ids_first and params.logprobs_first.
+
+#import row_common
+
+@group(0) @binding(3) var<storage, read_write> ids: array<u32>;
+@group(0) @binding(4) var<storage, read_write> logprobs: array<f32>;
+
+// The id of a row with nothing to draw from (all masked, or NaN / +inf in it).
+const NO_ID: u32 = 0xffffffffu;
+// The key of -f32::MAX, the least finite value: masked (-inf) entries key below it.
+const FIRST_KEY: u32 = 0x00800000u;
+const MAX_WORKGROUP: u32 = 256u;
+
+var<workgroup> red_f: array<vec4<f32>, MAX_WORKGROUP>;
+var<workgroup> red_u: array<vec4<u32>, MAX_WORKGROUP>;
+var<workgroup> out_f: vec4<f32>;
+var<workgroup> out_u: vec4<u32>;
+
+// A key that orders as the value does: -inf lowest, -0 and +0 one key.
+fn order_key(x: f32) -> u32 {
+    var b = bitcast<u32>(x);
+    b = select(b, 0u, b == 0x80000000u);
+    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+// ---- Reductions; every invocation gets the result, as a uniform value ----------------
+
+fn workgroup_stats(own: Stats, lid: u32) -> Stats {
+    red_f[lid] = vec4<f32>(own.m, own.s, 0.0, 0.0);
+    red_u[lid] = vec4<u32>(own.bad, 0u, 0u, 0u);
+    workgroupBarrier();
+    for (var half = WORKGROUP_SIZE / 2u; half > 0u; half /= 2u) {
+        if lid < half {
+            let a = Stats(red_f[lid].x, red_f[lid].y, red_u[lid].x);
+            let b = Stats(red_f[lid + half].x, red_f[lid + half].y, red_u[lid + half].x);
+            let c = merge(a, b);
+            red_f[lid] = vec4<f32>(c.m, c.s, 0.0, 0.0);
+            red_u[lid] = vec4<u32>(c.bad, 0u, 0u, 0u);
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        out_f = red_f[0];
+        out_u = red_u[0];
+    }
+    let f = workgroupUniformLoad(&out_f);
+    let u = workgroupUniformLoad(&out_u);
+    return Stats(f.x, f.y, u.x);
+}
+
+fn workgroup_sum_u(own: vec4<u32>, lid: u32) -> vec4<u32> {
+    red_u[lid] = own;
+    workgroupBarrier();
+    for (var half = WORKGROUP_SIZE / 2u; half > 0u; half /= 2u) {
+        if lid < half {
+            red_u[lid] = red_u[lid] + red_u[lid + half];
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        out_u = red_u[0];
+    }
+    return workgroupUniformLoad(&out_u);
+}
+
+fn workgroup_sum_f(own: vec4<f32>, lid: u32) -> vec4<f32> {
+    red_f[lid] = own;
+    workgroupBarrier();
+    for (var half = WORKGROUP_SIZE / 2u; half > 0u; half /= 2u) {
+        if lid < half {
+            red_f[lid] = red_f[lid] + red_f[lid + half];
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        out_f = red_f[0];
+    }
+    return workgroupUniformLoad(&out_f);
+}
+
+// The column with the largest score (the lowest column among equal scores); NO_ID when
+// no invocation has one.
+fn workgroup_best(score: f32, col: u32, lid: u32) -> u32 {
+    red_f[lid] = vec4<f32>(score, 0.0, 0.0, 0.0);
+    red_u[lid] = vec4<u32>(col, 0u, 0u, 0u);
+    workgroupBarrier();
+    for (var half = WORKGROUP_SIZE / 2u; half > 0u; half /= 2u) {
+        if lid < half {
+            let c = red_u[lid].x;
+            let oc = red_u[lid + half].x;
+            let s = red_f[lid].x;
+            let os = red_f[lid + half].x;
+            if oc != NO_ID && (c == NO_ID || os > s || (os == s && oc < c)) {
+                red_f[lid] = vec4<f32>(os, 0.0, 0.0, 0.0);
+                red_u[lid] = vec4<u32>(oc, 0u, 0u, 0u);
+            }
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        out_u = red_u[0];
+    }
+    return workgroupUniformLoad(&out_u).x;
+}
+
+// ---- The sweeps -------------------------------------------------------------------
+
+// The search sweeps take four columns a WORKGROUP_SIZE apart per step, written out:
+// software adapters cap the iterations a loop makes over a whole invocation, and the
+// search repeats its sweep.
+
+// Column `col`'s part of count_at_least: 1 for each pivot its key is at or above.
+fn count1(col: u32, base: u32, pivots: vec4<u32>) -> vec4<u32> {
+    if col >= params.cols {
+        return vec4<u32>(0u);
+    }
+    let key = order_key(load1(col, base + col));
+    return select(vec4<u32>(0u), vec4<u32>(1u), vec4<u32>(key) >= pivots);
+}
+
+// How many entries of the row have keys at or above each pivot.
+fn count_at_least(row: u32, pivots: vec4<u32>, lid: u32) -> vec4<u32> {
+    var n = vec4<u32>(0u);
+    let base = src_index(row, 0u);
+    for (var j = lid; j < params.cols; j += 4u * WORKGROUP_SIZE) {
+        n += count1(j, base, pivots);
+        n += count1(j + WORKGROUP_SIZE, base, pivots);
+        n += count1(j + 2u * WORKGROUP_SIZE, base, pivots);
+        n += count1(j + 3u * WORKGROUP_SIZE, base, pivots);
+    }
+    return workgroup_sum_u(n, lid);
+}
+
+// Column `col`'s part of mass_above: exp((x - m) / T) for each pivot its key is above.
+fn mass1(col: u32, base: u32, pivots: vec4<u32>, m: f32) -> vec4<f32> {
+    if col >= params.cols {
+        return vec4<f32>(0.0);
+    }
+    let x = load1(col, base + col);
+    let key = order_key(x);
+    let e = select(exp((x - m) * row_inv_t), 0.0, key < FIRST_KEY);
+    return select(vec4<f32>(0.0), vec4<f32>(e), vec4<u32>(key) > pivots);
+}
+
+// The mass exp((x - m) / T) of the entries whose keys are above each pivot.
+fn mass_above(row: u32, pivots: vec4<u32>, m: f32, lid: u32) -> vec4<f32> {
+    var s = vec4<f32>(0.0);
+    let base = src_index(row, 0u);
+    for (var j = lid; j < params.cols; j += 4u * WORKGROUP_SIZE) {
+        s += mass1(j, base, pivots, m);
+        s += mass1(j + WORKGROUP_SIZE, base, pivots, m);
+        s += mass1(j + 2u * WORKGROUP_SIZE, base, pivots, m);
+        s += mass1(j + 3u * WORKGROUP_SIZE, base, pivots, m);
+    }
+    return workgroup_sum_f(s, lid);
+}
+
+// Four keys spread over (lo, hi], increasing (equal when the range is narrower than 5).
+fn pivots(lo: u32, hi: u32) -> vec4<u32> {
+    let d = hi - lo;
+    let j = vec4<u32>(1u, 2u, 3u, 4u);
+    let part = (d / 5u) * j + ((d % 5u) * j) / 5u;
+    return vec4<u32>(lo) + max(part, vec4<u32>(1u));
+}
+
+// The largest key v in [lo, hi] whose measure is at least `target` (`lo`'s is), the
+// measure non-increasing in v: entries at or above v (top-k) or the mass above v (top-p).
+fn search_count(row: u32, lo_in: u32, hi_in: u32, k: u32, lid: u32) -> u32 {
+    var lo = lo_in;
+    var hi = hi_in;
+    loop {
+        if lo >= hi {
+            break;
+        }
+        let p = pivots(lo, hi);
+        let n = count_at_least(row, p, lid);
+        for (var i = 0u; i < 4u; i++) {
+            if n[i] >= k {
+                lo = max(lo, p[i]);
+            } else {
+                hi = min(hi, p[i] - 1u);
+            }
+        }
+    }
+    return lo;
+}
+
+fn search_mass(row: u32, lo_in: u32, hi_in: u32, goal: f32, m: f32, lid: u32) -> u32 {
+    var lo = lo_in;
+    var hi = hi_in;
+    loop {
+        if lo >= hi {
+            break;
+        }
+        let p = pivots(lo, hi);
+        let s = mass_above(row, p, m, lid);
+        for (var i = 0u; i < 4u; i++) {
+            if s[i] >= goal {
+                lo = max(lo, p[i]);
+            } else {
+                hi = min(hi, p[i] - 1u);
+            }
+        }
+    }
+    return lo;
+}
+
+// ---- The generator ----------------------------------------------------------------
+
+// The high word of the 64-bit product a * b.
+fn mul_hi(a: u32, b: u32) -> u32 {
+    let a0 = a & 0xffffu;
+    let a1 = a >> 16u;
+    let b0 = b & 0xffffu;
+    let b1 = b >> 16u;
+    let p00 = a0 * b0;
+    let p01 = a0 * b1;
+    let p10 = a1 * b0;
+    let mid = (p00 >> 16u) + (p01 & 0xffffu) + (p10 & 0xffffu);
+    return a1 * b1 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u);
+}
+
+// Philox4x32 with 10 rounds (Salmon, Moraes, Dror and Shaw, SC 2011).
+fn philox(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
+    var c = counter;
+    var k = key;
+    for (var r = 0u; r < 10u; r++) {
+        let hi0 = mul_hi(0xD2511F53u, c.x);
+        let lo0 = 0xD2511F53u * c.x;
+        let hi1 = mul_hi(0xCD9E8D57u, c.z);
+        let lo1 = 0xCD9E8D57u * c.z;
+        c = vec4<u32>(hi1 ^ c.y ^ k.x, lo1, hi0 ^ c.w ^ k.y, lo0);
+        k += vec2<u32>(0x9E3779B9u, 0xBB67AE85u);
+    }
+    return c;
+}
+
+// The Gumbel variate of column `col` (of the whole vocabulary) of the current row:
+// -ln(-ln(u)), u uniform in (0, 1) from the top 24 bits of the generator's first word.
+fn gumbel(col: u32) -> f32 {
+    let r = philox(
+        vec4<u32>(col, row_global, params.step, 0u),
+        vec2<u32>(params.seed_lo, params.seed_hi),
+    );
+    let u = (f32(r.x >> 8u) + 0.5) * (1.0 / 16777216.0);
+    return -log(-log(u));
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn softmax_sample(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wg.y * params.grid_x + wg.x;
+    if row >= params.rows {
+        return;
+    }
+    begin_row(row);
+    let write_logprob = (params.sample_flags & 2u) != 0u;
+    let id_at = params.ids_first + row;
+    let lp_at = params.logprobs_first + row;
+    var own = row_stats(row, lid, WORKGROUP_SIZE);
+    own.bad |= row_bad;
+    let st = workgroup_stats(own, lid);
+    if st.bad != 0u || st.s == 0.0 {
+        if lid == 0u {
+            ids[id_at] = NO_ID;
+            if write_logprob {
+                var lp = bitcast<f32>(NAN_BITS);
+                if st.bad == 0u && MASKED_ROWS_ZERO {
+                    lp = bitcast<f32>(NEG_INF_BITS);
+                }
+                logprobs[lp_at] = lp;
+            }
+        }
+        return;
+    }
+    let m = st.m;
+    let greedy = (params.sample_flags & 1u) != 0u || params.top_k == 1u;
+    let max_key = order_key(m);
+    // Survivors have keys at or above `threshold`.
+    var threshold = FIRST_KEY;
+    if !greedy && params.top_k > 1u {
+        // Fewer unmasked entries than k keep them all.
+        let unmasked = count_at_least(row, vec4<u32>(FIRST_KEY), lid).x;
+        if unmasked > params.top_k {
+            threshold = search_count(row, FIRST_KEY, max_key, params.top_k, lid);
+        }
+    }
+    if !greedy && params.top_p < 1.0 {
+        // The mass of top-k's survivors, then the largest key v whose mass strictly above
+        // is at least p of it: survivors are the keys above v.
+        var kept = st.s;
+        if threshold > FIRST_KEY {
+            kept = mass_above(row, vec4<u32>(threshold - 1u), m, lid).x;
+        }
+        let v = search_mass(row, threshold - 1u, max_key, params.top_p * kept, m, lid);
+        threshold = v + 1u;
+    }
+    var best = NO_ID;
+    var best_score = 0.0;
+    let base = src_index(row, 0u);
+    for (var j = lid; j < params.cols; j += WORKGROUP_SIZE) {
+        let x = load1(j, base + j);
+        let key = order_key(x);
+        var keep = key >= threshold;
+        var score = x;
+        if !greedy {
+            let z = (x - m) * row_inv_t;
+            keep = keep && exp(z) >= params.min_p;
+            score = z + gumbel(params.col_origin + j);
+        }
+        if keep && (best == NO_ID || score > best_score) {
+            best = j;
+            best_score = score;
+        }
+    }
+    let chosen = workgroup_best(best_score, best, lid);
+    if lid == 0u {
+        ids[id_at] = chosen;
+        if write_logprob {
+            var lp = bitcast<f32>(NAN_BITS);
+            if chosen != NO_ID {
+                lp = (load1(chosen, base + chosen) - m) * row_inv_t - log(st.s);
+            }
+            logprobs[lp_at] = lp;
+        }
+    }
+}
