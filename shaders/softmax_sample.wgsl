@@ -260,14 +260,20 @@ fn philox(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
 }
 
 // The Gumbel variate of column `col` (of the whole vocabulary) of the current row:
-// -ln(-ln(u)), u uniform in (0, 1) from the top 24 bits of the generator's first word.
+// -ln(-ln(u)), u = (w + 1/2) / 2^32 from the generator's first word w. Both u and
+// v = 1 - u are formed from w with f32's full relative precision, and -ln(u) is taken
+// from v's series where u is near 1 (where ln(u) in f32 would lose it), so the
+// variate's range is what 32 bits give, about [-3.1, 22.9].
 fn gumbel(col: u32) -> f32 {
     let r = philox(
-        vec4<u32>(col, row_global, params.step, 0u),
+        vec4<u32>(col, row_global + params.rng_row, params.step, 0u),
         vec2<u32>(params.seed_lo, params.seed_hi),
     );
-    let u = (f32(r.x >> 8u) + 0.5) * (1.0 / 16777216.0);
-    return -log(-log(u));
+    let u = (f32(r.x) + 0.5) * 2.3283064e-10;
+    let v = (f32(~r.x) + 0.5) * 2.3283064e-10;
+    let series = v * (1.0 + v * (0.5 + v * (1.0 / 3.0)));
+    let e = select(-log(u), series, v < 0.0078125);
+    return -log(e);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)

@@ -560,6 +560,7 @@ impl SampleBinding<'_> {
             seed_lo: self.sampling.seed as u32,
             seed_hi: (self.sampling.seed >> 32) as u32,
             step: self.sampling.step,
+            rng_row: self.sampling.row_offset,
             sample_flags: flags | if self.logprobs.is_some() { 2 } else { 0 },
             ids_first: self.ids.first + first_row,
             logprobs_first: self.logprobs.as_ref().map_or(0, |b| b.first + first_row),

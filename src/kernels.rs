@@ -44,7 +44,7 @@ pub struct Params {
     pub sample_flags: u32,
     pub ids_first: u32,
     pub logprobs_first: u32,
-    pub _pad0: u32,
+    pub rng_row: u32,
     pub _pad1: u32,
     pub _pad2: u32,
 }
@@ -88,7 +88,7 @@ impl Params {
             "logprobs_first",
             std::mem::offset_of!(Params, logprobs_first),
         ),
-        ("_pad0", std::mem::offset_of!(Params, _pad0)),
+        ("rng_row", std::mem::offset_of!(Params, rng_row)),
         ("_pad1", std::mem::offset_of!(Params, _pad1)),
         ("_pad2", std::mem::offset_of!(Params, _pad2)),
     ];

@@ -111,7 +111,10 @@ pub use error::{Error, Result};
 pub use host::{HostInputs, HostMask, HostStats};
 pub use op::{MaskedRows, Op, Options, Shape, MIN_TEMPERATURE};
 pub use sample::{philox4x32_10, Sampling, NO_TOKEN};
-pub use stats::{combine_stats, StatsMode};
+pub use stats::{
+    combine_shard_stats, combine_stats, stats_from_reductions, stats_max_terms, stats_sum_terms,
+    StatsMode,
+};
 pub use {half, wgpu};
 
 /// Runs a future to completion on the calling thread (native targets): the blocking

@@ -345,7 +345,7 @@ pub fn sample_filter_f64(
 /// variate is made from (see [`crate::Sampling`]).
 pub fn sample_uniform(seed: u64, step: u32, row: u32, col: u32) -> f64 {
     let r = crate::philox4x32_10([col, row, step, 0], [seed as u32, (seed >> 32) as u32]);
-    (f64::from(r[0] >> 8) + 0.5) / f64::from(1u32 << 24)
+    (f64::from(r[0]) + 0.5) / 4_294_967_296.0
 }
 
 /// The sampler's draw replayed in f64: the column of the largest `z + g` among the
@@ -367,7 +367,7 @@ pub fn sample_replay_f64(
         let u = sample_uniform(
             sampling.seed,
             sampling.step,
-            r as u32,
+            sampling.row_offset + r as u32,
             sampling.column_offset + j as u32,
         );
         let score = zj - (-u.ln()).ln();

@@ -25,10 +25,13 @@ pub const NO_TOKEN: u32 = u32::MAX;
 /// largest `z_i + g_i`, where `g_i = -ln(-ln(u_i))` is a Gumbel variate and `u_i` comes
 /// from the counter-based generator Philox4x32-10 with the counter
 /// `(column, row, step, 0)` and the key `(seed low word, seed high word)`: `u_i` is the
-/// top 24 bits of the generator's first output word, plus one half, over `2^24`. The
-/// column counts from the whole vocabulary's first (see [`Sampling::with_column_offset`])
-/// and the row from the first row of the call's inputs, so rows are independent, and
-/// identical rows in one call draw independently.
+/// generator's first output word, plus one half, over `2^32`. The
+/// column counts from the whole vocabulary's first ([`Sampling::with_column_offset`]),
+/// the row from the batch's first ([`Sampling::with_row_offset`]; by default the call's
+/// first row), so rows are independent, and identical rows in one call draw
+/// independently. The variates are those 32 bits give, within about `[-3.1, 22.9]`: an
+/// entry less probable than about `e^-26` times the most probable survivor is never
+/// drawn.
 ///
 /// ```
 /// use wgpu_softmax::Sampling;
@@ -55,6 +58,9 @@ pub struct Sampling {
     /// The whole vocabulary's column of this matrix's column 0: a shard of a vocabulary
     /// split by columns draws the same variates as the whole row would.
     pub column_offset: u32,
+    /// The generator's row of this call's row 0: a block of rows of a larger batch draws
+    /// what the whole batch would.
+    pub row_offset: u32,
 }
 
 impl Sampling {
@@ -68,6 +74,7 @@ impl Sampling {
             seed,
             step: 0,
             column_offset: 0,
+            row_offset: 0,
         }
     }
 
@@ -106,6 +113,12 @@ impl Sampling {
     /// This sampling for a shard whose column 0 is column `offset` of the vocabulary.
     pub fn with_column_offset(mut self, offset: u32) -> Self {
         self.column_offset = offset;
+        self
+    }
+
+    /// This sampling for a block of rows whose row 0 is row `offset` of the batch.
+    pub fn with_row_offset(mut self, offset: u32) -> Self {
+        self.row_offset = offset;
         self
     }
 

@@ -601,6 +601,22 @@ fn a_small_chunk_budget_streams_rows_with_the_same_draws() {
         HostInputs::default(),
     );
     assert_eq!(a.0, b.0, "chunked rows drew other ids");
+    // A block of the rows, drawn on its own with its row offset, draws the same.
+    let (first, n) = (120, 50);
+    let block = &input[first * cols..(first + n) * cols];
+    let c = draw(
+        ctx(),
+        block,
+        Shape::new(n, cols),
+        &Options::softmax(),
+        &s.with_row_offset(first as u32),
+        HostInputs::default(),
+    );
+    assert_eq!(
+        c.0,
+        a.0[first..first + n],
+        "a block with its row offset drew other ids"
+    );
     assert_eq!(
         a.1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
         b.1.iter().map(|x| x.to_bits()).collect::<Vec<_>>()

@@ -87,7 +87,9 @@ struct Params {
     sample_flags: u32,
     ids_first: u32,
     logprobs_first: u32,
-    _pad0: u32,
+    // Added to the row index the generator counts (a shard of rows, or a block of a
+    // file, continues the whole's count).
+    rng_row: u32,
     _pad1: u32,
     _pad2: u32,
 }
