@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use wgpu_softmax::{ContextOptions, MaskedRows, Options};
+use wgpu_softmax::{ContextOptions, MaskedRows, Options, Sampling};
 
 use crate::{Failure, Outcome};
 
@@ -25,6 +25,10 @@ wgpu-softmax [--rows N] [--cols N] [--seed N] [--log] [--temperature T]
                     [--causal] [--causal-offset K] [--masked-rows nan|zero]
        wgpu-softmax --input X.npy --backward --grad DY.npy [--output DX.npy] [--log]
                     [--temperature T]
+       wgpu-softmax --input X.npy --sample [--output IDS.npy] [--logprobs LP.npy]
+                    [--top-k K] [--top-p P] [--min-p M] [--seed S] [--temperature T]
+                    [--mask M.npy] [--lengths L.npy] [--temperatures R.npy]
+                    [--causal] [--causal-offset K] [--masked-rows nan|zero]
        wgpu-softmax report [--size-mib N] [--cols 32,128,...] [--out DIR] [...]";
 
 const ABOUT: &str = "Batched softmax and log-softmax on the GPU (wgpu)";
@@ -43,7 +47,14 @@ without --output prints a summary. The file streams through in blocks of rows, s
 larger than memory work; a Fortran-order file is read whole (it has no rows to stream).
 
 With --backward: the gradient dx of softmax (or log-softmax) of X.npy, given the
-incoming gradient DY.npy: y = softmax(x / T), then dx from y and dy, both on the GPU.";
+incoming gradient DY.npy: y = softmax(x / T), then dx from y and dy, both on the GPU.
+
+With --sample: one column (token) drawn per row of X.npy from softmax(x / T + mask),
+after the top-k, then top-p, then min-p filters (greedy with --top-k 1), on the GPU
+without sorting; seeded (--seed, default 42) and reproducible. IDS.npy is int64 of the
+input's shape without its last axis (-1 for a row with nothing to draw from: all
+masked, or NaN / +inf in it); LP.npy holds each id's float32 log-probability under the
+unfiltered softmax.";
 
 const AFTER_HELP: &str = "\
 WGPU_BACKEND (vulkan, gl, metal, dx12) restricts the backends searched.
@@ -116,6 +127,33 @@ pub struct SoftmaxFlags {
     /// The incoming gradient dy for --backward: float16/32/64, of the input's shape
     #[arg(long, value_name = "DY.npy", help_heading = "Backward pass")]
     grad: Option<PathBuf>,
+    /// Draw one column per row instead of computing softmax (needs --input); --output
+    /// gets the ids (int64)
+    #[arg(long, help_heading = "Sampling")]
+    sample: bool,
+    /// Keep the K most probable entries of each row (ties with the K-th kept); 1 is
+    /// greedy
+    #[arg(long, value_name = "K", value_parser = parse_count, help_heading = "Sampling")]
+    top_k: Option<usize>,
+    /// Keep the smallest head of each row holding P of its mass (0 < P <= 1)
+    #[arg(
+        long,
+        value_name = "P",
+        allow_negative_numbers = true,
+        help_heading = "Sampling"
+    )]
+    top_p: Option<f32>,
+    /// Keep entries at least M times as probable as the row's most probable (0 <= M <= 1)
+    #[arg(
+        long,
+        value_name = "M",
+        allow_negative_numbers = true,
+        help_heading = "Sampling"
+    )]
+    min_p: Option<f32>,
+    /// Write each drawn id's log-probability (float32, the shape of the ids)
+    #[arg(long, value_name = "LP.npy", help_heading = "Sampling")]
+    logprobs: Option<PathBuf>,
     /// Log-softmax instead of softmax
     #[arg(short, long)]
     log: bool,
@@ -144,7 +182,7 @@ pub struct SoftmaxFlags {
     /// Columns of the random matrix [default: 32000]
     #[arg(long, value_name = "N", value_parser = parse_count, help_heading = "Random matrix")]
     cols: Option<usize>,
-    /// Seed of the random matrix [default: 42]
+    /// Seed of the random matrix, or of the sampler with --sample [default: 42]
     #[arg(long, value_name = "N", help_heading = "Random matrix")]
     seed: Option<u64>,
     /// GPU memory the host path may hold for staging [default: 128]: the matrix streams
@@ -170,6 +208,10 @@ pub struct Args {
     pub stats: Option<PathBuf>,
     /// `--backward`'s gradient file: when given, `--input` computes the gradient.
     pub grad: Option<PathBuf>,
+    /// `--sample`'s draw: when given, `--input` samples ids (written to `output`).
+    pub sample: Option<Sampling>,
+    /// `--logprobs`: the drawn ids' log-probabilities.
+    pub logprobs: Option<PathBuf>,
     pub files: RowFiles,
     pub options: Options,
     pub rows: usize,
@@ -195,6 +237,7 @@ impl SoftmaxFlags {
     /// Checks the flags against each other and settles the defaults.
     pub fn check(self) -> Outcome<Args> {
         self.check_backward()?;
+        let sample = self.check_sample()?;
         if self.input.is_some() && (self.rows.is_some() || self.cols.is_some()) {
             return Err(Failure::Usage(
                 "--rows and --cols make a random matrix; they do not go with --input".into(),
@@ -237,6 +280,8 @@ impl SoftmaxFlags {
             output: self.output,
             stats: self.stats,
             grad: self.grad,
+            sample,
+            logprobs: self.logprobs,
             files: RowFiles {
                 mask: self.mask,
                 lengths: self.lengths,
@@ -282,6 +327,50 @@ impl SoftmaxFlags {
             ))),
             None => Ok(()),
         }
+    }
+}
+
+impl SoftmaxFlags {
+    /// `--sample` needs `--input` and takes the forward op's row inputs, not `--log`,
+    /// `--stats` or the backward pass; the filters and `--logprobs` need `--sample`.
+    fn check_sample(&self) -> Outcome<Option<Sampling>> {
+        let filters = [
+            ("--top-k", self.top_k.is_some()),
+            ("--top-p", self.top_p.is_some()),
+            ("--min-p", self.min_p.is_some()),
+            ("--logprobs", self.logprobs.is_some()),
+        ];
+        if !self.sample {
+            return match filters.iter().find(|(_, given)| *given) {
+                Some((flag, _)) => Err(Failure::Usage(format!("{flag} needs --sample"))),
+                None => Ok(None),
+            };
+        }
+        if self.input.is_none() {
+            return Err(Failure::Usage("--sample needs --input X.npy".into()));
+        }
+        let not_with = [
+            ("--log", self.log),
+            ("--stats", self.stats.is_some()),
+            ("--backward", self.backward),
+        ];
+        if let Some((flag, _)) = not_with.iter().find(|(_, given)| *given) {
+            return Err(Failure::Usage(format!("--sample does not take {flag}")));
+        }
+        let mut sampling = Sampling::new(self.seed.unwrap_or(DEFAULT_SEED));
+        if let Some(k) = self.top_k {
+            sampling = sampling.with_top_k(u32::try_from(k).unwrap_or(u32::MAX));
+        }
+        if let Some(p) = self.top_p {
+            sampling = sampling.with_top_p(p);
+        }
+        if let Some(m) = self.min_p {
+            sampling = sampling.with_min_p(m);
+        }
+        sampling
+            .validate()
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        Ok(Some(sampling))
     }
 }
 

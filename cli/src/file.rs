@@ -11,10 +11,10 @@ use std::io::Write;
 use std::path::Path;
 
 use wgpu_softmax::half::f16;
-use wgpu_softmax::{block_on, Context, HostInputs, HostMask, Options, Shape};
+use wgpu_softmax::{block_on, Context, HostInputs, HostMask, Options, Sampling, Shape, NO_TOKEN};
 
 use crate::args::{Args, RowFiles};
-use crate::npy::{Encode, Float, Kind, NpyFile};
+use crate::npy::{Encode, Float, Kind, NpyFile, Stored};
 use crate::output::{self, Output};
 use crate::progress::Progress;
 use crate::{adapter_line, describe, runtime, say, zeroed, Failure, Outcome};
@@ -77,10 +77,14 @@ fn file_failure(flag: &str, path: &Path, message: impl std::fmt::Display) -> Fai
 
 /// Softmax (or with `--grad`, its gradient) of the file `path`.
 pub fn run(path: &Path, args: &Args) -> Outcome<()> {
-    let outputs: Vec<(&str, &Path)> = [("--output", &args.output), ("--stats", &args.stats)]
-        .into_iter()
-        .filter_map(|(flag, path)| Some((flag, path.as_deref()?)))
-        .collect();
+    let outputs: Vec<(&str, &Path)> = [
+        ("--output", &args.output),
+        ("--stats", &args.stats),
+        ("--logprobs", &args.logprobs),
+    ]
+    .into_iter()
+    .filter_map(|(flag, path)| Some((flag, path.as_deref()?)))
+    .collect();
     output::check_distinct(&outputs)?;
     let fail = |e| runtime(format!("{}: {e}", path.display()));
     let mut input = NpyFile::open(path).map_err(fail)?;
@@ -96,12 +100,23 @@ pub fn run(path: &Path, args: &Args) -> Outcome<()> {
         None => None,
     };
     let mut row_inputs = RowSources::open(&args.files, &layout, &args.options)?;
+    // Sampled ids are int64, one per row; anything else is the input's shape and dtype.
+    let (output_dtype, output_shape) = match args.sample {
+        Some(_) => (Stored::I64, layout.leading()),
+        None => (Stored::Float(dtype), &layout.shape[..]),
+    };
     let mut sinks = Sinks {
         output: args
             .output
             .as_deref()
-            .map(|p| Output::create("--output", p, dtype, &layout.shape))
+            .map(|p| Output::create("--output", p, output_dtype, output_shape))
             .transpose()?,
+        logprobs: args
+            .logprobs
+            .as_deref()
+            .map(|p| Output::create("--logprobs", p, Float::F32, layout.leading()))
+            .transpose()?,
+        first_ids: Vec::new(),
         stats: args
             .stats
             .as_deref()
@@ -116,20 +131,27 @@ pub fn run(path: &Path, args: &Args) -> Outcome<()> {
         args,
         path,
     };
-    match (dtype, grad) {
-        (Float::F16, None) => run.forward::<f16>(&mut input, &mut row_inputs, &mut sinks)?,
-        (_, None) => run.forward::<f32>(&mut input, &mut row_inputs, &mut sinks)?,
-        (Float::F16, Some((mut dy, p))) => {
+    match (dtype, grad, args.sample) {
+        (Float::F16, None, Some(s)) => {
+            run.sample::<f16>(&mut input, &mut row_inputs, &mut sinks, &s)?
+        }
+        (_, None, Some(s)) => run.sample::<f32>(&mut input, &mut row_inputs, &mut sinks, &s)?,
+        (Float::F16, None, None) => run.forward::<f16>(&mut input, &mut row_inputs, &mut sinks)?,
+        (_, None, None) => run.forward::<f32>(&mut input, &mut row_inputs, &mut sinks)?,
+        (Float::F16, Some((mut dy, p)), _) => {
             run.backward::<f16>(&mut input, (&mut dy, p), &mut sinks)?
         }
-        (_, Some((mut dy, p))) => run.backward::<f32>(&mut input, (&mut dy, p), &mut sinks)?,
+        (_, Some((mut dy, p)), _) => run.backward::<f32>(&mut input, (&mut dy, p), &mut sinks)?,
     }
     match sinks.output {
         Some(output) => output.commit()?,
+        None if args.sample.is_some() => {
+            print_sample_summary(&ctx, &layout, &sinks.first_ids, args)?
+        }
         None => print_summary(&ctx, &layout, dtype, &sinks.first_row, args)?,
     }
-    if let Some(stats) = sinks.stats {
-        stats.commit()?;
+    for extra in [sinks.stats, sinks.logprobs].into_iter().flatten() {
+        extra.commit()?;
     }
     Ok(())
 }
@@ -164,6 +186,33 @@ fn print_summary(
         "first row"
     };
     say!("{label}: [{}{more}]", shown.join(", "))
+}
+
+/// `--sample` without `--output`: what ran where, and the first rows' ids.
+fn print_sample_summary(ctx: &Context, layout: &Layout, ids: &[i64], args: &Args) -> Outcome<()> {
+    let sampling = args.sample.unwrap_or_else(Sampling::greedy);
+    let mut what = format!("sampling seed {}", sampling.seed);
+    for (name, value) in [
+        ("top-k", sampling.top_k.map(|k| k.to_string())),
+        ("top-p", sampling.top_p.map(|p| p.to_string())),
+        ("min-p", sampling.min_p.map(|m| m.to_string())),
+    ] {
+        if let Some(v) = value {
+            what += &format!(", {name} {v}");
+        }
+    }
+    say!("{}", adapter_line(ctx))?;
+    say!(
+        "{}",
+        layout.describe(&format!("{what}, {}", describe(&args.options)))
+    )?;
+    let shown: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let more = if layout.rows > SUMMARY_VALUES {
+        ", ..."
+    } else {
+        ""
+    };
+    say!("ids, first rows: [{}{more}]", shown.join(", "))
 }
 
 /// The input's shape as rows of the last axis, refusing what has no such rows.
@@ -440,6 +489,9 @@ fn open_temperatures(path: &Path, layout: &Layout) -> Outcome<NpyFile> {
 struct Sinks {
     output: Option<Output>,
     stats: Option<Output>,
+    logprobs: Option<Output>,
+    /// The first rows' sampled ids, for the summary without `--output`.
+    first_ids: Vec<i64>,
     /// The start of the first row, for the summary without `--output`.
     first_row: Vec<f32>,
 }
@@ -559,6 +611,68 @@ impl Run<'_> {
             sinks.write(first, &y)?;
             if let Some(out) = &mut sinks.stats {
                 out.write(bytemuck::cast_slice::<[f32; 2], f32>(&stats))?;
+            }
+            bar.inc(rows as u64);
+        }
+        Ok(())
+    }
+
+    /// `--sample`: one id per row (and its log-probability), each block drawn with its
+    /// first row as the generator's row offset, so the ids do not depend on the block
+    /// size.
+    fn sample<S: Storage>(
+        &self,
+        input: &mut NpyFile,
+        row_inputs: &mut RowSources,
+        sinks: &mut Sinks,
+        sampling: &Sampling,
+    ) -> Outcome<()> {
+        let fail = |e| runtime(format!("{}: {e}", self.path.display()));
+        let cols = self.layout.cols;
+        let mut options = self.args.options;
+        if row_inputs.causal_per_matrix.is_some() {
+            options.causal = None;
+        }
+        let bar = self.progress("sampling");
+        for (first, rows) in self.blocks() {
+            let x = S::read(input, first * cols, rows * cols).map_err(fail)?;
+            let mask = row_inputs.mask(first, rows, cols).map_err(fail)?;
+            let lengths = row_inputs.lengths(first, rows).map_err(fail)?;
+            let temperatures = row_inputs.temperatures(first, rows).map_err(fail)?;
+            let inputs = HostInputs {
+                mask: mask.as_ref().map(MaskBlock::host),
+                lengths: lengths.as_deref(),
+                temperatures: temperatures.as_deref(),
+                ..HostInputs::default()
+            };
+            let mut ids = zeroed::<u32>(rows)?;
+            let mut lp = zeroed::<f32>(if sinks.logprobs.is_some() { rows } else { 0 })?;
+            let row_offset = u32::try_from(first)
+                .map_err(|_| runtime(format!("{first} rows exceed the generator's row count")))?;
+            let block_sampling = sampling.with_row_offset(row_offset);
+            let logprobs = sinks.logprobs.as_ref().map(|_| &mut lp[..]);
+            block_on(self.ctx.sample(
+                &x,
+                &mut ids,
+                logprobs,
+                Shape::new(rows, cols),
+                &from_row(&options, first),
+                &block_sampling,
+                inputs,
+            ))
+            .map_err(runtime)?;
+            let ids: Vec<i64> = ids
+                .iter()
+                .map(|&id| if id == NO_TOKEN { -1 } else { i64::from(id) })
+                .collect();
+            if first == 0 {
+                sinks.first_ids = ids.iter().copied().take(SUMMARY_VALUES).collect();
+            }
+            if let Some(out) = &mut sinks.output {
+                out.write(&ids)?;
+            }
+            if let Some(out) = &mut sinks.logprobs {
+                out.write(&lp)?;
             }
             bar.inc(rows as u64);
         }

@@ -362,28 +362,61 @@ pub fn tuple(dims: &[usize]) -> String {
     }
 }
 
+/// How an output file stores its elements: a float type, or int64 (sampled ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    Float(Float),
+    I64,
+}
+
+impl Stored {
+    /// The little-endian descr written for it.
+    fn descr(self) -> &'static str {
+        match self {
+            Stored::Float(f) => f.descr(),
+            Stored::I64 => "<i8",
+        }
+    }
+}
+
+impl From<Float> for Stored {
+    fn from(f: Float) -> Self {
+        Stored::Float(f)
+    }
+}
+
 /// An element type written to an output file, little-endian.
 pub trait Encode: Copy {
     /// Appends `self` to `out` as `dtype` (little-endian).
-    fn encode(self, dtype: Float, out: &mut Vec<u8>);
+    fn encode(self, dtype: Stored, out: &mut Vec<u8>);
 }
 
 impl Encode for f32 {
-    fn encode(self, dtype: Float, out: &mut Vec<u8>) {
+    fn encode(self, dtype: Stored, out: &mut Vec<u8>) {
         match dtype {
-            Float::F16 => out.extend(f16::from_f32(self).to_le_bytes()),
-            Float::F32 => out.extend(self.to_le_bytes()),
+            Stored::Float(Float::F16) => out.extend(f16::from_f32(self).to_le_bytes()),
+            Stored::Float(Float::F32) => out.extend(self.to_le_bytes()),
             // Exact: every f32 is an f64.
-            Float::F64 => out.extend(f64::from(self).to_le_bytes()),
+            Stored::Float(Float::F64) => out.extend(f64::from(self).to_le_bytes()),
+            Stored::I64 => out.extend((self as i64).to_le_bytes()),
         }
     }
 }
 
 impl Encode for f16 {
-    fn encode(self, dtype: Float, out: &mut Vec<u8>) {
+    fn encode(self, dtype: Stored, out: &mut Vec<u8>) {
         match dtype {
-            Float::F16 => out.extend(self.to_le_bytes()),
+            Stored::Float(Float::F16) => out.extend(self.to_le_bytes()),
             other => self.to_f32().encode(other, out),
+        }
+    }
+}
+
+impl Encode for i64 {
+    fn encode(self, dtype: Stored, out: &mut Vec<u8>) {
+        match dtype {
+            Stored::I64 => out.extend(self.to_le_bytes()),
+            Stored::Float(f) => (self as f32).encode(Stored::Float(f), out),
         }
     }
 }
@@ -392,7 +425,7 @@ impl Encode for f16 {
 /// a version 1.0 header as NumPy writes it, then the values little-endian.
 pub struct NpyWriter<W: Write> {
     sink: W,
-    dtype: Float,
+    dtype: Stored,
     /// Values still to come; a short or long write is a bug of the caller, reported.
     remaining: usize,
     buffer: Vec<u8>,
@@ -400,7 +433,8 @@ pub struct NpyWriter<W: Write> {
 
 impl<W: Write> NpyWriter<W> {
     /// Writes the header of a `dtype` array of `shape`.
-    pub fn new(mut sink: W, dtype: Float, shape: &[usize]) -> std::io::Result<Self> {
+    pub fn new(mut sink: W, dtype: impl Into<Stored>, shape: &[usize]) -> std::io::Result<Self> {
+        let dtype = dtype.into();
         let mut header = format!(
             "{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
             dtype.descr(),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
-use crate::npy::{Encode, Float, NpyWriter};
+use crate::npy::{Encode, NpyWriter, Stored};
 use crate::{runtime, Failure, Outcome};
 
 /// Bytes buffered before each write to the file.
@@ -53,7 +53,12 @@ pub struct Output {
 
 impl Output {
     /// Starts the output `path` (given to `flag`) as a `dtype` array of `shape`.
-    pub fn create(flag: &'static str, path: &Path, dtype: Float, shape: &[usize]) -> Outcome<Self> {
+    pub fn create(
+        flag: &'static str,
+        path: &Path,
+        dtype: impl Into<Stored>,
+        shape: &[usize],
+    ) -> Outcome<Self> {
         let fail = |e: std::io::Error| write_failure(flag, path, e);
         let target = resolve(path).unwrap_or_else(|| path.to_path_buf());
         let is_special = std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir());

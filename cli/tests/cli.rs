@@ -1590,3 +1590,201 @@ fn report_subcommand_refuses_a_bad_flag_as_a_usage_error() {
         "{stderr}"
     );
 }
+
+/// Reads an int64 (`<i8`) `.npy` file the CLI wrote: its header and values.
+fn read_npy_i64(path: &Path) -> (String, Vec<i64>) {
+    let bytes = std::fs::read(path).expect("the output file exists");
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00", "magic and version 1.0");
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = text(&bytes[10..10 + len]);
+    assert_eq!((10 + len) % 64, 0, "data is 64-byte aligned: {header:?}");
+    assert!(header.contains("'descr': '<i8'"), "{header:?}");
+    let values = bytes[10 + len..]
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    (header, values)
+}
+
+#[test]
+fn sample_writes_int64_ids_of_the_leading_shape_and_their_log_probs() {
+    // Two matrices of 3 rows of 4: greedy picks each row's max; a -inf row gives -1.
+    let ninf = f32::NEG_INFINITY;
+    let values = [
+        1.0, 5.0, 2.0, 0.0, //
+        9.0, 1.0, 9.0, 0.0, // tie: the lowest column
+        ninf, ninf, ninf, ninf, //
+        0.0, 0.0, 0.0, 3.0, //
+        2.0, 8.0, 1.0, 1.0, //
+        1.0, 1.0, 7.0, 1.0,
+    ];
+    let test = "sample-greedy";
+    let input = TempFile::with_contents(
+        test,
+        "in.npy",
+        &npy("<f4", "(2, 3, 4)", &f32_bytes(&values)),
+    );
+    let ids = TempFile::new(test, "ids.npy");
+    let lp = TempFile::new(test, "lp.npy");
+    let out = cli(&[
+        "--input",
+        input.arg(),
+        "--sample",
+        "--top-k",
+        "1",
+        "--output",
+        ids.arg(),
+        "--logprobs",
+        lp.arg(),
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let (header, got) = read_npy_i64(&ids.0);
+    assert!(header.contains("'shape': (2, 3)"), "{header}");
+    assert_eq!(got, [1, 0, -1, 3, 1, 2]);
+    let (header, lps) = read_npy(&lp.0);
+    assert!(header.contains("'shape': (2, 3)"), "{header}");
+    let log = reference::softmax_f64(&values, 4, &Options::log_softmax());
+    for (r, &id) in got.iter().enumerate() {
+        if id < 0 {
+            assert!(lps[r].is_nan(), "row {r}");
+        } else {
+            let want = log[r * 4 + id as usize];
+            assert!(
+                Tolerance::for_op(wgpu_softmax::Op::LogSoftmax).accepts(lps[r], want),
+                "row {r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sample_is_seeded_reproducible_and_independent_of_the_block_size() {
+    let (rows, cols) = (64, 300);
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 7919) % 1000) as f32 / 150.0)
+        .collect();
+    let test = "sample-seeded";
+    let input = TempFile::with_contents(
+        test,
+        "in.npy",
+        &npy("<f4", &format!("({rows}, {cols})"), &f32_bytes(&values)),
+    );
+    let draw = |name: &str, extra: &[&str]| {
+        let ids = TempFile::new(test, name);
+        let mut args = vec![
+            "--input",
+            input.arg(),
+            "--sample",
+            "--top-p",
+            "0.9",
+            "--output",
+            ids.arg(),
+        ];
+        args.extend(extra);
+        let out = cli(&args);
+        assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+        read_npy_i64(&ids.0).1
+    };
+    let a = draw("a.npy", &["--seed", "7"]);
+    assert_eq!(a, draw("b.npy", &["--seed", "7"]));
+    // --max-gpu-mib 1 reads blocks of 65536 bytes: 54 rows, so two blocks.
+    assert_eq!(a, draw("c.npy", &["--seed", "7", "--max-gpu-mib", "1"]));
+    assert_ne!(a, draw("d.npy", &["--seed", "8"]));
+    // Every id survives top-p 0.9 of its row.
+    let s = wgpu_softmax::Sampling::new(7).with_top_p(0.9);
+    let kept = reference::sample_filter_f64(
+        &values,
+        cols,
+        &Options::softmax(),
+        &HostInputs::default(),
+        &s,
+    );
+    for (r, &id) in a.iter().enumerate() {
+        assert!(
+            kept[r].as_ref().unwrap()[id as usize] > 0.0,
+            "row {r}: {id}"
+        );
+    }
+}
+
+#[test]
+fn sample_takes_the_row_inputs_and_never_draws_a_masked_column() {
+    let (rows, cols) = (40, 8);
+    let values: Vec<f32> = (0..rows * cols).map(|i| (i % 5) as f32).collect();
+    // Columns 4 (the largest logits) masked out everywhere, by the mask.
+    let mask: Vec<f32> = (0..cols)
+        .map(|c| if c == 4 { f32::NEG_INFINITY } else { 0.0 })
+        .collect();
+    let lengths: Vec<i32> = (0..rows as i32).map(|r| 1 + r % 8).collect();
+    let test = "sample-inputs";
+    let input = TempFile::with_contents(
+        test,
+        "in.npy",
+        &npy("<f4", &format!("({rows}, {cols})"), &f32_bytes(&values)),
+    );
+    let m = TempFile::with_contents(
+        test,
+        "m.npy",
+        &npy("<f4", &format!("({cols},)"), &f32_bytes(&mask)),
+    );
+    let l = TempFile::with_contents(
+        test,
+        "l.npy",
+        &npy("<i4", &format!("({rows},)"), &i32_bytes(&lengths)),
+    );
+    let ids = TempFile::new(test, "ids.npy");
+    let out = cli(&[
+        "--input",
+        input.arg(),
+        "--sample",
+        "--mask",
+        m.arg(),
+        "--lengths",
+        l.arg(),
+        "--causal",
+        "--temperature",
+        "0.5",
+        "--output",
+        ids.arg(),
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let (_, got) = read_npy_i64(&ids.0);
+    for (r, &id) in got.iter().enumerate() {
+        let cap = (lengths[r] as usize).min(r + 1);
+        let allowed = (0..cap).any(|c| c != 4);
+        if allowed {
+            assert!(id >= 0 && (id as usize) < cap && id != 4, "row {r}: {id}");
+        } else {
+            assert_eq!(id, -1, "row {r}");
+        }
+    }
+}
+
+#[test]
+fn sample_without_output_prints_the_first_ids() {
+    let input = TempFile::with_contents(
+        "sample-summary",
+        "in.npy",
+        &npy("<f4", "(2, 3)", &f32_bytes(&LOGITS)),
+    );
+    let out = cli(&["--input", input.arg(), "--sample", "--top-k", "1"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("ids, first rows: [0, 0]"), "{stdout}");
+}
+
+#[test]
+fn sample_flags_out_of_place_are_usage_errors() {
+    assert!(assert_fails(&["--top-k", "3"], 2).contains("--top-k needs --sample"));
+    assert!(assert_fails(&["--sample"], 2).contains("--sample needs --input"));
+    assert!(assert_fails(&["--input", "x.npy", "--sample", "--log"], 2)
+        .contains("--sample does not take --log"));
+    assert!(assert_fails(&["--input", "x.npy", "--sample", "--top-p", "0"], 2).contains("top-p"));
+    assert!(assert_fails(&["--input", "x.npy", "--sample", "--min-p", "2"], 2).contains("min-p"));
+    assert!(
+        assert_fails(&["--input", "x.npy", "--sample", "--top-k", "0"], 2).contains("at least 1")
+    );
+    assert!(
+        assert_fails(&["--input", "x.npy", "--logprobs", "lp.npy"], 2).contains("needs --sample")
+    );
+}
