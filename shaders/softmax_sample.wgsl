@@ -296,9 +296,9 @@ fn softmax_sample(
         if lid == 0u {
             ids[id_at] = NO_ID;
             if write_logprob {
-                var lp = bitcast<f32>(NAN_BITS);
+                var lp = f32_nan();
                 if st.bad == 0u && MASKED_ROWS_ZERO {
-                    lp = bitcast<f32>(NEG_INF_BITS);
+                    lp = f32_neg_inf();
                 }
                 logprobs[lp_at] = lp;
             }
@@ -349,7 +349,7 @@ fn softmax_sample(
     if lid == 0u {
         ids[id_at] = chosen;
         if write_logprob {
-            var lp = bitcast<f32>(NAN_BITS);
+            var lp = f32_nan();
             if chosen != NO_ID {
                 lp = (load1(chosen, base + chosen) - m) * row_inv_t - log(st.s);
             }

@@ -603,7 +603,11 @@ impl Gpu {
                 entries.extend(bound.iter().enumerate().map(|(k, b)| wgpu::BindGroupEntry {
                     binding: k as u32 + 1,
                     resource: match b {
-                        Bound::Unused => self.kernels.dummy.as_entire_binding(),
+                        Bound::Unused => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &self.kernels.dummy,
+                            offset: crate::kernels::dummy_offset(&self.device, k as u32 + 1),
+                            size: wgpu::BufferSize::new(16),
+                        }),
                         Bound::Range(buffer, offset, size) => {
                             wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                                 buffer,
@@ -654,6 +658,20 @@ impl Gpu {
                 rows: shape.rows,
                 cols: shape.cols,
             });
+        }
+        if !self.caps.aliased_views && input.buffer == output.buffer {
+            // Bindings start on the offset alignment below their first byte.
+            let align = u64::from(self.caps.storage_offset_alignment.max(4));
+            let bound = |r: &std::ops::Range<u64>| r.start - r.start % align..r.end;
+            let (a, b) = (bound(&input_bytes), bound(&output_bytes));
+            if a.start < b.end && b.start < a.end {
+                return Err(Error::Unsupported(
+                    "WebGPU refuses two writable storage bindings of one dispatch over the \
+                     same bytes: in a browser the input and the output must not share a \
+                     buffer range (no in-place op)"
+                        .into(),
+                ));
+            }
         }
         let mut bindings = inputs.bind(total_rows, shape.cols, &self.caps)?;
         bindings.check_overlaps((input.buffer, input_bytes), (output.buffer, output_bytes))?;

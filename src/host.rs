@@ -773,7 +773,9 @@ struct ChunkLayout {
 impl ChunkLayout {
     fn new<T: Element, U: Element>(gpu: &Gpu, cols: usize) -> Self {
         let align = u64::from(gpu.caps.storage_offset_alignment.max(16));
-        let separate = T::DTYPE != U::DTYPE;
+        // In place where one storage type serves both, except where bindings may not
+        // alias (WebGPU): there the output has its own region.
+        let separate = T::DTYPE != U::DTYPE || !gpu.caps.aliased_views;
         ChunkLayout {
             cols,
             in_elem: T::DTYPE.size(),

@@ -224,6 +224,13 @@ pub fn binding_layout(row_inputs: bool) -> Vec<wgpu::BindGroupLayoutEntry> {
     entries
 }
 
+/// Byte offset in the dummy buffer of the range bound to unused storage binding
+/// `binding` (1 to 9).
+pub(crate) fn dummy_offset(device: &wgpu::Device, binding: u32) -> u64 {
+    u64::from(binding.saturating_sub(1))
+        * u64::from(device.limits().min_storage_buffer_offset_alignment.max(16))
+}
+
 /// A cache entry built at most once: its lock is held while it is built.
 type Slot<T> = Arc<Mutex<Option<T>>>;
 
@@ -267,9 +274,11 @@ pub(crate) struct Kernels {
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         scoped(device, || {
+            // One 16-byte range per storage binding, each on its own offset boundary:
+            // WebGPU refuses two writable bindings of one dispatch over the same bytes.
             let dummy = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgpu-softmax unused binding"),
-                size: 16,
+                size: dummy_offset(device, 9) + 16,
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });

@@ -261,6 +261,11 @@ pub struct DeviceCaps {
     pub max_invocations_per_workgroup: u32,
     /// `Limits::max_buffer_size`.
     pub max_buffer_size: u64,
+    /// Whether two writable storage bindings of one dispatch may cover the same bytes
+    /// (the matrix as scalars and as vec4s; in place, input and output). Native
+    /// backends allow it; WebGPU refuses it ("Writable storage buffer binding aliasing
+    /// found"), so in a browser rows are read and written as scalars.
+    pub aliased_views: bool,
 }
 
 impl DeviceCaps {
@@ -291,6 +296,7 @@ impl DeviceCaps {
             storage_offset_alignment: limits.min_storage_buffer_offset_alignment,
             max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_buffer_size: limits.max_buffer_size,
+            aliased_views: info.backend != wgpu::Backend::BrowserWebGpu,
         }
     }
 }
@@ -326,6 +332,7 @@ impl Default for DeviceCaps {
             storage_offset_alignment: limits.min_storage_buffer_offset_alignment,
             max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_buffer_size: limits.max_buffer_size,
+            aliased_views: true,
         }
     }
 }
@@ -728,7 +735,8 @@ pub fn plan(
         )));
     }
     let align = u64::from(caps.storage_offset_alignment.max(4));
-    let vec4 = cols >= 4 && src.vec4_aligned(align) && dst.vec4_aligned(align);
+    let vec4 =
+        caps.aliased_views && cols >= 4 && src.vec4_aligned(align) && dst.vec4_aligned(align);
     let workgroup_size = match tuning.workgroup_size {
         None => workgroup_size(kernel, cols, vec4, caps),
         Some(wg) => {

@@ -115,10 +115,25 @@ override CAUSAL: bool = false;
 @group(0) @binding(6) var<storage, read_write> stats: array<vec2<f32>>;
 
 // -f32::MAX: the running max before any finite entry was seen.
-const LOWEST: f32 = -3.40282347e38;
+const LOWEST: f32 = -3.4028234663852886e38;
 const EXP_MASK: u32 = 0x7f800000u;
 const NEG_INF_BITS: u32 = 0xff800000u;
 const NAN_BITS: u32 = 0x7fc00000u;
+
+// -inf and NaN, made at run time: the browser's WGSL compiler (Tint) refuses a constant
+// expression whose value is not a finite f32, such as `bitcast<f32>(NEG_INF_BITS)`
+// ("value -inf cannot be represented as 'f32'"); a function variable's value is not a
+// constant expression. naga accepts both; tests/shaders.rs checks no such constant is
+// left.
+fn f32_neg_inf() -> f32 {
+    var bits = NEG_INF_BITS;
+    return bitcast<f32>(bits);
+}
+
+fn f32_nan() -> f32 {
+    var bits = NAN_BITS;
+    return bitcast<f32>(bits);
+}
 
 // The row being processed (each invocation works on one row at a time): its index in the
 // whole matrix, 1 / T, how many leading columns are valid, and whether its temperature
@@ -152,7 +167,7 @@ fn begin_row(row: u32) {
 fn load1(col: u32, at: u32) -> f32 {
     var x = apply_mask1(col, read_src1(at));
     if (CAUSAL || ROW_INPUTS) && col >= row_cap {
-        x = bitcast<f32>(NEG_INF_BITS);
+        x = f32_neg_inf();
     }
     return x;
 }
@@ -163,7 +178,7 @@ fn load4(col: u32, at4: u32) -> vec4<f32> {
     var v = apply_mask4(col, read_src4(at4));
     if CAUSAL || ROW_INPUTS {
         let c = vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u);
-        v = select(v, vec4<f32>(bitcast<f32>(NEG_INF_BITS)), c >= vec4<u32>(row_cap));
+        v = select(v, vec4<f32>(f32_neg_inf()), c >= vec4<u32>(row_cap));
     }
     return v;
 }
@@ -207,9 +222,9 @@ fn resolve_stats(row: u32, own: Stats, leader: bool) -> Stats {
         return Stats(q.x / row_inv_t, exp(q.y - q.x), row_bad);
     }
     if STATS_WRITE && leader {
-        var out = vec2<f32>(bitcast<f32>(NAN_BITS));
+        var out = vec2<f32>(f32_nan());
         if st.bad == 0u && st.s == 0.0 {
-            out = vec2<f32>(bitcast<f32>(NEG_INF_BITS));
+            out = vec2<f32>(f32_neg_inf());
         } else if st.bad == 0u {
             let max_z = st.m * row_inv_t;
             out = vec2<f32>(max_z, max_z + log(st.s));
@@ -272,7 +287,7 @@ fn accumulate_group4(st: Stats, c0: u32, base4: u32, i: u32, step: u32, n4: u32)
     var vmax = vec4<f32>(LOWEST);
     for (var k = 0u; k < GROUP; k++) {
         let at = i + k * step;
-        var v = vec4<f32>(bitcast<f32>(NEG_INF_BITS));
+        var v = vec4<f32>(f32_neg_inf());
         if at < n4 {
             v = load4(c0 + 4u * at, base4 + at);
         }
@@ -288,7 +303,7 @@ fn accumulate_group1(st: Stats, c0: u32, base: u32, j: u32, step: u32, n: u32) -
     var vals: array<vec4<f32>, GROUP>;
     var vmax = vec4<f32>(LOWEST);
     for (var k = 0u; k < GROUP; k++) {
-        var v = vec4<f32>(bitcast<f32>(NEG_INF_BITS));
+        var v = vec4<f32>(f32_neg_inf());
         for (var c = 0u; c < 4u; c++) {
             let at = j + (4u * k + c) * step;
             if at < n {

@@ -73,7 +73,7 @@ fn apply_mask1(col: u32, x: f32) -> f32 {
     if HAS_MASK {
         let m = mask_value(mask_index(col));
         let masked_out = bitcast<u32>(m) == NEG_INF_BITS;
-        return select(x + m * row_t, bitcast<f32>(NEG_INF_BITS), masked_out);
+        return select(x + m * row_t, f32_neg_inf(), masked_out);
     }
     return x;
 }
@@ -82,7 +82,7 @@ fn apply_mask4(col: u32, v: vec4<f32>) -> vec4<f32> {
     if HAS_MASK {
         let m = mask_value4(mask_index(col));
         let masked_out = bitcast<vec4<u32>>(m) == vec4<u32>(NEG_INF_BITS);
-        return select(v + m * row_t, vec4<f32>(bitcast<f32>(NEG_INF_BITS)), masked_out);
+        return select(v + m * row_t, vec4<f32>(f32_neg_inf()), masked_out);
     }
     return v;
 }

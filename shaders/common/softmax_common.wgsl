@@ -14,7 +14,7 @@
 fn softmax1(x: f32, m: f32, inv_s: f32, log_s: f32) -> f32 {
     let neg_inf = bitcast<u32>(x) == NEG_INF_BITS;
     if LOG_SOFTMAX {
-        return select((x - m) * row_inv_t - log_s, bitcast<f32>(NEG_INF_BITS), neg_inf);
+        return select((x - m) * row_inv_t - log_s, f32_neg_inf(), neg_inf);
     }
     return select(exp((x - m) * row_inv_t) * inv_s, 0.0, neg_inf);
 }
@@ -23,7 +23,7 @@ fn softmax4(v: vec4<f32>, m: f32, inv_s: f32, log_s: f32) -> vec4<f32> {
     let neg_inf = bitcast<vec4<u32>>(v) == vec4<u32>(NEG_INF_BITS);
     let d = (v - vec4<f32>(m)) * row_inv_t;
     if LOG_SOFTMAX {
-        return select(d - vec4<f32>(log_s), vec4<f32>(bitcast<f32>(NEG_INF_BITS)), neg_inf);
+        return select(d - vec4<f32>(log_s), vec4<f32>(f32_neg_inf()), neg_inf);
     }
     return select(exp(d) * inv_s, vec4<f32>(0.0), neg_inf);
 }
@@ -36,9 +36,9 @@ fn write_special(row: u32, c0: u32, c1: u32, first: u32, step: u32, bad: u32, s:
     if bad == 0u && s != 0.0 {
         return false;
     }
-    var fill = bitcast<f32>(NAN_BITS);
+    var fill = f32_nan();
     if bad == 0u && MASKED_ROWS_ZERO {
-        fill = select(0.0, bitcast<f32>(NEG_INF_BITS), LOG_SOFTMAX);
+        fill = select(0.0, f32_neg_inf(), LOG_SOFTMAX);
     }
     for (var j = c0 + first; j < c1; j += step) {
         write_dst1(dst_index(row, j), fill);

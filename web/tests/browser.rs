@@ -1,0 +1,753 @@
+//! The correctness suite in the browser: each case runs inside Chromium's WebGPU (wgpu's
+//! `webgpu` backend, the browser's WGSL compiler) and is checked against the f64
+//! reference with the numerics contract's tolerances, on both paths:
+//!
+//! - host: `Context::new` (the browser's adapter) and `Context::run`, awaited;
+//! - resident: a device the test creates as an app would, wrapped by
+//!   `Context::from_device`, recorded with `Context::encode` into the test's encoder,
+//!   submitted by the test and read back by it with `map_async`, awaited.
+//!
+//! Run by `bash .ci/web` (wasm-bindgen-test-runner driving headless Chromium). Nothing
+//! here blocks: a wait is a future the browser completes.
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use half::{bf16, f16};
+use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
+use wgpu_softmax::internals::reference::{backward_f64, first_mismatch, BACKWARD_F32};
+use wgpu_softmax::{
+    wgpu, Context, ContextOptions, Dtype, Element, Error, HostInputs, MaskView, MaskedRows,
+    MatrixView, Options, Region, RowInputs, Shape, StatsMode, StatsView,
+};
+use wgpu_softmax_web::{
+    app_device, check, normal_matrix, now_ms, read_back, speed, storage_buffer,
+};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+thread_local! {
+    static HOST: RefCell<Option<Rc<Context>>> = const { RefCell::new(None) };
+    static APPS: RefCell<[Option<Rc<App>>; 2]> = const { RefCell::new([None, None]) };
+}
+
+/// The host path's context, shared by the tests (made on first use).
+async fn host() -> Rc<Context> {
+    if let Some(c) = HOST.with(|h| h.borrow().clone()) {
+        return c;
+    }
+    let ctx = Rc::new(
+        Context::new(ContextOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("Context::new in the browser: {e}")),
+    );
+    let info = ctx.adapter_info();
+    console_log!(
+        "host context: adapter {:?} ({:?}, {:?}), subgroups {}, limits: storage binding {} B, \
+         buffer {} B, {} storage buffers per stage",
+        info.name,
+        info.backend,
+        info.device_type,
+        ctx.caps().subgroups,
+        ctx.device().limits().max_storage_buffer_binding_size,
+        ctx.device().limits().max_buffer_size,
+        ctx.device().limits().max_storage_buffers_per_shader_stage
+    );
+    assert_eq!(info.backend, wgpu::Backend::BrowserWebGpu);
+    HOST.with(|h| *h.borrow_mut() = Some(ctx.clone()));
+    ctx
+}
+
+/// An app's own device and queue, and a context wrapping them.
+struct App {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    ctx: Context,
+}
+
+/// The app of the resident tests: with every limit the adapter offers (`full`), or with
+/// WebGPU's default limits.
+async fn app(full: bool) -> Rc<App> {
+    let i = usize::from(full);
+    if let Some(a) = APPS.with(|a| a.borrow()[i].clone()) {
+        return a;
+    }
+    let limits = (!full).then(wgpu::Limits::default);
+    let (device, queue) = app_device(limits).await.expect("the app's device");
+    let ctx = Context::from_device(&device, &queue, ContextOptions::default())
+        .expect("Context::from_device");
+    let a = Rc::new(App { device, queue, ctx });
+    APPS.with(|s| s.borrow_mut()[i] = Some(a.clone()));
+    a
+}
+
+/// The host path, from `T` to `U`.
+async fn run_host<T: Element, U: Element>(
+    ctx: &Context,
+    x: &[T],
+    shape: Shape,
+    options: &Options,
+    inputs: HostInputs<'_>,
+) -> Vec<U> {
+    let mut y = vec![U::from_f32(0.0); x.len()];
+    ctx.run(x, &mut y, shape, options, inputs)
+        .await
+        .unwrap_or_else(|e| panic!("run {shape:?} {options:?}: {e}"));
+    y
+}
+
+/// The resident path on the app's device: the app uploads `x` (stored as `dtype`),
+/// records the op into its own encoder with `inputs`, submits, and reads back its output
+/// buffer (pre-filled with NaN bits, so every element must be written).
+async fn run_resident(
+    app: &App,
+    x: &[u8],
+    dtype: Dtype,
+    shape: Shape,
+    options: &Options,
+    inputs: &RowInputs<'_>,
+) -> Vec<u8> {
+    let input = storage_buffer(&app.device, &app.queue, x);
+    let output = storage_buffer(&app.device, &app.queue, &vec![0xffu8; x.len()]);
+    let mut encoder = app.device.create_command_encoder(&Default::default());
+    app.ctx
+        .encode(
+            &mut encoder,
+            MatrixView::new(&input).with_dtype(dtype),
+            MatrixView::new(&output).with_dtype(dtype),
+            shape,
+            options,
+            inputs,
+        )
+        .unwrap_or_else(|e| panic!("encode {shape:?} {options:?}: {e}"));
+    app.queue.submit([encoder.finish()]);
+    let mut bytes = wgpu_softmax_web::read_bytes(&app.device, &app.queue, &output)
+        .await
+        .expect("readback");
+    bytes.truncate(x.len());
+    bytes
+}
+
+/// The resident path on f32 data.
+async fn resident_f32(app: &App, x: &[f32], shape: Shape, options: &Options) -> Vec<f32> {
+    let bytes = run_resident(
+        app,
+        bytemuck::cast_slice(x),
+        Dtype::F32,
+        shape,
+        options,
+        &RowInputs::NONE,
+    )
+    .await;
+    bytemuck::pod_collect_to_vec(&bytes)
+}
+
+fn ok(r: Result<(), String>) {
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
+const SEED_ROW: [f32; 3] = [0.95174, 0.04739, 0.00087];
+
+fn check_seed_row(y: &[f32]) {
+    for (got, want) in y.iter().zip(SEED_ROW) {
+        assert!((got - want).abs() < 1e-5, "seed row: {y:?}, want {SEED_ROW:?}");
+    }
+    let x = [7.0f32, 4.0, 0.0];
+    let none = HostInputs::default();
+    ok(check::output(y, &x, Shape::new(1, 3), &Options::softmax(), &none, "seed row"));
+}
+
+#[wasm_bindgen_test]
+async fn host_seed_row() {
+    let ctx = host().await;
+    let y: Vec<f32> = run_host(
+        &ctx,
+        &[7.0f32, 4.0, 0.0],
+        Shape::new(1, 3),
+        &Options::softmax(),
+        HostInputs::default(),
+    )
+    .await;
+    check_seed_row(&y);
+}
+
+#[wasm_bindgen_test]
+async fn resident_seed_row() {
+    let app = app(false).await;
+    let y = resident_f32(&app, &[7.0, 4.0, 0.0], Shape::new(1, 3), &Options::softmax()).await;
+    check_seed_row(&y);
+}
+
+/// Rows for a case of `cols` columns: about 200 000 elements (SwiftShader runs on the
+/// CPU), 2 to 64 rows.
+fn rows_for(cols: usize) -> usize {
+    (200_000 / cols).clamp(2, 64)
+}
+
+/// Softmax and log-softmax of normal values at `cols` columns, host path.
+async fn host_cols(cols: usize) {
+    let ctx = host().await;
+    let shape = Shape::new(rows_for(cols), cols);
+    let x = normal_matrix(cols as u64, shape.rows * cols, 3.0);
+    for options in [Options::softmax(), Options::log_softmax()] {
+        let y: Vec<f32> = run_host(&ctx, &x, shape, &options, HostInputs::default()).await;
+        let none = HostInputs::default();
+        ok(check::output(&y, &x, shape, &options, &none, "host"));
+    }
+}
+
+/// Softmax and log-softmax of normal values at `cols` columns, resident path.
+async fn resident_cols(cols: usize) {
+    let app = app(false).await;
+    let shape = Shape::new(rows_for(cols), cols);
+    let x = normal_matrix(cols as u64 + 1, shape.rows * cols, 3.0);
+    for options in [Options::softmax(), Options::log_softmax()] {
+        let y = resident_f32(&app, &x, shape, &options).await;
+        let none = HostInputs::default();
+        ok(check::output(&y, &x, shape, &options, &none, "resident"));
+    }
+}
+
+macro_rules! cols_cases {
+    ($($host:ident, $resident:ident, $cols:expr;)*) => {$(
+        #[wasm_bindgen_test]
+        async fn $host() {
+            host_cols($cols).await;
+        }
+
+        #[wasm_bindgen_test]
+        async fn $resident() {
+            resident_cols($cols).await;
+        }
+    )*};
+}
+
+cols_cases! {
+    host_cols_1, resident_cols_1, 1;
+    host_cols_3, resident_cols_3, 3;
+    host_cols_4, resident_cols_4, 4;
+    host_cols_5, resident_cols_5, 5;
+    host_cols_31, resident_cols_31, 31;
+    host_cols_33, resident_cols_33, 33;
+    host_cols_1023, resident_cols_1023, 1023;
+    host_cols_1025, resident_cols_1025, 1025;
+    host_cols_4097, resident_cols_4097, 4097;
+    host_cols_32000, resident_cols_32000, 32000;
+    host_cols_200001, resident_cols_200001, 200_001;
+}
+
+/// Rows of every kind of non-finite input and extreme value, `cols` wide: a `-inf`
+/// entry, only `-inf`, a `+inf`, a NaN, `±f32::MAX`, a large common offset, plain.
+fn non_finite_matrix(cols: usize) -> (Vec<f32>, Shape) {
+    let rows = 7;
+    let mut x = normal_matrix(cols as u64 + 2, rows * cols, 3.0);
+    let row = |r: usize| r * cols..(r + 1) * cols;
+    x[0] = f32::NEG_INFINITY;
+    x[row(1)].fill(f32::NEG_INFINITY);
+    x[2 * cols + cols / 2] = f32::INFINITY;
+    x[3 * cols + cols / 3] = f32::NAN;
+    for (i, v) in x[row(4)].iter_mut().enumerate() {
+        *v = match i % 3 {
+            0 => f32::MAX,
+            1 => -f32::MAX,
+            _ => f32::MAX * 0.999,
+        };
+    }
+    for (i, v) in x[row(5)].iter_mut().enumerate() {
+        *v = 1e7 + (i % 17) as f32;
+    }
+    (x, Shape::new(rows, cols))
+}
+
+fn non_finite_options() -> [Options; 4] {
+    [
+        Options::softmax(),
+        Options::log_softmax(),
+        Options::softmax().with_masked_rows(MaskedRows::Zero),
+        Options::log_softmax().with_masked_rows(MaskedRows::Zero),
+    ]
+}
+
+#[wasm_bindgen_test]
+async fn host_non_finite_rows() {
+    let ctx = host().await;
+    for cols in [37, 1500, 40_000] {
+        let (x, shape) = non_finite_matrix(cols);
+        for options in non_finite_options() {
+            let y: Vec<f32> = run_host(&ctx, &x, shape, &options, HostInputs::default()).await;
+            let none = HostInputs::default();
+            ok(check::output(&y, &x, shape, &options, &none, "host non-finite"));
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn resident_non_finite_rows() {
+    let app = app(false).await;
+    for cols in [37, 1500, 40_000] {
+        let (x, shape) = non_finite_matrix(cols);
+        for options in non_finite_options() {
+            let y = resident_f32(&app, &x, shape, &options).await;
+            let none = HostInputs::default();
+            ok(check::output(&y, &x, shape, &options, &none, "resident non-finite"));
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn host_temperature() {
+    let ctx = host().await;
+    let shape = Shape::new(9, 777);
+    let x = normal_matrix(11, shape.rows * shape.cols, 3.0);
+    for t in [0.25f32, 3.0] {
+        for base in [Options::softmax(), Options::log_softmax()] {
+            let options = base.with_temperature(t);
+            let y: Vec<f32> = run_host(&ctx, &x, shape, &options, HostInputs::default()).await;
+            let none = HostInputs::default();
+            ok(check::output(&y, &x, shape, &options, &none, "host temperature"));
+        }
+    }
+    // Per-row temperatures multiply the scalar one.
+    let temps: Vec<f32> = (0..shape.rows).map(|r| 0.5 + r as f32 * 0.25).collect();
+    let options = Options::softmax().with_temperature(2.0);
+    let inputs = || HostInputs::default().with_temperatures(&temps);
+    let y: Vec<f32> = run_host(&ctx, &x, shape, &options, inputs()).await;
+    ok(check::output(&y, &x, shape, &options, &inputs(), "host per-row temperatures"));
+}
+
+#[wasm_bindgen_test]
+async fn resident_temperature() {
+    let app = app(false).await;
+    let shape = Shape::new(9, 777);
+    let x = normal_matrix(12, shape.rows * shape.cols, 3.0);
+    for t in [0.25f32, 3.0] {
+        for base in [Options::softmax(), Options::log_softmax()] {
+            let options = base.with_temperature(t);
+            let y = resident_f32(&app, &x, shape, &options).await;
+            let none = HostInputs::default();
+            ok(check::output(&y, &x, shape, &options, &none, "resident temperature"));
+        }
+    }
+}
+
+/// A mask of `rows` rows with some `-inf` entries, lengths (one row of length 0) and
+/// per-row temperatures for a `shape` matrix.
+fn row_inputs(shape: Shape, mask_rows: usize) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
+    let mut mask = normal_matrix(21, mask_rows * shape.cols, 1.0);
+    for (i, m) in mask.iter_mut().enumerate() {
+        if i % 7 == 3 {
+            *m = f32::NEG_INFINITY;
+        }
+    }
+    let lengths: Vec<u32> = (0..shape.rows)
+        .map(|r| ((r * 37) % (shape.cols + 5)) as u32)
+        .collect();
+    let temps: Vec<f32> = (0..shape.rows).map(|r| 0.5 + (r % 4) as f32).collect();
+    (mask, lengths, temps)
+}
+
+fn masked_options() -> [Options; 3] {
+    [
+        Options::softmax(),
+        Options::log_softmax().with_causal(3),
+        Options::softmax()
+            .with_causal(0)
+            .with_masked_rows(MaskedRows::Zero),
+    ]
+}
+
+#[wasm_bindgen_test]
+async fn host_mask_lengths_causal() {
+    let ctx = host().await;
+    for cols in [29, 1100] {
+        let shape = Shape::new(12, cols);
+        let x = normal_matrix(cols as u64 + 3, shape.rows * cols, 3.0);
+        let (mask, lengths, temps) = row_inputs(shape, 3);
+        let mask16: Vec<f16> = mask.iter().map(|&v| f16::from_f32(v)).collect();
+        for options in masked_options() {
+            // An f32 mask with lengths and temperatures; an f16 mask alone.
+            let inputs = || {
+                HostInputs::default()
+                    .with_mask(&mask, 3)
+                    .with_lengths(&lengths)
+                    .with_temperatures(&temps)
+            };
+            let y: Vec<f32> = run_host(&ctx, &x, shape, &options, inputs()).await;
+            ok(check::output(&y, &x, shape, &options, &inputs(), "host mask"));
+            let inputs16 = || HostInputs::default().with_mask(&mask16, 3);
+            let y: Vec<f32> = run_host(&ctx, &x, shape, &options, inputs16()).await;
+            ok(check::output(&y, &x, shape, &options, &inputs16(), "host f16 mask"));
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn resident_mask_lengths_causal() {
+    let app = app(true).await;
+    for cols in [29, 1100] {
+        let shape = Shape::new(12, cols);
+        let x = normal_matrix(cols as u64 + 4, shape.rows * cols, 3.0);
+        let (mask, lengths, temps) = row_inputs(shape, 3);
+        let mask_buf = storage_buffer(&app.device, &app.queue, bytemuck::cast_slice(&mask));
+        let len_buf = storage_buffer(&app.device, &app.queue, bytemuck::cast_slice(&lengths));
+        let temp_buf = storage_buffer(&app.device, &app.queue, bytemuck::cast_slice(&temps));
+        let inputs = RowInputs::NONE
+            .with_mask(MaskView::new(&mask_buf, 3))
+            .with_lengths(Region::new(&len_buf))
+            .with_temperatures(Region::new(&temp_buf));
+        for options in masked_options() {
+            let bytes = run_resident(
+                &app,
+                bytemuck::cast_slice(&x),
+                Dtype::F32,
+                shape,
+                &options,
+                &inputs,
+            )
+            .await;
+            let y: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+            let host_inputs = HostInputs::default()
+                .with_mask(&mask, 3)
+                .with_lengths(&lengths)
+                .with_temperatures(&temps);
+            ok(check::output(&y, &x, shape, &options, &host_inputs, "resident mask"));
+        }
+    }
+}
+
+/// WebGPU's default limits have 8 storage buffers per stage; the row inputs need 9: the
+/// resident call says so with `Error::Unsupported` rather than failing in the browser.
+#[wasm_bindgen_test]
+async fn resident_row_inputs_with_default_limits_are_refused() {
+    let app = app(false).await;
+    let shape = Shape::new(2, 8);
+    let lengths = storage_buffer(&app.device, &app.queue, bytemuck::cast_slice(&[3u32, 4]));
+    let matrix = storage_buffer(&app.device, &app.queue, &[0u8; 64]);
+    let mut encoder = app.device.create_command_encoder(&Default::default());
+    let result = app.ctx.encode(
+        &mut encoder,
+        MatrixView::new(&matrix),
+        MatrixView::new(&matrix),
+        shape,
+        &Options::softmax(),
+        &RowInputs::NONE.with_lengths(Region::new(&lengths)),
+    );
+    assert!(
+        matches!(result, Err(Error::Unsupported(_))),
+        "row inputs on a device with WebGPU's default limits: {result:?}"
+    );
+}
+
+/// `x` rounded to `T`, and the values it then holds.
+fn quantize<T: Element>(x: &[f32]) -> (Vec<T>, Vec<f32>) {
+    let q: Vec<T> = x.iter().map(|&v| T::from_f32(v)).collect();
+    let held = q.iter().map(|v| v.to_f32()).collect();
+    (q, held)
+}
+
+async fn host_typed<T: Element, U: Element>(ctx: &Context, x: &[f32], shape: Shape) {
+    let (q, held) = quantize::<T>(x);
+    for options in [Options::softmax(), Options::log_softmax()] {
+        let y: Vec<U> = run_host(ctx, &q, shape, &options, HostInputs::default()).await;
+        let what = format!("host {:?} -> {:?}", T::DTYPE, U::DTYPE);
+        let none = HostInputs::default();
+        ok(check::output(&y, &held, shape, &options, &none, &what));
+    }
+}
+
+#[wasm_bindgen_test]
+async fn host_f16_and_bf16_storage() {
+    let ctx = host().await;
+    for cols in [33, 1025, 5000] {
+        let shape = Shape::new(rows_for(cols).min(16), cols);
+        let x = normal_matrix(cols as u64 + 5, shape.rows * cols, 3.0);
+        host_typed::<f16, f16>(&ctx, &x, shape).await;
+        host_typed::<bf16, bf16>(&ctx, &x, shape).await;
+        host_typed::<f32, f16>(&ctx, &x, shape).await;
+        host_typed::<bf16, f32>(&ctx, &x, shape).await;
+    }
+}
+
+async fn resident_typed<T: Element>(app: &App, x: &[f32], shape: Shape) {
+    let (q, held) = quantize::<T>(x);
+    for options in [Options::softmax(), Options::log_softmax()] {
+        let bytes = run_resident(
+            app,
+            bytemuck::cast_slice(&q),
+            T::DTYPE,
+            shape,
+            &options,
+            &RowInputs::NONE,
+        )
+        .await;
+        let y: Vec<T> = bytemuck::pod_collect_to_vec(&bytes);
+        let what = format!("resident {:?}", T::DTYPE);
+        let none = HostInputs::default();
+        ok(check::output(&y, &held, shape, &options, &none, &what));
+    }
+}
+
+#[wasm_bindgen_test]
+async fn resident_f16_and_bf16_storage() {
+    let app = app(false).await;
+    // Odd column counts: 16-bit rows that start and end mid-word.
+    for cols in [33, 1025, 5001] {
+        let shape = Shape::new(rows_for(cols).min(16), cols);
+        let x = normal_matrix(cols as u64 + 6, shape.rows * cols, 3.0);
+        resident_typed::<f16>(&app, &x, shape).await;
+        resident_typed::<bf16>(&app, &x, shape).await;
+    }
+}
+
+/// Normal rows at temperature 2, one row of only `-inf` and one with a NaN.
+fn stats_matrix(cols: usize) -> (Vec<f32>, Shape) {
+    let shape = Shape::new(10, cols);
+    let mut x = normal_matrix(cols as u64 + 7, shape.rows * cols, 3.0);
+    x[2 * cols..3 * cols].fill(f32::NEG_INFINITY);
+    x[5 * cols + 1] = f32::NAN;
+    (x, shape)
+}
+
+#[wasm_bindgen_test]
+async fn host_row_statistics() {
+    let ctx = host().await;
+    for cols in [17, 3000, 70_000] {
+        let (x, shape) = stats_matrix(cols);
+        let options = Options::softmax().with_temperature(2.0);
+        let mut stats = vec![[0.0f32; 2]; shape.rows];
+        let y: Vec<f32> = run_host(
+            &ctx,
+            &x,
+            shape,
+            &options,
+            HostInputs::default().with_stats_out(&mut stats),
+        )
+        .await;
+        let none = HostInputs::default();
+        ok(check::output(&y, &x, shape, &options, &none, "host with stats"));
+        ok(check::stats(&stats, &x, cols, 2.0, "host stats written"));
+        // Given back, they reproduce the softmax.
+        let again: Vec<f32> = run_host(
+            &ctx,
+            &x,
+            shape,
+            &options,
+            HostInputs::default().with_stats_given(&stats),
+        )
+        .await;
+        ok(check::output(&again, &x, shape, &options, &none, "host stats given"));
+    }
+}
+
+#[wasm_bindgen_test]
+async fn resident_row_statistics() {
+    let app = app(false).await;
+    for cols in [17, 3000, 70_000] {
+        let (x, shape) = stats_matrix(cols);
+        let options = Options::log_softmax().with_temperature(2.0);
+        let stats = storage_buffer(&app.device, &app.queue, &vec![0u8; shape.rows * 8]);
+        let inputs = RowInputs::NONE.with_stats(StatsView {
+            buffer: &stats,
+            offset: 0,
+            mode: StatsMode::Write,
+        });
+        let bytes = run_resident(
+            &app,
+            bytemuck::cast_slice(&x),
+            Dtype::F32,
+            shape,
+            &options,
+            &inputs,
+        )
+        .await;
+        let y: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+        let none = HostInputs::default();
+        ok(check::output(&y, &x, shape, &options, &none, "resident with stats"));
+        let got: Vec<[f32; 2]> = read_back(&app.device, &app.queue, &stats)
+            .await
+            .expect("stats readback");
+        ok(check::stats(&got, &x, cols, 2.0, "resident stats written"));
+    }
+}
+
+fn check_backward(got: &[f32], want: &[f64], what: &str) {
+    if let Some((i, y, r)) = first_mismatch(got, want, BACKWARD_F32) {
+        panic!("{what}: element {i} is {y:e}, reference {r:e}");
+    }
+}
+
+#[wasm_bindgen_test]
+async fn host_backward() {
+    let ctx = host().await;
+    for (rows, cols) in [(5, 3), (4, 256), (3, 1025), (2, 30_001)] {
+        let shape = Shape::new(rows, cols);
+        let x = normal_matrix(cols as u64, rows * cols, 2.0);
+        let dy = normal_matrix(7 + cols as u64, rows * cols, 1.0);
+        for base in [Options::softmax(), Options::log_softmax()] {
+            let o = base.with_temperature(2.0);
+            let y: Vec<f32> = run_host(&ctx, &x, shape, &o, HostInputs::default()).await;
+            let mut dx = vec![0.0f32; x.len()];
+            ctx.run_backward(&y, &dy, &mut dx, shape, &o)
+                .await
+                .unwrap_or_else(|e| panic!("run_backward {shape:?}: {e}"));
+            check_backward(&dx, &backward_f64(&y, &dy, cols, &o), "host backward");
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn resident_backward() {
+    let app = app(false).await;
+    for (rows, cols) in [(5, 3), (3, 1025), (2, 30_001)] {
+        let shape = Shape::new(rows, cols);
+        let x = normal_matrix(cols as u64 + 8, rows * cols, 2.0);
+        let dy = normal_matrix(9 + cols as u64, rows * cols, 1.0);
+        for options in [Options::softmax(), Options::log_softmax()] {
+            let y = resident_f32(&app, &x, shape, &options).await;
+            let y_buf = storage_buffer(&app.device, &app.queue, bytemuck::cast_slice(&y));
+            let grad = storage_buffer(&app.device, &app.queue, bytemuck::cast_slice(&dy));
+            let mut encoder = app.device.create_command_encoder(&Default::default());
+            app.ctx
+                .encode_backward(
+                    &mut encoder,
+                    MatrixView::new(&y_buf),
+                    MatrixView::new(&grad),
+                    shape,
+                    &options,
+                )
+                .expect("encode_backward");
+            app.queue.submit([encoder.finish()]);
+            let dx: Vec<f32> = read_back(&app.device, &app.queue, &grad)
+                .await
+                .expect("readback");
+            check_backward(
+                &dx,
+                &backward_f64(&y, &dy, cols, &options),
+                "resident backward",
+            );
+        }
+    }
+}
+
+/// A host context whose chunks hold a few rows: the matrix streams through the GPU in
+/// many chunks, two in flight.
+#[wasm_bindgen_test]
+async fn host_streams_through_a_small_chunk_budget() {
+    let ctx = Context::new(ContextOptions::default().with_host_chunk_bytes(16 << 10))
+        .await
+        .expect("context");
+    let shape = Shape::new(101, 1000);
+    let x = normal_matrix(31, shape.rows * shape.cols, 3.0);
+    let mut stats = vec![[0.0f32; 2]; shape.rows];
+    for options in [Options::softmax(), Options::log_softmax()] {
+        let y: Vec<f32> = run_host(
+            &ctx,
+            &x,
+            shape,
+            &options,
+            HostInputs::default().with_stats_out(&mut stats),
+        )
+        .await;
+        let none = HostInputs::default();
+        ok(check::output(&y, &x, shape, &options, &none, "host streamed"));
+        ok(check::stats(&stats, &x, shape.cols, 1.0, "host streamed stats"));
+    }
+    // 16-bit matrices stream too (odd rows end mid-word).
+    let shape = Shape::new(77, 333);
+    let x = normal_matrix(32, shape.rows * shape.cols, 3.0);
+    host_typed::<f16, f16>(&ctx, &x, shape).await;
+    assert!(ctx.staging_bytes() <= 4 * (16 << 10), "{}", ctx.staging_bytes());
+}
+
+/// A matrix larger than one storage binding of a device with WebGPU's default limits
+/// (128 MiB): the op binds it in several chunks.
+#[wasm_bindgen_test]
+async fn resident_matrix_larger_than_one_binding() {
+    let app = app(false).await;
+    let binding = app.device.limits().max_storage_buffer_binding_size;
+    let cols = 4096;
+    let rows = (binding / (cols as u64 * 4)) as usize + 3;
+    let shape = Shape::new(rows, cols);
+    let x = normal_matrix(33, rows * cols, 3.0);
+    let bytes: &[u8] = bytemuck::cast_slice(&x);
+    assert!(bytes.len() as u64 > binding);
+    let input = storage_buffer(&app.device, &app.queue, bytes);
+    let output = storage_buffer(&app.device, &app.queue, &vec![0xffu8; bytes.len()]);
+    let options = Options::softmax();
+    let start = now_ms();
+    let mut encoder = app.device.create_command_encoder(&Default::default());
+    app.ctx
+        .encode(
+            &mut encoder,
+            MatrixView::new(&input),
+            MatrixView::new(&output),
+            shape,
+            &options,
+            &RowInputs::NONE,
+        )
+        .expect("encode");
+    app.queue.submit([encoder.finish()]);
+    drop(input);
+    let y: Vec<f32> = read_back(&app.device, &app.queue, &output)
+        .await
+        .expect("readback");
+    console_log!(
+        "{rows} x {cols} ({} MiB, binding limit {} MiB): {:.0} ms",
+        bytes.len() >> 20,
+        binding >> 20,
+        now_ms() - start
+    );
+    let none = HostInputs::default();
+    ok(check::output(&y, &x, shape, &options, &none, "over one binding"));
+}
+
+/// WebGPU refuses two writable bindings of one dispatch over the same bytes, so an
+/// in-place resident op is refused in the browser with `Error::Unsupported` (the host
+/// path gives its output a region of its own there).
+#[wasm_bindgen_test]
+async fn resident_in_place_is_refused_in_the_browser() {
+    let app = app(false).await;
+    let shape = Shape::new(4, 64);
+    let x = normal_matrix(34, shape.rows * shape.cols, 3.0);
+    let buffer = storage_buffer(&app.device, &app.queue, bytemuck::cast_slice(&x));
+    let mut encoder = app.device.create_command_encoder(&Default::default());
+    let result = app.ctx.encode(
+        &mut encoder,
+        MatrixView::new(&buffer),
+        MatrixView::new(&buffer),
+        shape,
+        &Options::softmax(),
+        &RowInputs::NONE,
+    );
+    assert!(
+        matches!(result, Err(Error::Unsupported(_))),
+        "in place in the browser: {result:?}"
+    );
+}
+
+/// The browser's speed figure: the resident softmax against the vec4 copy kernel over
+/// the same bytes (printed; a figure, not a target).
+#[wasm_bindgen_test]
+async fn speed_against_the_copy_kernel() {
+    let ctx = host().await;
+    let s = speed::measure(&ctx, 64, 32000, 4, 3)
+        .await
+        .unwrap_or_else(|e| panic!("speed: {e}"));
+    console_log!(
+        "speed {} x {}: softmax {:.2} ms ({:.2} GB/s), copy kernel {:.2} ms ({:.2} GB/s), \
+         softmax / copy kernel {:.3} (rounds {:.3}-{:.3})",
+        s.rows,
+        s.cols,
+        s.softmax_ms,
+        s.softmax_gbs(),
+        s.copy_ms,
+        s.copy_gbs(),
+        s.ratio,
+        s.ratio_min,
+        s.ratio_max
+    );
+    assert!(s.ratio.is_finite() && s.ratio > 0.0, "{s:?}");
+}
