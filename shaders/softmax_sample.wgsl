@@ -6,12 +6,14 @@
 // Dispatch: a 2-D grid of workgroups, one row each (row = wg.y * grid_x + wg.x). Per row,
 // every invocation sweeps its strided share of the row:
 //   1. once for the (max, sum of exp) statistics, as the softmax's first pass does;
-//   2. top-k (k > 1): the k-th largest value is found by searching the values'
-//      order-preserving u32 keys: each sweep counts the entries at or above four pivots
-//      spread over the key range still open, which cuts that range to a fifth or less;
-//      at most 15 sweeps for 2^32 keys, fewer when the row's values span a narrow range;
-//   3. top-p (p < 1): one sweep for the mass of top-k's survivors (skipped without
-//      top-k), then the same search on the mass strictly above each pivot;
+//   2. top-k (1 < k < cols): the k-th largest value is found by searching the values'
+//      order-preserving u32 keys: each sweep counts the entries above four pivots
+//      spread over the key range still open, which cuts that range to a fifth or less,
+//      and the search stops once no entry's key is left inside the range: at most 15
+//      sweeps (for 2^32 keys), in practice about as many as it takes to separate the
+//      k-th largest value from its neighbours;
+//   3. top-p (p < 1): the same search on the mass above each pivot, from top-k's cut
+//      (whose sweeps also summed the mass, so none is added for it);
 //   4. once to draw: among the survivors (at or above both thresholds, and with
 //      exp(z - max z) >= min_p), the column of the largest z + g, g a Gumbel variate
 //      from the counter-based generator (Philox4x32-10, counter (column, row, step, 0),
@@ -72,34 +74,24 @@ fn workgroup_stats(own: Stats, lid: u32) -> Stats {
     return Stats(f.x, f.y, u.x);
 }
 
-fn workgroup_sum_u(own: vec4<u32>, lid: u32) -> vec4<u32> {
-    red_u[lid] = own;
+// The counts and masses summed in one tree: one set of barriers for both.
+fn workgroup_sum_measure(own: Measure, lid: u32) -> Measure {
+    red_u[lid] = own.count;
+    red_f[lid] = own.mass;
     workgroupBarrier();
     for (var half = WORKGROUP_SIZE / 2u; half > 0u; half /= 2u) {
         if lid < half {
             red_u[lid] = red_u[lid] + red_u[lid + half];
-        }
-        workgroupBarrier();
-    }
-    if lid == 0u {
-        out_u = red_u[0];
-    }
-    return workgroupUniformLoad(&out_u);
-}
-
-fn workgroup_sum_f(own: vec4<f32>, lid: u32) -> vec4<f32> {
-    red_f[lid] = own;
-    workgroupBarrier();
-    for (var half = WORKGROUP_SIZE / 2u; half > 0u; half /= 2u) {
-        if lid < half {
             red_f[lid] = red_f[lid] + red_f[lid + half];
         }
         workgroupBarrier();
     }
     if lid == 0u {
+        out_u = red_u[0];
         out_f = red_f[0];
     }
-    return workgroupUniformLoad(&out_f);
+    // One barrier: the second load finds the value the first one's barrier published.
+    return Measure(workgroupUniformLoad(&out_u), workgroupUniformLoad(&out_f));
 }
 
 // The column with the largest score (the lowest column among equal scores); NO_ID when
@@ -129,54 +121,54 @@ fn workgroup_best(score: f32, col: u32, lid: u32) -> u32 {
 
 // ---- The sweeps -------------------------------------------------------------------
 
-// The search sweeps take four columns a WORKGROUP_SIZE apart per step, written out:
-// software adapters cap the iterations a loop makes over a whole invocation, and the
-// search repeats its sweep.
-
-// Column `col`'s part of count_at_least: 1 for each pivot its key is at or above.
-fn count1(col: u32, base: u32, pivots: vec4<u32>) -> vec4<u32> {
-    if col >= params.cols {
-        return vec4<u32>(0u);
-    }
-    let key = order_key(load1(col, base + col));
-    return select(vec4<u32>(0u), vec4<u32>(1u), vec4<u32>(key) >= pivots);
+// What a search sweep measures at each of four pivot keys: how many entries have keys
+// above it, and (when the search needs it) their mass exp((x - m) / T).
+struct Measure {
+    count: vec4<u32>,
+    mass: vec4<f32>,
 }
 
-// How many entries of the row have keys at or above each pivot.
-fn count_at_least(row: u32, pivots: vec4<u32>, lid: u32) -> vec4<u32> {
-    var n = vec4<u32>(0u);
+fn measure_add(acc: ptr<function, Measure>, x: f32, pivots: vec4<u32>, m: f32, with_mass: bool) {
+    let above = vec4<u32>(order_key(x)) > pivots;
+    (*acc).count += select(vec4<u32>(0u), vec4<u32>(1u), above);
+    if with_mass {
+        // Masked entries key below every pivot, so their exp(-inf) is never added.
+        (*acc).mass += select(vec4<f32>(0.0), vec4<f32>(exp((x - m) * row_inv_t)), above);
+    }
+}
+
+fn measure_col(acc: ptr<function, Measure>, col: u32, base: u32, pivots: vec4<u32>, m: f32, with_mass: bool) {
+    if col < params.cols {
+        measure_add(acc, load1(col, base + col), pivots, m, with_mass);
+    }
+}
+
+// The measures of the row above each pivot: vec4 loads over the row body where rows are
+// vec4-aligned, else four scalar columns a WORKGROUP_SIZE apart per step, written out
+// (software adapters cap the iterations a loop makes over a whole invocation, and a
+// search repeats its sweep).
+fn measure_above(row: u32, pivots: vec4<u32>, m: f32, with_mass: bool, lid: u32) -> Measure {
+    var acc = Measure(vec4<u32>(0u), vec4<f32>(0.0));
     let base = src_index(row, 0u);
-    for (var j = lid; j < params.cols; j += 4u * WORKGROUP_SIZE) {
-        n += count1(j, base, pivots);
-        n += count1(j + WORKGROUP_SIZE, base, pivots);
-        n += count1(j + 2u * WORKGROUP_SIZE, base, pivots);
-        n += count1(j + 3u * WORKGROUP_SIZE, base, pivots);
+    var tail = 0u;
+    if VEC4 {
+        let n4 = params.cols / 4u;
+        for (var i = lid; i < n4; i += WORKGROUP_SIZE) {
+            let v = load4(4u * i, base / 4u + i);
+            measure_add(&acc, v.x, pivots, m, with_mass);
+            measure_add(&acc, v.y, pivots, m, with_mass);
+            measure_add(&acc, v.z, pivots, m, with_mass);
+            measure_add(&acc, v.w, pivots, m, with_mass);
+        }
+        tail = 4u * n4;
     }
-    return workgroup_sum_u(n, lid);
-}
-
-// Column `col`'s part of mass_above: exp((x - m) / T) for each pivot its key is above.
-fn mass1(col: u32, base: u32, pivots: vec4<u32>, m: f32) -> vec4<f32> {
-    if col >= params.cols {
-        return vec4<f32>(0.0);
+    for (var j = tail + lid; j < params.cols; j += 4u * WORKGROUP_SIZE) {
+        measure_col(&acc, j, base, pivots, m, with_mass);
+        measure_col(&acc, j + WORKGROUP_SIZE, base, pivots, m, with_mass);
+        measure_col(&acc, j + 2u * WORKGROUP_SIZE, base, pivots, m, with_mass);
+        measure_col(&acc, j + 3u * WORKGROUP_SIZE, base, pivots, m, with_mass);
     }
-    let x = load1(col, base + col);
-    let key = order_key(x);
-    let e = select(exp((x - m) * row_inv_t), 0.0, key < FIRST_KEY);
-    return select(vec4<f32>(0.0), vec4<f32>(e), vec4<u32>(key) > pivots);
-}
-
-// The mass exp((x - m) / T) of the entries whose keys are above each pivot.
-fn mass_above(row: u32, pivots: vec4<u32>, m: f32, lid: u32) -> vec4<f32> {
-    var s = vec4<f32>(0.0);
-    let base = src_index(row, 0u);
-    for (var j = lid; j < params.cols; j += 4u * WORKGROUP_SIZE) {
-        s += mass1(j, base, pivots, m);
-        s += mass1(j + WORKGROUP_SIZE, base, pivots, m);
-        s += mass1(j + 2u * WORKGROUP_SIZE, base, pivots, m);
-        s += mass1(j + 3u * WORKGROUP_SIZE, base, pivots, m);
-    }
-    return workgroup_sum_f(s, lid);
+    return workgroup_sum_measure(acc, lid);
 }
 
 // Four keys spread over (lo, hi], increasing (equal when the range is narrower than 5).
@@ -187,42 +179,37 @@ fn pivots(lo: u32, hi: u32) -> vec4<u32> {
     return vec4<u32>(lo) + max(part, vec4<u32>(1u));
 }
 
-// The largest key v in [lo, hi] whose measure is at least `target` (`lo`'s is), the
-// measure non-increasing in v: entries at or above v (top-k) or the mass above v (top-p).
-fn search_count(row: u32, lo_in: u32, hi_in: u32, k: u32, lid: u32) -> u32 {
-    var lo = lo_in;
-    var hi = hi_in;
-    loop {
-        if lo >= hi {
-            break;
-        }
-        let p = pivots(lo, hi);
-        let n = count_at_least(row, p, lid);
-        for (var i = 0u; i < 4u; i++) {
-            if n[i] >= k {
-                lo = max(lo, p[i]);
-            } else {
-                hi = min(hi, p[i] - 1u);
-            }
-        }
-    }
-    return lo;
+// A threshold key u, with the count and mass of the entries above it.
+struct Found {
+    key: u32,
+    count: u32,
+    mass: f32,
 }
 
-fn search_mass(row: u32, lo_in: u32, hi_in: u32, goal: f32, m: f32, lid: u32) -> u32 {
+// The largest key u in [lo.key, hi) whose measure above it reaches the goal: at least
+// `k` entries (top-k), or with `by_mass`, at least `goal` of mass (top-p). `lo`'s
+// measure reaches it (or lo.count is an upper bound and nothing above lo does) and
+// hi's does not; `hi_count` entries are above hi. The measure above u falls as u grows,
+// so each sweep keeps the range between the last pivot that reaches the goal and the
+// first that does not. The search stops when no entry lies in (lo, hi]: every u there
+// keeps the same entries.
+fn search(row: u32, lo_in: Found, hi_in: u32, k: u32, goal: f32, by_mass: bool, with_mass: bool, m: f32, lid: u32) -> Found {
     var lo = lo_in;
     var hi = hi_in;
+    var hi_count = 0u;
     loop {
-        if lo >= hi {
+        if hi - lo.key < 2u || lo.count == hi_count {
             break;
         }
-        let p = pivots(lo, hi);
-        let s = mass_above(row, p, m, lid);
+        let p = pivots(lo.key, hi - 1u);
+        let at = measure_above(row, p, m, with_mass, lid);
         for (var i = 0u; i < 4u; i++) {
-            if s[i] >= goal {
-                lo = max(lo, p[i]);
-            } else {
-                hi = min(hi, p[i] - 1u);
+            let reaches = select(at.count[i] >= k, at.mass[i] >= goal, by_mass);
+            if reaches && p[i] > lo.key && p[i] < hi {
+                lo = Found(p[i], at.count[i], at.mass[i]);
+            } else if !reaches && p[i] < hi && p[i] > lo.key {
+                hi = p[i];
+                hi_count = at.count[i];
             }
         }
     }
@@ -308,25 +295,18 @@ fn softmax_sample(
     let m = st.m;
     let greedy = (params.sample_flags & 1u) != 0u || params.top_k == 1u;
     let max_key = order_key(m);
-    // Survivors have keys at or above `threshold`.
-    var threshold = FIRST_KEY;
-    if !greedy && params.top_k > 1u {
-        // Fewer unmasked entries than k keep them all.
-        let unmasked = count_at_least(row, vec4<u32>(FIRST_KEY), lid).x;
-        if unmasked > params.top_k {
-            threshold = search_count(row, FIRST_KEY, max_key, params.top_k, lid);
-        }
+    // Survivors have keys above `cut.key`: at first every unmasked entry (the key below
+    // FIRST_KEY; the count an upper bound, the mass the row's sum).
+    let with_mass = params.top_p < 1.0;
+    var cut = Found(FIRST_KEY - 1u, params.cols, st.s);
+    if !greedy && params.top_k > 1u && params.top_k < params.cols {
+        cut = search(row, cut, max_key, params.top_k, 0.0, false, with_mass, m, lid);
     }
-    if !greedy && params.top_p < 1.0 {
-        // The mass of top-k's survivors, then the largest key v whose mass strictly above
-        // is at least p of it: survivors are the keys above v.
-        var kept = st.s;
-        if threshold > FIRST_KEY {
-            kept = mass_above(row, vec4<u32>(threshold - 1u), m, lid).x;
-        }
-        let v = search_mass(row, threshold - 1u, max_key, params.top_p * kept, m, lid);
-        threshold = v + 1u;
+    if !greedy && with_mass {
+        // What top-k kept, cut to the smallest head holding p of its mass.
+        cut = search(row, cut, max_key, 0u, params.top_p * cut.mass, true, true, m, lid);
     }
+    let threshold = cut.key + 1u;
     var best = NO_ID;
     var best_score = 0.0;
     let base = src_index(row, 0u);

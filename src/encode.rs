@@ -867,6 +867,13 @@ impl Gpu {
         shape: Shape,
         options: &Options,
     ) -> Result<()> {
+        if options.softcap.is_some() {
+            return Err(Error::Unsupported(
+                "the backward pass through a soft-cap needs the logits, which it does not take: \
+                 multiply dx by 1 - tanh(x / C)^2 (the cap's derivative) after it"
+                    .into(),
+            ));
+        }
         if check_pair(y, grad, shape, options, false)?.is_none() {
             return Ok(());
         }
@@ -927,6 +934,7 @@ impl Gpu {
             stats_write: matches!(inputs.stats, Some((_, StatsMode::Write))),
             stats_given: matches!(inputs.stats, Some((_, StatsMode::Given))),
             causal: options.causal.is_some(),
+            softcap: options.softcap.is_some(),
             src: input.dtype,
             dst: if sample.is_some() {
                 Dtype::F32
@@ -992,6 +1000,7 @@ impl Gpu {
                 dst_offset: chunk.dst.first_element,
                 grid_x: chunk.grid[0],
                 inv_temperature: 1.0 / options.temperature,
+                softcap: options.softcap.unwrap_or(0.0),
                 part_cols: split.part_cols,
                 parts: split.parts,
                 part_base: chunk.part_base,

@@ -52,6 +52,9 @@ pub enum Error {
     /// 2.93874e-39, the least f32 whose reciprocal is finite).
     #[error("temperature must be finite and at least 2.93874e-39 (MIN_TEMPERATURE), got {0:e}")]
     InvalidTemperature(f32),
+    /// A soft-cap that is not finite and > 0.
+    #[error("soft-cap must be finite and > 0, got {0}")]
+    InvalidSoftcap(f32),
     /// A sampling filter out of its range (see [`crate::Sampling::validate`]).
     #[error("invalid sampling: {0}")]
     InvalidSampling(String),

@@ -45,7 +45,7 @@ pub struct Params {
     pub ids_first: u32,
     pub logprobs_first: u32,
     pub rng_row: u32,
-    pub _pad1: u32,
+    pub softcap: f32,
     pub _pad2: u32,
 }
 
@@ -89,7 +89,7 @@ impl Params {
             std::mem::offset_of!(Params, logprobs_first),
         ),
         ("rng_row", std::mem::offset_of!(Params, rng_row)),
-        ("_pad1", std::mem::offset_of!(Params, _pad1)),
+        ("softcap", std::mem::offset_of!(Params, softcap)),
         ("_pad2", std::mem::offset_of!(Params, _pad2)),
     ];
 }
@@ -107,6 +107,7 @@ pub(crate) struct PipelineKey {
     pub stats_write: bool,
     pub stats_given: bool,
     pub causal: bool,
+    pub softcap: bool,
     /// How the input and the output are stored.
     pub src: Dtype,
     pub dst: Dtype,
@@ -443,6 +444,7 @@ impl Kernels {
             ("STATS_WRITE", bool_constant(key.stats_write)),
             ("STATS_GIVEN", bool_constant(key.stats_given)),
             ("CAUSAL", bool_constant(key.causal)),
+            ("SOFTCAP", bool_constant(key.softcap)),
         ];
         // These exist only in the variants that declare them.
         if key.row_inputs() {
@@ -505,6 +507,7 @@ mod tests {
             stats_write: false,
             stats_given: false,
             causal: false,
+            softcap: false,
             src: Dtype::F32,
             dst: Dtype::F32,
             mask: false,

@@ -94,6 +94,12 @@ pub struct Options {
     /// A causal mask: row `i` keeps columns `j <= i + offset` (the offset of a KV cache),
     /// the rest masked out. Rows count from the first row of the call.
     pub causal: Option<u64>,
+    /// A soft-cap `C` (finite, > 0): each input `x` becomes `C * tanh(x / C)` first,
+    /// before the temperature and the mask (`z = C * tanh(x / C) / T + mask`), as
+    /// Gemma-style models cap their logits. Like `torch.tanh`, it maps `+-inf` to `+-C`
+    /// (mask entries out with a mask, not with `-inf` inputs, when capping); NaN stays
+    /// NaN.
+    pub softcap: Option<f32>,
     /// The planner's overrides, for tests and benchmarks (the `internals` feature).
     pub(crate) tuning: Tuning,
 }
@@ -105,6 +111,7 @@ impl Default for Options {
             temperature: 1.0,
             masked_rows: MaskedRows::Nan,
             causal: None,
+            softcap: None,
             tuning: Tuning::default(),
         }
     }
@@ -142,14 +149,23 @@ impl Options {
         self
     }
 
+    /// These options with a soft-cap `C`.
+    pub fn with_softcap(mut self, cap: f32) -> Self {
+        self.softcap = Some(cap);
+        self
+    }
+
     /// The check every call makes of the options first: a temperature that is not
-    /// finite or below [`MIN_TEMPERATURE`] is [`Error::InvalidTemperature`].
+    /// finite or below [`MIN_TEMPERATURE`] is [`Error::InvalidTemperature`]; a soft-cap
+    /// that is not finite and > 0 is [`Error::InvalidSoftcap`].
     pub fn validate(&self) -> Result<()> {
         let t = self.temperature;
-        if t.is_finite() && t >= MIN_TEMPERATURE {
-            Ok(())
-        } else {
-            Err(Error::InvalidTemperature(self.temperature))
+        if !(t.is_finite() && t >= MIN_TEMPERATURE) {
+            return Err(Error::InvalidTemperature(self.temperature));
+        }
+        match self.softcap {
+            Some(c) if !(c.is_finite() && c > 0.0) => Err(Error::InvalidSoftcap(c)),
+            _ => Ok(()),
         }
     }
 

@@ -131,6 +131,17 @@ pub fn softmax_f64_with(
     out
 }
 
+/// `C * tanh(x / C)` in f64 (`x` itself without a cap): `+-inf` give `+-C`, NaN stays.
+pub fn soft_cap(x: f32, softcap: Option<f32>) -> f64 {
+    match softcap {
+        Some(c) if !x.is_nan() => {
+            let c = f64::from(c);
+            c * (f64::from(x) / c).tanh()
+        }
+        _ => f64::from(x),
+    }
+}
+
 /// Row `r`'s values `x / T + mask` in f64, `-inf` where masked out, NaN everywhere for an
 /// invalid per-row temperature.
 fn scaled_row(r: usize, row: &[f32], options: &Options, inputs: &HostInputs<'_>) -> Vec<f64> {
@@ -167,7 +178,7 @@ fn scaled_row(r: usize, row: &[f32], options: &Options, inputs: &HostInputs<'_>)
             if mask == f64::NEG_INFINITY {
                 return f64::NEG_INFINITY;
             }
-            f64::from(x) / t + mask
+            soft_cap(x, options.softcap) / t + mask
         })
         .collect()
 }

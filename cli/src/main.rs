@@ -25,6 +25,7 @@ mod npy;
 mod output;
 mod progress;
 mod report;
+mod sample_bench;
 
 /// Why the CLI stops early.
 #[derive(Debug)]

@@ -77,6 +77,11 @@ pub struct Flags {
     /// copy kernel in the same rounds
     #[arg(long, value_name = "CONFIG,...", value_delimiter = ',', value_parser = parse_config)]
     versus: Vec<(String, Forced)>,
+    /// Instead of the report: the sampler's per-call time at batch 1 and 64 over
+    /// vocabularies of 32000, 128256 and 262144, against softmax alone and against
+    /// reading the logits back and sampling on the CPU (writes sampling.md)
+    #[arg(long, conflicts_with = "versus")]
+    sampling: bool,
 }
 
 impl Flags {
@@ -104,6 +109,7 @@ impl Flags {
             planned,
             options: forced.apply(planned),
             versus: self.versus,
+            sampling: self.sampling,
         })
     }
 }
@@ -152,6 +158,8 @@ pub struct Args {
     options: Options,
     /// Configurations for `--versus`: a name and what it forces.
     versus: Vec<(String, Forced)>,
+    /// `--sampling`: the sampler's table instead of the report.
+    sampling: bool,
 }
 
 /// A kernel and workgroup size forced instead of the planner's choice.
@@ -185,7 +193,7 @@ fn parse_kernel(name: &str) -> Result<RowKernel, String> {
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -330,7 +338,7 @@ fn wait_idle(ctx: &Context) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn wait(ctx: &Context, index: wgpu::SubmissionIndex) -> Result<(), String> {
+pub(crate) fn wait(ctx: &Context, index: wgpu::SubmissionIndex) -> Result<(), String> {
     ctx.device()
         .poll(wgpu::PollType::Wait {
             submission_index: Some(index),
@@ -340,7 +348,7 @@ fn wait(ctx: &Context, index: wgpu::SubmissionIndex) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn buffer(ctx: &Context, bytes: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+pub(crate) fn buffer(ctx: &Context, bytes: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
     ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("report"),
         size: bytes,
@@ -349,7 +357,7 @@ fn buffer(ctx: &Context, bytes: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer 
     })
 }
 
-fn logits(len: usize, seed: u64) -> Vec<f32> {
+pub(crate) fn logits(len: usize, seed: u64) -> Vec<f32> {
     let mut state = seed;
     (0..len)
         .map(|_| {
@@ -1019,6 +1027,13 @@ fn report(args: Args) -> Result<(), String> {
     let size = size.min(ctx.caps().max_storage_binding_size / 16 * 16);
     if !args.versus.is_empty() {
         return versus(&ctx, &copy, &args, size);
+    }
+    if args.sampling {
+        let (_, table) = crate::sample_bench::table(&ctx, args.repeats)?;
+        println!("{table}");
+        std::fs::create_dir_all(&args.out).map_err(|e| e.to_string())?;
+        std::fs::write(args.out.join("sampling.md"), &table).map_err(|e| e.to_string())?;
+        return Ok(());
     }
     let mut rows = Vec::new();
     for &cols in &args.cols {

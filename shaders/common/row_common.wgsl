@@ -90,7 +90,8 @@ struct Params {
     // Added to the row index the generator counts (a shard of rows, or a block of a
     // file, continues the whole's count).
     rng_row: u32,
-    _pad1: u32,
+    // The soft-cap C of SOFTCAP.
+    softcap: f32,
     _pad2: u32,
 }
 
@@ -109,6 +110,9 @@ override STATS_WRITE: bool = false;
 override STATS_GIVEN: bool = false;
 // Row r keeps columns c <= r + causal_offset.
 override CAUSAL: bool = false;
+// Each input x is soft-capped to C * tanh(x / C) (C = params.softcap) before anything
+// else: the temperature, the mask and the row's other inputs apply to the capped value.
+override SOFTCAP: bool = false;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>;
@@ -162,10 +166,26 @@ fn begin_row(row: u32) {
     begin_row_inputs();
 }
 
+// C * tanh(v / C) with SOFTCAP (else v): +-inf give +-C, as the formula does, and NaN
+// stays NaN (tested on the bits). tanh is taken of v / C clamped to +-10, where it is
+// already +-1 in f32, so no implementation's exp inside it overflows.
+fn soft_cap4(v: vec4<f32>) -> vec4<f32> {
+    if !SOFTCAP {
+        return v;
+    }
+    let c = params.softcap;
+    let bits = bitcast<vec4<u32>>(v);
+    let nan = ((bits & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK))
+        & ((bits & vec4<u32>(0x7fffffu)) != vec4<u32>(0u));
+    let inf = (bits & vec4<u32>(0x7fffffffu)) == vec4<u32>(EXP_MASK);
+    let t = clamp(select(v / c, sign(v) * 10.0, inf), vec4<f32>(-10.0), vec4<f32>(10.0));
+    return select(c * tanh(t), v, nan);
+}
+
 // Element `col` of the current row, at index `at` of the input, with the row inputs
 // applied.
 fn load1(col: u32, at: u32) -> f32 {
-    var x = apply_mask1(col, read_src1(at));
+    var x = apply_mask1(col, soft_cap4(vec4<f32>(read_src1(at))).x);
     if (CAUSAL || ROW_INPUTS) && col >= row_cap {
         x = f32_neg_inf();
     }
@@ -175,7 +195,7 @@ fn load1(col: u32, at: u32) -> f32 {
 // Elements col .. col + 3 (col a multiple of 4) of the current row, at vec4 index `at4`
 // of the input, with the row inputs applied.
 fn load4(col: u32, at4: u32) -> vec4<f32> {
-    var v = apply_mask4(col, read_src4(at4));
+    var v = apply_mask4(col, soft_cap4(read_src4(at4)));
     if CAUSAL || ROW_INPUTS {
         let c = vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u);
         v = select(v, vec4<f32>(f32_neg_inf()), c >= vec4<u32>(row_cap));
