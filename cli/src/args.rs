@@ -18,15 +18,17 @@ const DEFAULT_SEED: u64 = 42;
 const DEFAULT_GPU_MIB: u64 = 128;
 
 const USAGE: &str = "\
-wgpu-softmax [--rows N] [--cols N] [--seed N] [--log] [--temperature T]
+wgpu-softmax [--rows N] [--cols N] [--seed N] [--log] [--temperature T] [--softcap C]
                     [--causal] [--causal-offset K] [--masked-rows nan|zero]
        wgpu-softmax --input X.npy [--output Y.npy] [--stats S.npy] [--log] [--temperature T]
+                    [--softcap C]
                     [--mask M.npy] [--lengths L.npy] [--temperatures R.npy]
                     [--causal] [--causal-offset K] [--masked-rows nan|zero]
        wgpu-softmax --input X.npy --backward --grad DY.npy [--output DX.npy] [--log]
                     [--temperature T]
        wgpu-softmax --input X.npy --sample [--output IDS.npy] [--logprobs LP.npy]
                     [--top-k K] [--top-p P] [--min-p M] [--seed S] [--temperature T]
+                    [--softcap C]
                     [--mask M.npy] [--lengths L.npy] [--temperatures R.npy]
                     [--causal] [--causal-offset K] [--masked-rows nan|zero]
        wgpu-softmax report [--size-mib N] [--cols 32,128,...] [--out DIR] [...]";
@@ -160,6 +162,10 @@ pub struct SoftmaxFlags {
     /// Divide the logits by T (finite, > 0; default 1)
     #[arg(short, long, value_name = "T", value_parser = parse_temperature, allow_negative_numbers = true)]
     temperature: Option<f32>,
+    /// Soft-cap the logits to C * tanh(x / C) first, before the temperature and the
+    /// mask (finite, > 0); +-inf logits become +-C
+    #[arg(long, value_name = "C", value_parser = parse_softcap, allow_negative_numbers = true)]
+    softcap: Option<f32>,
     /// Causal mask: row i keeps columns j <= i (+ K); i counts rows along the
     /// second-to-last axis (within each matrix of a rank >= 3 input)
     #[arg(long)]
@@ -270,6 +276,9 @@ impl SoftmaxFlags {
         if let Some(offset) = self.causal_offset.or(self.causal.then_some(0)) {
             options = options.with_causal(offset);
         }
+        if let Some(cap) = self.softcap {
+            options = options.with_softcap(cap);
+        }
         let gpu_bytes = self.max_gpu_mib.map_or(DEFAULT_GPU_MIB << 20, |mib| {
             (mib as u64).saturating_mul(1 << 20)
         });
@@ -319,6 +328,7 @@ impl SoftmaxFlags {
                 self.causal || self.causal_offset.is_some(),
             ),
             ("--stats", self.stats.is_some()),
+            ("--softcap", self.softcap.is_some()),
         ];
         match forward_only.iter().find(|(_, given)| *given) {
             Some((flag, _)) => Err(Failure::Usage(format!(
@@ -395,6 +405,14 @@ fn parse_temperature(text: &str) -> Result<f32, String> {
         Err(format!(
             "must be finite and > 0 (at least about 2.9e-39), got {text}"
         ))
+    }
+}
+
+/// `--softcap`: finite and > 0, checked before the GPU is up.
+fn parse_softcap(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(c) if c.is_finite() && c > 0.0 => Ok(c),
+        _ => Err(format!("must be finite and > 0, got {text}")),
     }
 }
 

@@ -132,6 +132,9 @@ pub fn describe(options: &Options) -> String {
     if options.masked_rows == MaskedRows::Zero {
         text += ", masked rows zero";
     }
+    if let Some(cap) = options.softcap {
+        text += &format!(", soft-cap {cap}");
+    }
     text
 }
 

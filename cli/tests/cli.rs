@@ -1788,3 +1788,30 @@ fn sample_flags_out_of_place_are_usage_errors() {
         assert_fails(&["--input", "x.npy", "--logprobs", "lp.npy"], 2).contains("needs --sample")
     );
 }
+
+#[test]
+fn softcap_flag_caps_the_logits_before_the_temperature() {
+    let values = [1e4f32, -1e4, 3.0, 0.0, 50.0, -7.0];
+    let (_, got) = round_trip(
+        "softcap",
+        "(2, 3)",
+        &values,
+        &["--softcap", "30", "--temperature", "2"],
+    );
+    let options = Options::softmax().with_softcap(30.0).with_temperature(2.0);
+    assert_matches_reference(&got, &values, 3, &options);
+    assert!(assert_fails(&["--softcap", "0"], 2).contains("finite and > 0"));
+    assert!(assert_fails(
+        &[
+            "--input",
+            "x.npy",
+            "--backward",
+            "--grad",
+            "g.npy",
+            "--softcap",
+            "3"
+        ],
+        2
+    )
+    .contains("--softcap"));
+}
