@@ -27,6 +27,7 @@
 // per row, a dummy without bit 1), from params.ids_first and params.logprobs_first.
 
 #import row_common
+#import workgroup_uniform
 
 @group(0) @binding(3) var<storage, read_write> ids: array<u32>;
 @group(0) @binding(4) var<storage, read_write> logprobs: array<f32>;
@@ -35,13 +36,6 @@
 const NO_ID: u32 = 0xffffffffu;
 // The key of -f32::MAX, the least finite value: masked (-inf) entries key below it.
 const FIRST_KEY: u32 = 0x00800000u;
-const MAX_WORKGROUP: u32 = 256u;
-
-var<workgroup> red_f: array<vec4<f32>, MAX_WORKGROUP>;
-var<workgroup> red_u: array<vec4<u32>, MAX_WORKGROUP>;
-var<workgroup> out_f: vec4<f32>;
-var<workgroup> out_u: vec4<u32>;
-
 // A key that orders as the value does: -inf lowest, -0 and +0 one key.
 fn order_key(x: f32) -> u32 {
     var b = bitcast<u32>(x);
@@ -50,29 +44,6 @@ fn order_key(x: f32) -> u32 {
 }
 
 // ---- Reductions; every invocation gets the result, as a uniform value ----------------
-
-fn workgroup_stats(own: Stats, lid: u32) -> Stats {
-    red_f[lid] = vec4<f32>(own.m, own.s, 0.0, 0.0);
-    red_u[lid] = vec4<u32>(own.bad, 0u, 0u, 0u);
-    workgroupBarrier();
-    for (var half = WORKGROUP_SIZE / 2u; half > 0u; half /= 2u) {
-        if lid < half {
-            let a = Stats(red_f[lid].x, red_f[lid].y, red_u[lid].x);
-            let b = Stats(red_f[lid + half].x, red_f[lid + half].y, red_u[lid + half].x);
-            let c = merge(a, b);
-            red_f[lid] = vec4<f32>(c.m, c.s, 0.0, 0.0);
-            red_u[lid] = vec4<u32>(c.bad, 0u, 0u, 0u);
-        }
-        workgroupBarrier();
-    }
-    if lid == 0u {
-        out_f = red_f[0];
-        out_u = red_u[0];
-    }
-    let f = workgroupUniformLoad(&out_f);
-    let u = workgroupUniformLoad(&out_u);
-    return Stats(f.x, f.y, u.x);
-}
 
 // The counts and masses summed in one tree: one set of barriers for both.
 fn workgroup_sum_measure(own: Measure, lid: u32) -> Measure {
@@ -278,7 +249,7 @@ fn softmax_sample(
     let lp_at = params.logprobs_first + row;
     var own = row_stats(row, lid, WORKGROUP_SIZE);
     own.bad |= row_bad;
-    let st = workgroup_stats(own, lid);
+    let st = workgroup_totals(own, 0.0, 0u, lid).st;
     if st.bad != 0u || st.s == 0.0 {
         if lid == 0u {
             ids[id_at] = NO_ID;

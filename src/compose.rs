@@ -50,11 +50,13 @@ pub enum Shader {
     Backward,
     /// `softmax_sample`.
     Sample,
+    /// `softmax_cross_entropy`.
+    CrossEntropy,
 }
 
 impl Shader {
     /// Every shader.
-    pub const ALL: [Shader; 8] = [
+    pub const ALL: [Shader; 9] = [
         Shader::ThreadRow,
         Shader::SubgroupRow,
         Shader::WorkgroupShared,
@@ -63,6 +65,7 @@ impl Shader {
         Shader::SplitWrite,
         Shader::Backward,
         Shader::Sample,
+        Shader::CrossEntropy,
     ];
 
     /// The entry point, which is also the file name and pipeline label.
@@ -76,6 +79,7 @@ impl Shader {
             Shader::SplitWrite => "softmax_split_write",
             Shader::Backward => "softmax_backward",
             Shader::Sample => "softmax_sample",
+            Shader::CrossEntropy => "softmax_cross_entropy",
         }
     }
 
@@ -92,7 +96,13 @@ impl Shader {
             Shader::SplitWrite => include_str!("../shaders/softmax_split_write.wgsl"),
             Shader::Backward => include_str!("../shaders/softmax_backward.wgsl"),
             Shader::Sample => include_str!("../shaders/softmax_sample.wgsl"),
+            Shader::CrossEntropy => include_str!("../shaders/softmax_cross_entropy.wgsl"),
         }
+    }
+
+    /// Whether it binds targets and losses (bindings 10 and 11).
+    pub fn binds_targets(self) -> bool {
+        self == Shader::CrossEntropy
     }
 
     /// Whether it uses subgroup operations (`Features::SUBGROUP`).
@@ -101,7 +111,8 @@ impl Shader {
     }
 
     /// Whether its output is a matrix like its input (every shader but the sampler, which
-    /// writes a column and a log-probability per row).
+    /// writes a column and a log-probability per row; the cross-entropy's output is its
+    /// gradient).
     pub fn writes_rows(self) -> bool {
         self != Shader::Sample
     }
@@ -131,7 +142,11 @@ impl Shader {
 }
 
 /// The files `#import` can name: `shaders/common/NAME.wgsl`.
-const COMMON: [(&str, &str); 13] = [
+const COMMON: [(&str, &str); 14] = [
+    (
+        "workgroup_uniform",
+        include_str!("../shaders/common/workgroup_uniform.wgsl"),
+    ),
     (
         "row_common",
         include_str!("../shaders/common/row_common.wgsl"),

@@ -5,10 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::dtype::Element;
-use crate::encode::{MatrixView, RowInputs, SampleOutputs};
+use crate::encode::{LossOutputs, MatrixView, Region, RowInputs, SampleOutputs};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::host::{Host, HostInputs};
+use crate::loss::CrossEntropy;
 use crate::op::{Options, Shape};
 use crate::sample::Sampling;
 use crate::staging::StagingPool;
@@ -422,6 +423,91 @@ impl Context {
     ) -> Result<()> {
         self.gpu
             .encode_sample(encoder, input, outputs, shape, options, sampling, inputs, 0)
+            .map_err(|e| self.gpu.explain(e))
+    }
+
+    /// **Host path**, cross-entropy: the loss of each row of the `shape` matrix `logits`
+    /// (any storage type) against its integer target (`targets`, one per row, as
+    /// PyTorch's `long`), into `losses`, and with `grad` the gradient with respect to the
+    /// logits (of their shape, any storage type); returns the reduced loss in f64 (the
+    /// sum, or the mean over the rows not ignored, per [`CrossEntropy::reduction`]; the
+    /// sum for [`Reduction::None`](crate::Reduction::None)). The `Options`' soft-cap,
+    /// temperature, causal mask and masked-row policy and the mask, lengths and per-row
+    /// temperatures of `inputs` apply as for softmax; statistics in `inputs` are written,
+    /// or given (a shard of a split vocabulary: see [`CrossEntropy::column_offset`]). A
+    /// target outside the row that is not the ignore index is refused before any GPU
+    /// work. See [`CrossEntropy`] for the formulas.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), wgpu_softmax::Error> {
+    /// use wgpu_softmax::{block_on, Context, ContextOptions, CrossEntropy, HostInputs, Options, Shape};
+    /// let ctx = block_on(Context::new(ContextOptions::default()))?;
+    /// let logits = [7.0f32, 4.0, 0.0];
+    /// let mut losses = [0f32; 1];
+    /// let mut grad = [0f32; 3];
+    /// let mean = block_on(ctx.cross_entropy(&logits, &[1], &mut losses, Some(&mut grad[..]),
+    ///     Shape::new(1, 3), &Options::softmax(), &CrossEntropy::default(), HostInputs::default()))?;
+    /// // -ln(0.04739): the target's probability was small.
+    /// assert!((mean - 3.04933).abs() < 1e-4);
+    /// assert!((grad[1] - (0.04739 - 1.0)).abs() < 1e-4);
+    /// # Ok(()) }
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub async fn cross_entropy<T: Element, U: Element>(
+        &self,
+        logits: &[T],
+        targets: &[i64],
+        losses: &mut [f32],
+        grad: Option<&mut [U]>,
+        shape: Shape,
+        options: &Options,
+        loss: &CrossEntropy,
+        inputs: HostInputs<'_>,
+    ) -> Result<f64> {
+        self.host()
+            .cross_entropy(logits, targets, losses, grad, shape, options, loss, inputs)
+            .await
+    }
+
+    /// **Resident path**, cross-entropy: records the loss of [`Context::cross_entropy`]
+    /// per row into `outputs.losses` (f32) and, with `outputs.grad`, the gradient (which
+    /// may be `logits` itself: the gradient in place of the logits, as Liger's kernel
+    /// does; not in a browser, where WebGPU forbids it), reading the targets (i32 per
+    /// row) from the app's `targets` buffer. The resident path does not reduce: the
+    /// gradient is scaled by [`CrossEntropy::grad_scale`] alone, so for a mean fold one
+    /// over the rows not ignored into it ([`Reduction::Mean`](crate::Reduction::Mean) is
+    /// refused here, as the rows not ignored are only known on the GPU). A target
+    /// outside the row gives that row loss NaN. Errors as [`Context::encode`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_cross_entropy(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: MatrixView<'_>,
+        targets: Region<'_>,
+        outputs: LossOutputs<'_>,
+        shape: Shape,
+        options: &Options,
+        loss: &CrossEntropy,
+        inputs: &RowInputs<'_>,
+    ) -> Result<()> {
+        if loss.reduction == crate::Reduction::Mean {
+            return Err(Error::Unsupported(
+                "the resident cross-entropy writes per-row losses: give Reduction::None or \
+                 Sum, with one over the rows not ignored folded into grad_scale for a mean"
+                    .into(),
+            ));
+        }
+        self.gpu
+            .encode_cross_entropy(
+                encoder,
+                (logits, targets),
+                outputs,
+                shape,
+                options,
+                (loss, loss.grad_scale),
+                inputs,
+                0,
+            )
             .map_err(|e| self.gpu.explain(e))
     }
 

@@ -4,6 +4,7 @@ use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{uniform_buffer, BindingKey, Bindings, Bound, Params, PipelineKey, Shader};
+use crate::loss::CrossEntropy;
 use crate::op::{MaskedRows, Op, Options, Shape};
 use crate::plan::{self, Placement, Plan};
 use crate::sample::Sampling;
@@ -541,6 +542,64 @@ impl<'a> SampleOutputs<'a> {
     }
 }
 
+/// Where the cross-entropy writes: a loss (`f32`) per row into `losses`, and the
+/// gradient with respect to the logits into `grad` when given (of the logits' shape; it
+/// may be the logits themselves, for the gradient in place).
+#[derive(Clone, Copy, Debug)]
+pub struct LossOutputs<'a> {
+    /// Row `r`'s loss goes to element `r` of this region.
+    pub losses: Region<'a>,
+    /// The gradient, if wanted.
+    pub grad: Option<MatrixView<'a>>,
+}
+
+impl<'a> LossOutputs<'a> {
+    /// Losses only.
+    pub fn new(losses: Region<'a>) -> Self {
+        LossOutputs { losses, grad: None }
+    }
+
+    /// These outputs with the gradient too.
+    pub fn with_grad(mut self, grad: MatrixView<'a>) -> Self {
+        self.grad = Some(grad);
+        self
+    }
+}
+
+/// The checked targets and outputs of a cross-entropy call, and its settings.
+pub(crate) struct CeBinding<'a> {
+    targets: RegionBinding<'a>,
+    losses: RegionBinding<'a>,
+    grad: bool,
+    grad_dtype: Dtype,
+    ce: CrossEntropy,
+    /// The gradient's scale (the reduction's times the incoming one).
+    scale: f32,
+}
+
+impl CeBinding<'_> {
+    fn params(&self, params: Params, first_row: u32) -> Params {
+        Params {
+            col_origin: self.ce.column_offset,
+            targets_first: self.targets.first + first_row,
+            losses_first: self.losses.first + first_row,
+            ignore_index: self.ce.ignore_index as i32 as u32,
+            smoothing: self.ce.label_smoothing,
+            z_loss: self.ce.z_loss,
+            grad_scale: self.scale,
+            ce_flags: u32::from(self.grad),
+            ..params
+        }
+    }
+}
+
+/// What a sampling or cross-entropy call binds besides the softmax kernels' bindings.
+#[derive(Clone, Copy)]
+pub(crate) enum Extra<'b, 'a> {
+    Sample(&'b SampleBinding<'a>),
+    CrossEntropy(&'b CeBinding<'a>),
+}
+
 /// The checked outputs of a sampling call, and its sampling.
 pub(crate) struct SampleBinding<'a> {
     ids: RegionBinding<'a>,
@@ -600,12 +659,12 @@ impl Gpu {
                         size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
                     }),
                 }];
-                entries.extend(bound.iter().enumerate().map(|(k, b)| wgpu::BindGroupEntry {
-                    binding: k as u32 + 1,
+                entries.extend(bound.iter().map(|(binding, b)| wgpu::BindGroupEntry {
+                    binding: *binding,
                     resource: match b {
                         Bound::Unused => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                             buffer: &self.kernels.dummy,
-                            offset: crate::kernels::dummy_offset(&self.device, k as u32 + 1),
+                            offset: crate::kernels::dummy_offset(&self.device, *binding),
                             size: wgpu::BufferSize::new(16),
                         }),
                         Bound::Range(buffer, offset, size) => {
@@ -805,39 +864,7 @@ impl Gpu {
         bindings.check_alive(self)?;
         // One workgroup per row, as the workgroup kernel: the planner's chunks of rows
         // within the bindings and the dispatch limits.
-        // A row is one workgroup's, however long: about 16 columns per invocation, from
-        // 32 invocations (short rows: each sweep ends in barriers, which cost more than
-        // the loads there) to the largest workgroup.
-        let largest = plan::MAX_SHARED_WORKGROUP
-            .min(1 << self.caps.max_invocations_per_workgroup.max(1).ilog2());
-        let wanted =
-            (shape.cols.div_ceil(16).next_power_of_two() as u32).clamp(32, largest.max(32));
-        let tuning = plan::Tuning {
-            kernel: Some(plan::RowKernel::WorkgroupShared),
-            workgroup_size: Some(
-                options
-                    .tuning()
-                    .workgroup_size
-                    .unwrap_or(wanted.min(largest)),
-            ),
-        };
-        let placement = input.placement(shape.cols);
-        let plan = plan::plan(
-            shape.rows, shape.cols, placement, placement, tuning, &self.caps,
-        )?;
-        // A software adapter's cap on a loop's iterations over an invocation: the draw
-        // steps one column per invocation, the searches' sweeps four, in at most
-        // SEARCH_SWEEPS sweeps per search.
-        if let Some(limit) = self.caps.max_loop_iterations {
-            let steps = (shape.cols as u64).div_ceil(u64::from(plan.workgroup_size));
-            if steps > limit || steps.div_ceil(4) * SEARCH_SWEEPS > limit {
-                return Err(Error::Unsupported(format!(
-                    "sampling a row of {} columns needs more than {limit} loop iterations \
-                     per invocation, above this software adapter's cap",
-                    shape.cols
-                )));
-            }
-        }
+        let plan = self.row_per_workgroup_plan(shape, input, input, options)?;
         log::debug!(
             "wgpu-softmax: {shape:?} sample {sampling:?}: {} invocations, {} chunk(s)",
             plan.workgroup_size,
@@ -854,8 +881,233 @@ impl Gpu {
             (input, input),
             shape,
             options,
-            (&bindings, Some(&sample)),
+            (&bindings, Some(Extra::Sample(&sample))),
         )
+    }
+
+    /// The cross-entropy op (see
+    /// [`Context::encode_cross_entropy`](crate::Context::encode_cross_entropy)) on rows
+    /// `row_origin..` of the inputs; `scale` multiplies the gradient.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn encode_cross_entropy(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        (logits, targets): (MatrixView<'_>, Region<'_>),
+        outputs: LossOutputs<'_>,
+        shape: Shape,
+        options: &Options,
+        (ce, scale): (&CrossEntropy, f32),
+        inputs: &RowInputs<'_>,
+        row_origin: usize,
+    ) -> Result<()> {
+        options.validate()?;
+        ce.validate()?;
+        shape.len()?;
+        if shape.rows == 0 {
+            return Ok(());
+        }
+        if shape.cols == 0 {
+            return Err(Error::Unsupported(
+                "cross-entropy needs at least one column".into(),
+            ));
+        }
+        let given = matches!(
+            inputs.stats,
+            Some(StatsView {
+                mode: StatsMode::Given,
+                ..
+            })
+        );
+        if given && ce.label_smoothing != 0.0 {
+            return Err(Error::Unsupported(
+                "label smoothing needs the mean of the whole row, which a shard given the \
+                 row statistics does not have"
+                    .into(),
+            ));
+        }
+        let (input_bytes, grad_bytes) = match outputs.grad {
+            Some(grad) => {
+                let Some((a, b)) = check_pair(logits, grad, shape, options, true)? else {
+                    return Ok(());
+                };
+                if !self.caps.aliased_views && logits.buffer == grad.buffer {
+                    let align = u64::from(self.caps.storage_offset_alignment.max(4));
+                    let bound = |r: &std::ops::Range<u64>| r.start - r.start % align..r.end;
+                    let (x, y) = (bound(&a), bound(&b));
+                    if x.start < y.end && y.start < x.end {
+                        return Err(Error::Unsupported(
+                            "WebGPU refuses two writable storage bindings of one dispatch \
+                             over the same bytes: in a browser the gradient cannot be written \
+                             over the logits"
+                                .into(),
+                        ));
+                    }
+                }
+                (a, Some(b))
+            }
+            None => (logits.check("input", shape)?, None),
+        };
+        let total_rows = row_origin as u64 + shape.rows as u64;
+        if total_rows + shape.cols as u64 + 1 > u64::from(u32::MAX) {
+            return Err(Error::ShapeOverflow {
+                rows: shape.rows,
+                cols: shape.cols,
+            });
+        }
+        let mut bindings = inputs.bind(total_rows, shape.cols, &self.caps)?;
+        bindings.row_origin = row_origin as u32;
+        let rows = shape.rows as u64;
+        let targets_b = RegionBinding::new(
+            "targets",
+            targets.buffer,
+            targets.offset,
+            4,
+            rows,
+            &self.caps,
+        )?;
+        let losses_b = RegionBinding::new(
+            "losses",
+            outputs.losses.buffer,
+            outputs.losses.offset,
+            4,
+            rows,
+            &self.caps,
+        )?;
+        // The gradient against the row inputs and statistics (and, in place, the logits).
+        let grad_view = outputs.grad.unwrap_or(logits);
+        let grad_range = grad_bytes.clone().unwrap_or(0..0);
+        bindings.check_overlaps(
+            (logits.buffer, input_bytes.clone()),
+            (grad_view.buffer, grad_range.clone()),
+        )?;
+        // The losses and the targets against everything else.
+        type Bytes<'b> = (&'static str, &'b wgpu::Buffer, std::ops::Range<u64>);
+        let mut others: Vec<Bytes<'_>> = vec![
+            ("input", logits.buffer, input_bytes),
+            ("targets", targets_b.buffer, targets_b.bytes.clone()),
+        ];
+        if grad_bytes.is_some() {
+            others.push(("grad", grad_view.buffer, grad_range));
+        }
+        others.extend(
+            bindings
+                .mask
+                .as_ref()
+                .map(|(b, _)| ("mask", b.buffer, b.bytes.clone())),
+        );
+        others.extend(
+            bindings
+                .lengths
+                .as_ref()
+                .map(|b| ("lengths", b.buffer, b.bytes.clone())),
+        );
+        others.extend(
+            bindings
+                .temperatures
+                .as_ref()
+                .map(|b| ("temperatures", b.buffer, b.bytes.clone())),
+        );
+        others.extend(
+            bindings
+                .stats
+                .as_ref()
+                .map(|(b, _)| ("stats", b.buffer, b.bytes.clone())),
+        );
+        let meets =
+            |a: &Bytes<'_>, b: &Bytes<'_>| a.1 == b.1 && a.2.start < b.2.end && b.2.start < a.2.end;
+        let losses_bytes: Bytes<'_> = ("losses", losses_b.buffer, losses_b.bytes.clone());
+        if let Some(o) = others.iter().find(|o| meets(&losses_bytes, o)) {
+            return Err(Error::RegionOverlap {
+                written: "losses",
+                other: o.0,
+            });
+        }
+        let targets_bytes = &others[1];
+        if let Some(o) = others[2..]
+            .iter()
+            .find(|o| (o.0 == "grad" || o.0 == "stats") && meets(targets_bytes, o))
+        {
+            return Err(Error::RegionOverlap {
+                written: o.0,
+                other: "targets",
+            });
+        }
+        self.check_alive("input", logits.buffer)?;
+        self.check_alive("targets", targets.buffer)?;
+        self.check_alive("losses", outputs.losses.buffer)?;
+        if let Some(g) = outputs.grad {
+            self.check_alive("grad", g.buffer)?;
+        }
+        bindings.check_alive(self)?;
+        let plan = self.row_per_workgroup_plan(shape, logits, grad_view, options)?;
+        log::debug!(
+            "wgpu-softmax: {shape:?} cross-entropy {ce:?}: {} invocations, {} chunk(s)",
+            plan.workgroup_size,
+            plan.chunks.len()
+        );
+        let binding = CeBinding {
+            targets: targets_b,
+            losses: losses_b,
+            grad: outputs.grad.is_some(),
+            grad_dtype: grad_view.dtype,
+            ce: *ce,
+            scale,
+        };
+        self.record(
+            encoder,
+            (&plan, &[Shader::CrossEntropy]),
+            (logits, grad_view),
+            shape,
+            options,
+            (&bindings, Some(Extra::CrossEntropy(&binding))),
+        )
+    }
+
+    /// The plan of the kernels that give each row one workgroup, however long (the
+    /// sampler, the cross-entropy): about 16 columns per invocation, from 32 invocations
+    /// (short rows: each sweep ends in barriers, which cost more than the loads there) to
+    /// the largest workgroup; refused where a software adapter's loop cap would cut the
+    /// sweeps short (they step one column, or four, per invocation, in at most
+    /// SEARCH_SWEEPS sweeps of one loop).
+    fn row_per_workgroup_plan(
+        &self,
+        shape: Shape,
+        input: MatrixView<'_>,
+        output: MatrixView<'_>,
+        options: &Options,
+    ) -> Result<Plan> {
+        let largest = plan::MAX_SHARED_WORKGROUP
+            .min(1 << self.caps.max_invocations_per_workgroup.max(1).ilog2());
+        let wanted =
+            (shape.cols.div_ceil(16).next_power_of_two() as u32).clamp(32, largest.max(32));
+        let tuning = plan::Tuning {
+            kernel: Some(plan::RowKernel::WorkgroupShared),
+            workgroup_size: Some(
+                options
+                    .tuning()
+                    .workgroup_size
+                    .unwrap_or(wanted.min(largest)),
+            ),
+        };
+        let plan = plan::plan(
+            shape.rows,
+            shape.cols,
+            input.placement(shape.cols),
+            output.placement(shape.cols),
+            tuning,
+            &self.caps,
+        )?;
+        if let Some(limit) = self.caps.max_loop_iterations {
+            let steps = (shape.cols as u64).div_ceil(u64::from(plan.workgroup_size));
+            if steps > limit || steps.div_ceil(4) * SEARCH_SWEEPS > limit {
+                return Err(Error::Unsupported(format!(
+                    "a row of {} columns needs more than {limit} loop iterations per \
+                     invocation, above this software adapter's cap",
+                    shape.cols
+                )));
+            }
+        }
+        Ok(plan)
     }
 
     /// The backward op (see [`Context::encode_backward`](crate::Context::encode_backward)).
@@ -916,7 +1168,7 @@ impl Gpu {
         (input, output): (MatrixView<'_>, MatrixView<'_>),
         shape: Shape,
         options: &Options,
-        (inputs, sample): (&InputBindings<'_>, Option<&SampleBinding<'_>>),
+        (inputs, extra): (&InputBindings<'_>, Option<Extra<'_, '_>>),
     ) -> Result<()> {
         let key = |shader: Shader| PipelineKey {
             shader,
@@ -936,10 +1188,10 @@ impl Gpu {
             causal: options.causal.is_some(),
             softcap: options.softcap.is_some(),
             src: input.dtype,
-            dst: if sample.is_some() {
-                Dtype::F32
-            } else {
-                output.dtype
+            dst: match extra {
+                Some(Extra::Sample(_)) => Dtype::F32,
+                Some(Extra::CrossEntropy(ce)) => ce.grad_dtype,
+                None => output.dtype,
             },
             mask: inputs.mask.is_some(),
             mask_dtype: if inputs.mask.is_some() {
@@ -964,7 +1216,9 @@ impl Gpu {
             .iter()
             .map(|&k| self.kernels.pipeline(k))
             .collect::<Result<Vec<_>>>()?;
-        let (layout, _) = self.kernels.layout(row_inputs)?;
+        let (layout, _) = self
+            .kernels
+            .layout(row_inputs, keys[0].shader.binds_targets())?;
         let src = input.placement(shape.cols);
         let dst = output.placement(shape.cols);
         let split = plan.split.unwrap_or(plan::Split {
@@ -1018,8 +1272,9 @@ impl Gpu {
                 temps_first: first(inputs.temperatures.as_ref()),
                 ..Params::default()
             };
-            let params = match sample {
-                Some(sb) => sb.params(params, chunk.first_row as u32),
+            let params = match extra {
+                Some(Extra::Sample(sb)) => sb.params(params, chunk.first_row as u32),
+                Some(Extra::CrossEntropy(ce)) => ce.params(params, chunk.first_row as u32),
                 None => params,
             };
             let at = i * slot as usize;
@@ -1032,7 +1287,7 @@ impl Gpu {
                 Bound::Range(b.buffer.clone(), b.offset, b.size)
             })
         };
-        let chunk_bindings: Vec<Vec<Bound>> = plan
+        let chunk_bindings: Vec<Vec<(u32, Bound)>> = plan
             .chunks
             .iter()
             .map(|chunk| {
@@ -1044,8 +1299,13 @@ impl Gpu {
                     (Bound::Unused, Bound::Unused)
                 };
                 // The sampler's outputs: ids and log-probabilities, whole regions.
-                let (dst, dst4) = match sample {
-                    Some(sb) => (region(Some(&sb.ids)), region(sb.logprobs.as_ref())),
+                // The cross-entropy writes its gradient one element at a time.
+                let (dst, dst4) = match extra {
+                    Some(Extra::Sample(sb)) => {
+                        (region(Some(&sb.ids)), region(sb.logprobs.as_ref()))
+                    }
+                    Some(Extra::CrossEntropy(ce)) if !ce.grad => (Bound::Unused, Bound::Unused),
+                    Some(Extra::CrossEntropy(_)) => (dst, Bound::Unused),
                     None => (dst, dst4),
                 };
                 let partials = partials.as_ref().map_or(Bound::Unused, |b| {
@@ -1067,7 +1327,14 @@ impl Gpu {
                         region(inputs.temperatures.as_ref()),
                     ]);
                 }
-                all
+                let mut numbered: Vec<(u32, Bound)> = (1..).zip(all).collect();
+                if let Some(Extra::CrossEntropy(ce)) = extra {
+                    numbered.extend([
+                        (10, region(Some(&ce.targets))),
+                        (11, region(Some(&ce.losses))),
+                    ]);
+                }
+                numbered
             })
             .collect();
         let key = BindingKey {

@@ -55,6 +55,19 @@ pub enum Error {
     /// A soft-cap that is not finite and > 0.
     #[error("soft-cap must be finite and > 0, got {0}")]
     InvalidSoftcap(f32),
+    /// A cross-entropy setting out of its range (see [`crate::CrossEntropy::validate`]).
+    #[error("invalid cross-entropy: {0}")]
+    InvalidLoss(String),
+    /// A target outside `[0, cols)` that is not the ignore index.
+    #[error("row {row}: target {target} is outside [0, {cols}) and not the ignore index")]
+    InvalidTarget {
+        /// The row.
+        row: usize,
+        /// Its target.
+        target: i64,
+        /// The row length.
+        cols: usize,
+    },
     /// A sampling filter out of its range (see [`crate::Sampling::validate`]).
     #[error("invalid sampling: {0}")]
     InvalidSampling(String),

@@ -2,9 +2,12 @@
 //! matrices streamed through the GPU in chunks, and every wait awaited, never blocked on.
 
 use crate::dtype::{Dtype, Element};
-use crate::encode::{MaskView, MatrixView, Region, RowInputs, SampleOutputs, StatsView};
+use crate::encode::{
+    LossOutputs, MaskView, MatrixView, Region, RowInputs, SampleOutputs, StatsView,
+};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::loss::{CrossEntropy, Reduction};
 use crate::op::{MaskedRows, Options, Shape};
 use crate::plan::{self, Placement};
 use crate::sample::{Sampling, NO_TOKEN};
@@ -501,6 +504,201 @@ impl Host<'_> {
         .map_err(|e| self.failure(e));
         lease.finish(result.is_ok());
         result
+    }
+
+    /// The host cross-entropy (see [`Context::cross_entropy`](crate::Context::cross_entropy)).
+    /// Chunks of rows go through the GPU one after another; each reads back the losses
+    /// and, when asked, the gradient.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn cross_entropy<T: Element, U: Element>(
+        &self,
+        logits: &[T],
+        targets: &[i64],
+        losses: &mut [f32],
+        mut grad: Option<&mut [U]>,
+        shape: Shape,
+        options: &Options,
+        ce: &CrossEntropy,
+        inputs: HostInputs<'_>,
+    ) -> Result<f64> {
+        options.validate()?;
+        ce.validate()?;
+        let len = shape.len()?;
+        check_len("logits", len, logits.len())?;
+        check_len("targets", shape.rows, targets.len())?;
+        check_len("losses", shape.rows, losses.len())?;
+        if let Some(g) = &grad {
+            check_len("grad", len, g.len())?;
+        }
+        check_host_inputs(&inputs, shape)?;
+        let given = matches!(inputs.stats, Some(HostStats::Given(_)));
+        // An unsplit row's target must lie in it; a shard's may lie in another shard.
+        let mut valid = 0usize;
+        for (row, &t) in targets.iter().enumerate() {
+            if t == ce.ignore_index {
+                continue;
+            }
+            valid += 1;
+            let local = t - i64::from(ce.column_offset);
+            if !given && !(0..shape.cols as i64).contains(&local) {
+                return Err(Error::InvalidTarget {
+                    row,
+                    target: t,
+                    cols: shape.cols,
+                });
+            }
+            if i32::try_from(t).is_err() {
+                return Err(Error::InvalidTarget {
+                    row,
+                    target: t,
+                    cols: shape.cols,
+                });
+            }
+        }
+        let scale = match ce.reduction {
+            Reduction::Mean if valid == 0 => 0.0,
+            Reduction::Mean => ce.grad_scale / valid as f32,
+            _ => ce.grad_scale,
+        };
+        let reduce = |losses: &[f32]| -> f64 {
+            let sum: f64 = losses.iter().map(|&l| f64::from(l)).sum();
+            match ce.reduction {
+                Reduction::Mean => sum / valid as f64,
+                _ => sum,
+            }
+        };
+        if shape.rows == 0 {
+            return Ok(reduce(losses));
+        }
+        if shape.cols == 0 {
+            return Err(Error::Unsupported(
+                "cross-entropy needs at least one column".into(),
+            ));
+        }
+        let (in_elem, g_elem) = (T::DTYPE.size(), U::DTYPE.size());
+        let with_grad = grad.is_some();
+        let align = u64::from(self.gpu.caps.storage_offset_alignment.max(16));
+        let row_bytes = shape.cols as u64 * (in_elem + if with_grad { g_elem } else { 0 }) + 8;
+        let chunk_rows = self.chunk_rows(shape, row_bytes, 3 * align)?;
+        // Per chunk: the logits, then (aligned) the gradient, the losses, the targets.
+        let cols = shape.cols as u64;
+        let grad_at = |rows: usize| (rows as u64 * cols * in_elem).next_multiple_of(align);
+        let grad_end = |rows: usize| {
+            grad_at(rows)
+                + if with_grad {
+                    rows as u64 * cols * g_elem
+                } else {
+                    0
+                }
+        };
+        let losses_at = |rows: usize| grad_end(rows).next_multiple_of(align);
+        let targets_at = |rows: usize| (losses_at(rows) + rows as u64 * 4).next_multiple_of(align);
+        let slot_bytes = targets_at(chunk_rows) + chunk_rows as u64 * 4;
+        let HostInputs {
+            mask,
+            lengths,
+            temperatures,
+            stats,
+        } = inputs;
+        let mut lease = Lease::new(self.staging);
+        lease.slots.push(self.take_slot(slot_bytes)?);
+        let result = async {
+            let mut buffers = self.input_buffers(mask, lengths, temperatures).await?;
+            let mut stats_out = None;
+            match stats {
+                Some(HostStats::Write(values)) => {
+                    buffers.stats = Some((
+                        self.stats_buffer(values.len(), None).await?,
+                        StatsMode::Write,
+                    ));
+                    stats_out = Some(values);
+                }
+                Some(HostStats::Given(values)) => {
+                    buffers.stats = Some((
+                        self.stats_buffer(values.len(), Some(values)).await?,
+                        StatsMode::Given,
+                    ));
+                }
+                None => {}
+            }
+            let row_inputs = buffers.row_inputs();
+            let slot = &lease.slots[0];
+            for first_row in (0..shape.rows).step_by(chunk_rows) {
+                let rows = chunk_rows.min(shape.rows - first_row);
+                let elements = first_row * shape.cols..(first_row + rows) * shape.cols;
+                let start = if with_grad {
+                    grad_at(rows)
+                } else {
+                    losses_at(rows)
+                };
+                let bytes = losses_at(rows) + rows as u64 * 4 - start;
+                let chunk_targets: Vec<i32> = targets[first_row..first_row + rows]
+                    .iter()
+                    .map(|&t| t as i32)
+                    .collect();
+                let mapped = self
+                    .submit_chunk(slot, start, bytes, |encoder| {
+                        write_words(
+                            &self.gpu.queue,
+                            &slot.data,
+                            bytemuck::cast_slice(&logits[elements.clone()]),
+                        );
+                        self.gpu.queue.write_buffer(
+                            &slot.data,
+                            targets_at(rows),
+                            bytemuck::cast_slice(&chunk_targets),
+                        );
+                        let mut outputs =
+                            LossOutputs::new(Region::new(&slot.data).with_offset(losses_at(rows)));
+                        if with_grad {
+                            outputs = outputs.with_grad(
+                                MatrixView::new(&slot.data)
+                                    .with_offset(grad_at(rows))
+                                    .with_dtype(U::DTYPE),
+                            );
+                        }
+                        self.gpu.encode_cross_entropy(
+                            encoder,
+                            (
+                                MatrixView::new(&slot.data).with_dtype(T::DTYPE),
+                                Region::new(&slot.data).with_offset(targets_at(rows)),
+                            ),
+                            outputs,
+                            Shape::new(rows, shape.cols),
+                            options,
+                            (ce, scale),
+                            &row_inputs,
+                            first_row,
+                        )
+                    })
+                    .await?;
+                yield_now().await;
+                self.check_mapped(mapped.await?)?;
+                {
+                    let view = slot
+                        .readback
+                        .get_mapped_range(0..bytes)
+                        .map_err(|e| Error::Map(e.to_string()))?;
+                    let at = (losses_at(rows) - start) as usize;
+                    bytemuck::cast_slice_mut::<f32, u8>(&mut losses[first_row..first_row + rows])
+                        .copy_from_slice(&view[at..at + rows * 4]);
+                    if let Some(g) = grad.as_deref_mut() {
+                        let n = elements.len() * g_elem as usize;
+                        bytemuck::cast_slice_mut::<U, u8>(&mut g[elements.clone()])
+                            .copy_from_slice(&view[..n]);
+                    }
+                }
+                scoped_async(&self.gpu.device, || slot.readback.unmap()).await?;
+            }
+            if let (Some(values), Some((buffer, _))) = (stats_out, &buffers.stats) {
+                self.read_stats(buffer, values).await?;
+            }
+            Ok(())
+        }
+        .await
+        .map_err(|e| self.failure(e));
+        lease.finish(result.is_ok());
+        result.map(|()| reduce(losses))
     }
 
     /// Device copies of the row inputs, made once per call.

@@ -46,13 +46,21 @@ pub struct Params {
     pub logprobs_first: u32,
     pub rng_row: u32,
     pub softcap: f32,
-    pub _pad2: u32,
+    pub targets_first: u32,
+    pub losses_first: u32,
+    pub ignore_index: u32,
+    pub smoothing: f32,
+    pub z_loss: f32,
+    pub grad_scale: f32,
+    pub ce_flags: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
 }
 
 impl Params {
     /// Each field's name and byte offset, for the reflection test that checks them
     /// against the WGSL struct (`tests/variants.rs`).
-    pub const FIELDS: [(&'static str, usize); 32] = [
+    pub const FIELDS: [(&'static str, usize); 40] = [
         ("rows", std::mem::offset_of!(Params, rows)),
         ("cols", std::mem::offset_of!(Params, cols)),
         ("src_stride", std::mem::offset_of!(Params, src_stride)),
@@ -90,7 +98,15 @@ impl Params {
         ),
         ("rng_row", std::mem::offset_of!(Params, rng_row)),
         ("softcap", std::mem::offset_of!(Params, softcap)),
-        ("_pad2", std::mem::offset_of!(Params, _pad2)),
+        ("targets_first", std::mem::offset_of!(Params, targets_first)),
+        ("losses_first", std::mem::offset_of!(Params, losses_first)),
+        ("ignore_index", std::mem::offset_of!(Params, ignore_index)),
+        ("smoothing", std::mem::offset_of!(Params, smoothing)),
+        ("z_loss", std::mem::offset_of!(Params, z_loss)),
+        ("grad_scale", std::mem::offset_of!(Params, grad_scale)),
+        ("ce_flags", std::mem::offset_of!(Params, ce_flags)),
+        ("_pad0", std::mem::offset_of!(Params, _pad0)),
+        ("_pad1", std::mem::offset_of!(Params, _pad1)),
     ];
 }
 
@@ -179,7 +195,8 @@ pub(crate) enum Bound {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct BindingKey {
     pub params: Vec<u8>,
-    pub chunks: Vec<Vec<Bound>>,
+    /// Per chunk, each storage binding's number and what it holds.
+    pub chunks: Vec<Vec<(u32, Bound)>>,
 }
 
 /// A recorded op's uniform buffer and bind groups, reused while the same call recurs.
@@ -197,9 +214,10 @@ const BINDING_CACHE: usize = 16;
 /// statistics) and, with the row inputs, 7-9 (mask, lengths, temperatures). All are
 /// read-write so that one buffer may be bound on both sides for in-place use. The
 /// reflection test (`tests/variants.rs`) checks every variant's WGSL declares exactly
-/// these.
-pub fn binding_layout(row_inputs: bool) -> Vec<wgpu::BindGroupLayoutEntry> {
+/// these. The cross-entropy kernel adds 10 and 11 (targets, losses).
+pub fn binding_layout(row_inputs: bool, targets: bool) -> Vec<wgpu::BindGroupLayoutEntry> {
     let storage_bindings = if row_inputs { 9 } else { 6 };
+    let extra: &[u32] = if targets { &[10, 11] } else { &[] };
     let mut entries = vec![wgpu::BindGroupLayoutEntry {
         binding: 0,
         visibility: wgpu::ShaderStages::COMPUTE,
@@ -211,22 +229,24 @@ pub fn binding_layout(row_inputs: bool) -> Vec<wgpu::BindGroupLayoutEntry> {
         count: None,
     }];
     entries.extend(
-        (1..=storage_bindings).map(|binding| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only: false },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        }),
+        (1..=storage_bindings)
+            .chain(extra.iter().copied())
+            .map(|binding| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: false },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            }),
     );
     entries
 }
 
 /// Byte offset in the dummy buffer of the range bound to unused storage binding
-/// `binding` (1 to 9).
+/// `binding` (1 to 11).
 pub(crate) fn dummy_offset(device: &wgpu::Device, binding: u32) -> u64 {
     u64::from(binding.saturating_sub(1))
         * u64::from(device.limits().min_storage_buffer_offset_alignment.max(16))
@@ -249,7 +269,7 @@ fn slot<K: std::hash::Hash + Eq, T>(map: &Mutex<HashMap<K, Slot<T>>>, key: K) ->
 pub(crate) struct Kernels {
     device: wgpu::Device,
     /// Keyed by whether the row-input bindings are present.
-    layouts: Mutex<HashMap<bool, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    layouts: Mutex<HashMap<(bool, bool), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     /// Keyed by shader, row inputs, whether the input and the output are 16-bit, and
     /// register-cache slots. Each entry is a slot of its own: the map's lock is held
     /// only to find a slot, and a compile holds only its slot's lock, so threads asking
@@ -279,7 +299,7 @@ impl Kernels {
             // WebGPU refuses two writable bindings of one dispatch over the same bytes.
             let dummy = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgpu-softmax unused binding"),
-                size: dummy_offset(device, 9) + 16,
+                size: dummy_offset(device, 11) + 16,
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
@@ -303,21 +323,23 @@ impl Kernels {
     pub fn layout(
         &self,
         row_inputs: bool,
+        targets: bool,
     ) -> Result<(wgpu::BindGroupLayout, wgpu::PipelineLayout)> {
         let mut layouts = self.layouts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = layouts.get(&row_inputs) {
+        if let Some(l) = layouts.get(&(row_inputs, targets)) {
             return Ok(l.clone());
         }
-        let storage_bindings = binding_layout(row_inputs).len() as u32 - 1;
+        let storage_bindings = binding_layout(row_inputs, targets).len() as u32 - 1;
         let allowed = self.device.limits().max_storage_buffers_per_shader_stage;
         if allowed < storage_bindings {
             return Err(Error::Unsupported(format!(
-                "row inputs need {storage_bindings} storage buffers per shader stage; the \
-                 device allows {allowed} (ask for a higher max_storage_buffers_per_shader_stage)"
+                "this op's inputs need {storage_bindings} storage buffers per shader stage; \
+                 the device allows {allowed} (ask for a higher \
+                 max_storage_buffers_per_shader_stage)"
             )));
         }
         let layout = scoped(&self.device, || {
-            let entries = binding_layout(row_inputs);
+            let entries = binding_layout(row_inputs, targets);
             let bind_group_layout =
                 self.device
                     .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
@@ -333,7 +355,7 @@ impl Kernels {
                     });
             (bind_group_layout, pipeline_layout)
         })?;
-        layouts.insert(row_inputs, layout.clone());
+        layouts.insert((row_inputs, targets), layout.clone());
         Ok(layout)
     }
 
@@ -392,7 +414,7 @@ impl Kernels {
             .compile_queue
             .as_ref()
             .map(|q| q.lock().unwrap_or_else(|p| p.into_inner()));
-        let (_, pipeline_layout) = self.layout(key.row_inputs())?;
+        let (_, pipeline_layout) = self.layout(key.row_inputs(), key.shader.binds_targets())?;
         let variant = key.variant();
         let module_entry = slot(&self.modules, variant);
         let mut module_built = module_entry.lock().unwrap_or_else(|p| p.into_inner());
@@ -492,8 +514,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn params_block_is_128_bytes_like_the_wgsl_struct() {
-        assert_eq!(std::mem::size_of::<Params>(), 128);
+    fn params_block_is_160_bytes_like_the_wgsl_struct() {
+        assert_eq!(std::mem::size_of::<Params>(), 160);
     }
 
     fn key(shader: Shader, cache_slots: u32, log: bool) -> PipelineKey {

@@ -94,21 +94,23 @@ mod gpu;
 mod host;
 #[cfg_attr(not(feature = "internals"), allow(dead_code))]
 mod kernels;
+mod loss;
 mod op;
 #[cfg_attr(not(feature = "internals"), allow(dead_code))]
 mod plan;
 #[cfg_attr(not(feature = "internals"), allow(dead_code))]
 mod reference;
-mod staging;
 mod sample;
+mod staging;
 mod stats;
 mod wait;
 
 pub use context::{Context, ContextOptions};
 pub use dtype::{Dtype, Element};
-pub use encode::{MaskView, MatrixView, Region, RowInputs, SampleOutputs, StatsView};
+pub use encode::{LossOutputs, MaskView, MatrixView, Region, RowInputs, SampleOutputs, StatsView};
 pub use error::{Error, Result};
 pub use host::{HostInputs, HostMask, HostStats};
+pub use loss::{CrossEntropy, Reduction};
 pub use op::{MaskedRows, Op, Options, Shape, MIN_TEMPERATURE};
 pub use sample::{philox4x32_10, Sampling, NO_TOKEN};
 pub use stats::{

@@ -389,6 +389,70 @@ pub fn sample_replay_f64(
     best.map(|(_, j)| j)
 }
 
+/// Cross-entropy in f64 (see [`crate::CrossEntropy`] for the formulas): each row's loss
+/// and the gradient with respect to the logits, scaled by `grad_scale` (the caller
+/// folds in the reduction). Rows whose target is the ignore index give 0 and a zero
+/// gradient; rows with NaN or `+inf`, or every column masked, give NaN.
+pub fn cross_entropy_f64(
+    input: &[f32],
+    cols: usize,
+    targets: &[i64],
+    options: &Options,
+    inputs: &HostInputs<'_>,
+    ce: &crate::CrossEntropy,
+    grad_scale: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut losses, mut grad) = (Vec::new(), Vec::new());
+    for (r, row) in input.chunks(cols.max(1)).enumerate() {
+        let t = targets[r];
+        if t == ce.ignore_index {
+            losses.push(0.0);
+            grad.extend(std::iter::repeat_n(0.0, cols));
+            continue;
+        }
+        let z = scaled_row(r, row, options, inputs);
+        let poisoned = z.iter().any(|v| v.is_nan() || *v == f64::INFINITY);
+        let m = z
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        if poisoned || m == f64::NEG_INFINITY {
+            losses.push(f64::NAN);
+            grad.extend(std::iter::repeat_n(f64::NAN, cols));
+            continue;
+        }
+        let unmasked: Vec<usize> = (0..cols).filter(|&j| z[j].is_finite()).collect();
+        let k = unmasked.len() as f64;
+        let lse = m + unmasked.iter().map(|&j| (z[j] - m).exp()).sum::<f64>().ln();
+        let mean_z = unmasked.iter().map(|&j| z[j]).sum::<f64>() / k;
+        let (e, w) = (f64::from(ce.label_smoothing), f64::from(ce.z_loss));
+        let tt = t as usize;
+        losses.push((1.0 - e) * (lse - z[tt]) + e * (lse - mean_z) + w * lse * lse);
+        // dz/dx: 1 / (T * T_r), times the cap's slope.
+        let mut inv_t = 1.0 / f64::from(options.temperature);
+        if let Some(temps) = inputs.temperatures {
+            inv_t /= f64::from(temps[r]);
+        }
+        for j in 0..cols {
+            let in_u = z[j].is_finite();
+            let p = if in_u { (z[j] - lse).exp() } else { 0.0 };
+            let mut dz = (1.0 + 2.0 * w * lse) * p - if in_u { e / k } else { 0.0 };
+            if j == tt {
+                dz -= 1.0 - e;
+            }
+            let slope = match options.softcap {
+                Some(c) => {
+                    let th = (f64::from(row[j]) / f64::from(c)).tanh();
+                    1.0 - th * th
+                }
+                None => 1.0,
+            };
+            grad.push(grad_scale * dz * inv_t * slope);
+        }
+    }
+    (losses, grad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,9 +32,9 @@ fn validate(v: &Variant, m: &naga::Module) {
 #[test]
 fn every_variant_composes_and_validates() {
     let all = Variant::all();
-    // 4 caching shaders x 19 slot counts + 3 others, each x 2 x 2 x 4; the sampler
-    // x 2 x 4 (its outputs are its own).
-    assert_eq!(all.len(), (4 * 19 + 3) * 16 + 8);
+    // 4 caching shaders x 19 slot counts + 4 others (the cross-entropy among them),
+    // each x 2 x 2 x 4; the sampler x 2 x 4 (its outputs are its own).
+    assert_eq!(all.len(), (4 * 19 + 4) * 16 + 8);
     for v in &all {
         let m = module(v);
         validate(v, &m);
@@ -114,23 +114,24 @@ fn every_variant_declares_exactly_the_bindings_the_rust_layout_builds() {
                 Some((b.binding, kind))
             })
             .collect();
-        let rust: BTreeMap<u32, &'static str> = binding_layout(v.row_inputs.is_some())
-            .iter()
-            .map(|e| {
-                let kind = match e.ty {
-                    wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        ..
-                    } => "uniform",
-                    wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Storage { read_only: false },
-                        ..
-                    } => "storage read_write",
-                    ref other => panic!("{other:?}"),
-                };
-                (e.binding, kind)
-            })
-            .collect();
+        let rust: BTreeMap<u32, &'static str> =
+            binding_layout(v.row_inputs.is_some(), v.shader.binds_targets())
+                .iter()
+                .map(|e| {
+                    let kind = match e.ty {
+                        wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Uniform,
+                            ..
+                        } => "uniform",
+                        wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Storage { read_only: false },
+                            ..
+                        } => "storage read_write",
+                        ref other => panic!("{other:?}"),
+                    };
+                    (e.binding, kind)
+                })
+                .collect();
         assert_eq!(wgsl, rust, "{v:?}");
     }
 }

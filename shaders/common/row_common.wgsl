@@ -92,7 +92,19 @@ struct Params {
     rng_row: u32,
     // The soft-cap C of SOFTCAP.
     softcap: f32,
-    _pad2: u32,
+    // Cross-entropy (softmax_cross_entropy.wgsl; zero elsewhere): the element indices, in
+    // their bindings, of this dispatch's first row's target and loss; the ignored
+    // target's bits (an i32); label smoothing, z-loss weight and the gradient's scale;
+    // flags (bit 0: write the gradient).
+    targets_first: u32,
+    losses_first: u32,
+    ignore_index: u32,
+    smoothing: f32,
+    z_loss: f32,
+    grad_scale: f32,
+    ce_flags: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 // Write log-softmax ((x - max) * inv_t - ln(sum)) instead of softmax.

@@ -1,0 +1,161 @@
+// Kernel softmax_cross_entropy: per row, the cross-entropy of softmax(z) against an
+// integer target, and with bit 0 of params.ce_flags its gradient with respect to the
+// logits, with no [rows, cols] temporary: the row is read twice at most.
+//
+// z = C * tanh(x / C) / T + mask (the soft-cap and the row inputs as everywhere), over
+// the row's unmasked columns U, K = |U|, lse = ln(sum_U exp(z)), t the target, e the
+// label smoothing, w the z-loss weight:
+//   loss = (1 - e) * (lse - z_t) + e * (lse - sum_U z / K) + w * lse^2
+//   dloss/dz_j = g * ((1 + 2 w lse) * softmax(z)_j - (1 - e) [j = t] - e / K [j in U])
+// with g = params.grad_scale (the reduction's scale and the incoming gradient), times
+// dz/dx = (1 - tanh(x / C)^2) / T. A row whose target is params.ignore_index gives loss
+// 0 and gradient 0; a row with NaN or +inf, or with every column masked, gives NaN; a
+// target outside the row gives NaN, unless the row's statistics are given (a shard of a
+// split vocabulary: with STATS_GIVEN, lse comes from them, and a shard without the
+// target adds 0, so the shards' losses sum to the row's).
+//
+// Dispatch: one workgroup per row (row = wg.y * grid_x + wg.x). One sweep gives the
+// row's (max, sum of exp), the sum of its unmasked values and their count (merged by
+// workgroup_uniform.wgsl); a second writes the gradient.
+//
+// Bindings 3 and 4: the gradient (dst_f32.wgsl or dst_half.wgsl; a dummy without it);
+// 10: targets (i32 per row, from params.targets_first); 11: losses (f32 per row, from
+// params.losses_first).
+
+#import row_common
+#import workgroup_uniform
+#if DST_HALF
+#import dst_half
+#else
+#import dst_f32
+#endif
+
+@group(0) @binding(10) var<storage, read_write> targets: array<u32>;
+@group(0) @binding(11) var<storage, read_write> losses: array<f32>;
+
+// What one invocation gathers in the first sweep.
+struct Gathered {
+    st: Stats,
+    sum: f32,
+    count: u32,
+}
+
+fn gather1(acc: ptr<function, Gathered>, x: f32) {
+    (*acc).st = accumulate1((*acc).st, x);
+    // -inf (masked) adds nothing; NaN and +inf poison the row through the statistics.
+    if bitcast<u32>(x) != NEG_INF_BITS {
+        (*acc).sum += x;
+        (*acc).count += 1u;
+    }
+}
+
+fn gather_col(acc: ptr<function, Gathered>, col: u32, base: u32) {
+    if col < params.cols {
+        gather1(acc, load1(col, base + col));
+    }
+}
+
+// The first sweep: vec4 loads over the row body where rows are vec4-aligned, then four
+// scalar columns a WORKGROUP_SIZE apart per step, written out (software adapters cap a
+// loop's iterations).
+fn gather_row(row: u32, lid: u32) -> Gathered {
+    var acc = Gathered(stats_empty(), 0.0, 0u);
+    let base = src_index(row, 0u);
+    var tail = 0u;
+    if VEC4 {
+        let n4 = params.cols / 4u;
+        for (var i = lid; i < n4; i += WORKGROUP_SIZE) {
+            let v = load4(4u * i, base / 4u + i);
+            gather1(&acc, v.x);
+            gather1(&acc, v.y);
+            gather1(&acc, v.z);
+            gather1(&acc, v.w);
+        }
+        tail = 4u * n4;
+    }
+    for (var j = tail + lid; j < params.cols; j += 4u * WORKGROUP_SIZE) {
+        gather_col(&acc, j, base);
+        gather_col(&acc, j + WORKGROUP_SIZE, base);
+        gather_col(&acc, j + 2u * WORKGROUP_SIZE, base);
+        gather_col(&acc, j + 3u * WORKGROUP_SIZE, base);
+    }
+    return acc;
+}
+
+// d(C tanh(x / C)) / dx at the raw input x: 1 - tanh(x / C)^2 (1 without a cap).
+fn cap_slope(raw: f32) -> f32 {
+    if !SOFTCAP {
+        return 1.0;
+    }
+    let c = params.softcap;
+    let t = tanh(clamp(raw / c, -10.0, 10.0));
+    return 1.0 - t * t;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn softmax_cross_entropy(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wg.y * params.grid_x + wg.x;
+    if row >= params.rows {
+        return;
+    }
+    begin_row(row);
+    let own = gather_row(row, lid);
+    var own_st = own.st;
+    own_st.bad |= row_bad;
+    let totals = workgroup_totals(own_st, own.sum, own.count, lid);
+    // The row's own statistics, or (STATS_GIVEN) those of the whole split row; with
+    // STATS_WRITE, invocation 0 stores the row's.
+    let st = resolve_stats(row, totals.st, lid == 0u);
+    let nan = f32_nan();
+    let t_bits = targets[params.targets_first + row];
+    let ignored = t_bits == params.ignore_index;
+    let t = i32(t_bits) - i32(params.col_origin);
+    let in_row = t >= 0 && t < i32(params.cols);
+    let broken = st.bad != 0u || st.s == 0.0;
+    let base = src_index(row, 0u);
+    let e = params.smoothing;
+    let w = params.z_loss;
+    let lse = st.m * row_inv_t + log(st.s);
+    if lid == 0u {
+        var loss = 0.0;
+        if ignored {
+            loss = 0.0;
+        } else if broken {
+            loss = nan;
+        } else if in_row {
+            let z_t = load1(u32(t), base + u32(t)) * row_inv_t;
+            let mean_z = totals.sum * row_inv_t / f32(max(totals.count, 1u));
+            loss = (1.0 - e) * (lse - z_t) + e * (lse - mean_z) + w * lse * lse;
+        } else if !STATS_GIVEN {
+            loss = nan;
+        }
+        losses[params.losses_first + row] = loss;
+    }
+    if (params.ce_flags & 1u) == 0u {
+        return;
+    }
+    // The gradient: 0 for an ignored row, NaN for a broken one or a target outside an
+    // unsplit row.
+    let fill = select(select(0.0, nan, broken || (!in_row && !STATS_GIVEN)), 0.0, ignored);
+    let special = ignored || broken || (!in_row && !STATS_GIVEN);
+    let g = params.grad_scale;
+    let inv_s = 1.0 / st.s;
+    let spread = e / f32(max(totals.count, 1u));
+    for (var j = lid; j < params.cols; j += WORKGROUP_SIZE) {
+        var d = fill;
+        if !special {
+            let x = load1(j, base + j);
+            let unmasked = bitcast<u32>(x) != NEG_INF_BITS;
+            let p = select(0.0, exp((x - st.m) * row_inv_t) * inv_s, unmasked);
+            var dz = (1.0 + 2.0 * w * lse) * p - select(0.0, spread, unmasked);
+            if in_row && u32(t) == j {
+                dz -= 1.0 - e;
+            }
+            d = g * dz * row_inv_t * cap_slope(read_src1(base + j));
+        }
+        write_dst1(dst_index(row, j), d);
+    }
+}
