@@ -18,6 +18,9 @@
 // row's (max, sum of exp), the sum of its unmasked values and their count (merged by
 // workgroup_uniform.wgsl); a second writes the gradient.
 //
+// With bit 1 of ce_flags it gathers instead: log_softmax(z) at params.gather_k indices
+// per row (targets [rows, k] in, log-probabilities [rows, k] out), for scoring.
+//
 // Bindings 3 and 4: the gradient (dst_f32.wgsl or dst_half.wgsl; a dummy without it);
 // 10: targets (i32 per row, from params.targets_first); 11: losses (f32 per row, from
 // params.losses_first).
@@ -110,15 +113,33 @@ fn softmax_cross_entropy(
     // STATS_WRITE, invocation 0 stores the row's.
     let st = resolve_stats(row, totals.st, lid == 0u);
     let nan = f32_nan();
+    let base = src_index(row, 0u);
+    let broken = st.bad != 0u || st.s == 0.0;
+    let lse = st.m * row_inv_t + log(st.s);
+    if (params.ce_flags & 2u) != 0u {
+        // Gather: log_softmax(z) at each of the row's gather_k indices (NaN outside the
+        // row; a broken row as log-softmax gives it).
+        var fill = nan;
+        if st.bad == 0u && MASKED_ROWS_ZERO {
+            fill = f32_neg_inf();
+        }
+        let k = params.gather_k;
+        for (var j = lid; j < k; j += WORKGROUP_SIZE) {
+            let t = i32(targets[params.targets_first + row * k + j]) - i32(params.col_origin);
+            var lp = select(nan, fill, broken);
+            if !broken && t >= 0 && t < i32(params.cols) {
+                lp = load1(u32(t), base + u32(t)) * row_inv_t - lse;
+            }
+            losses[params.losses_first + row * k + j] = lp;
+        }
+        return;
+    }
     let t_bits = targets[params.targets_first + row];
     let ignored = t_bits == params.ignore_index;
     let t = i32(t_bits) - i32(params.col_origin);
     let in_row = t >= 0 && t < i32(params.cols);
-    let broken = st.bad != 0u || st.s == 0.0;
-    let base = src_index(row, 0u);
     let e = params.smoothing;
     let w = params.z_loss;
-    let lse = st.m * row_inv_t + log(st.s);
     if lid == 0u {
         var loss = 0.0;
         if ignored {

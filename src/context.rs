@@ -504,7 +504,66 @@ impl Context {
                 outputs,
                 shape,
                 options,
-                (loss, loss.grad_scale),
+                (loss, loss.grad_scale, 0),
+                inputs,
+                0,
+            )
+            .map_err(|e| self.gpu.explain(e))
+    }
+
+    /// **Host path**, scoring: `log_softmax(z)[r, indices[r * k + j]]` for each row `r`
+    /// of the `shape` matrix `logits` and each of its `k` indices, into `out` (`rows * k`
+    /// values), without reading a row back; `z` as for softmax (soft-cap, temperature,
+    /// mask, lengths, causal). An index outside `[0, cols)` is refused before any GPU
+    /// work.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn gather_log_probs<T: Element>(
+        &self,
+        logits: &[T],
+        indices: &[i64],
+        k: usize,
+        out: &mut [f32],
+        shape: Shape,
+        options: &Options,
+        inputs: HostInputs<'_>,
+    ) -> Result<()> {
+        self.host()
+            .gather_log_probs(logits, indices, k, out, shape, options, inputs)
+            .await
+    }
+
+    /// **Resident path**, scoring: records [`Context::gather_log_probs`] with the
+    /// indices (i32, `[rows, k]`) read from the app's `indices` and the log-probabilities
+    /// (f32, `[rows, k]`) written to `out`. An index outside the row gives NaN. Errors as
+    /// [`Context::encode`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_gather_log_probs(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: MatrixView<'_>,
+        indices: Region<'_>,
+        k: u32,
+        out: Region<'_>,
+        shape: Shape,
+        options: &Options,
+        inputs: &RowInputs<'_>,
+    ) -> Result<()> {
+        if k == 0 {
+            return Ok(());
+        }
+        if inputs.stats.is_some() {
+            return Err(Error::Unsupported(
+                "the gather takes no row statistics".into(),
+            ));
+        }
+        self.gpu
+            .encode_cross_entropy(
+                encoder,
+                (logits, indices),
+                LossOutputs::new(out),
+                shape,
+                options,
+                (&CrossEntropy::default(), 1.0, k),
                 inputs,
                 0,
             )

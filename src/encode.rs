@@ -570,6 +570,8 @@ impl<'a> LossOutputs<'a> {
 pub(crate) struct CeBinding<'a> {
     targets: RegionBinding<'a>,
     losses: RegionBinding<'a>,
+    /// Indices per row of a gather of log-probabilities; 0 for the loss.
+    gather_k: u32,
     grad: bool,
     grad_dtype: Dtype,
     ce: CrossEntropy,
@@ -581,13 +583,14 @@ impl CeBinding<'_> {
     fn params(&self, params: Params, first_row: u32) -> Params {
         Params {
             col_origin: self.ce.column_offset,
-            targets_first: self.targets.first + first_row,
-            losses_first: self.losses.first + first_row,
+            targets_first: self.targets.first + first_row * self.gather_k.max(1),
+            losses_first: self.losses.first + first_row * self.gather_k.max(1),
+            gather_k: self.gather_k,
             ignore_index: self.ce.ignore_index as i32 as u32,
             smoothing: self.ce.label_smoothing,
             z_loss: self.ce.z_loss,
             grad_scale: self.scale,
-            ce_flags: u32::from(self.grad),
+            ce_flags: u32::from(self.grad) | if self.gather_k > 0 { 2 } else { 0 },
             ..params
         }
     }
@@ -896,12 +899,15 @@ impl Gpu {
         outputs: LossOutputs<'_>,
         shape: Shape,
         options: &Options,
-        (ce, scale): (&CrossEntropy, f32),
+        (ce, scale, gather_k): (&CrossEntropy, f32, u32),
         inputs: &RowInputs<'_>,
         row_origin: usize,
     ) -> Result<()> {
         options.validate()?;
         ce.validate()?;
+        if gather_k > 0 && outputs.grad.is_some() {
+            return Err(Error::Internal("a gather writes no gradient".into()));
+        }
         shape.len()?;
         if shape.rows == 0 {
             return Ok(());
@@ -956,7 +962,7 @@ impl Gpu {
         }
         let mut bindings = inputs.bind(total_rows, shape.cols, &self.caps)?;
         bindings.row_origin = row_origin as u32;
-        let rows = shape.rows as u64;
+        let rows = shape.rows as u64 * u64::from(gather_k.max(1));
         let targets_b = RegionBinding::new(
             "targets",
             targets.buffer,
@@ -1048,6 +1054,7 @@ impl Gpu {
         let binding = CeBinding {
             targets: targets_b,
             losses: losses_b,
+            gather_k,
             grad: outputs.grad.is_some(),
             grad_dtype: grad_view.dtype,
             ce: *ce,

@@ -515,7 +515,7 @@ impl Host<'_> {
         logits: &[T],
         targets: &[i64],
         losses: &mut [f32],
-        mut grad: Option<&mut [U]>,
+        grad: Option<&mut [U]>,
         shape: Shape,
         options: &Options,
         ce: &CrossEntropy,
@@ -575,10 +575,95 @@ impl Host<'_> {
                 "cross-entropy needs at least one column".into(),
             ));
         }
+        self.loss_rows(
+            (logits, targets),
+            losses,
+            grad,
+            shape,
+            options,
+            (ce, scale, 0),
+            inputs,
+        )
+        .await?;
+        Ok(reduce(losses))
+    }
+
+    /// The host gather of log-probabilities (see
+    /// [`Context::gather_log_probs`](crate::Context::gather_log_probs)).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn gather_log_probs<T: Element>(
+        &self,
+        logits: &[T],
+        indices: &[i64],
+        per_row: usize,
+        out: &mut [f32],
+        shape: Shape,
+        options: &Options,
+        inputs: HostInputs<'_>,
+    ) -> Result<()> {
+        options.validate()?;
+        let len = shape.len()?;
+        check_len("logits", len, logits.len())?;
+        let count = shape
+            .rows
+            .checked_mul(per_row)
+            .ok_or(Error::ShapeOverflow {
+                rows: shape.rows,
+                cols: per_row,
+            })?;
+        check_len("indices", count, indices.len())?;
+        check_len("log-probabilities", count, out.len())?;
+        check_host_inputs(&inputs, shape)?;
+        if inputs.stats.is_some() {
+            return Err(Error::Unsupported(
+                "the gather takes no row statistics".into(),
+            ));
+        }
+        for (i, &t) in indices.iter().enumerate() {
+            if !(0..shape.cols as i64).contains(&t) {
+                return Err(Error::InvalidTarget {
+                    row: i / per_row.max(1),
+                    target: t,
+                    cols: shape.cols,
+                });
+            }
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        let k = u32::try_from(per_row)
+            .map_err(|_| Error::Unsupported(format!("{per_row} indices per row exceed u32")))?;
+        self.loss_rows::<T, f32>(
+            (logits, indices),
+            out,
+            None,
+            shape,
+            options,
+            (&CrossEntropy::default(), 1.0, k),
+            inputs,
+        )
+        .await
+    }
+
+    /// The chunked round trips of the cross-entropy kernel: the loss (`gather_k` 0, one
+    /// target per row) or a gather of `gather_k` log-probabilities per row.
+    #[allow(clippy::too_many_arguments)]
+    async fn loss_rows<T: Element, U: Element>(
+        &self,
+        (logits, targets): (&[T], &[i64]),
+        losses: &mut [f32],
+        mut grad: Option<&mut [U]>,
+        shape: Shape,
+        options: &Options,
+        (ce, scale, gather_k): (&CrossEntropy, f32, u32),
+        inputs: HostInputs<'_>,
+    ) -> Result<()> {
+        let per_row = (gather_k as usize).max(1);
         let (in_elem, g_elem) = (T::DTYPE.size(), U::DTYPE.size());
         let with_grad = grad.is_some();
         let align = u64::from(self.gpu.caps.storage_offset_alignment.max(16));
-        let row_bytes = shape.cols as u64 * (in_elem + if with_grad { g_elem } else { 0 }) + 8;
+        let row_bytes =
+            shape.cols as u64 * (in_elem + if with_grad { g_elem } else { 0 }) + 8 * per_row as u64;
         let chunk_rows = self.chunk_rows(shape, row_bytes, 3 * align)?;
         // Per chunk: the logits, then (aligned) the gradient, the losses, the targets.
         let cols = shape.cols as u64;
@@ -592,8 +677,9 @@ impl Host<'_> {
                 }
         };
         let losses_at = |rows: usize| grad_end(rows).next_multiple_of(align);
-        let targets_at = |rows: usize| (losses_at(rows) + rows as u64 * 4).next_multiple_of(align);
-        let slot_bytes = targets_at(chunk_rows) + chunk_rows as u64 * 4;
+        let out_bytes = |rows: usize| (rows * per_row) as u64 * 4;
+        let targets_at = |rows: usize| (losses_at(rows) + out_bytes(rows)).next_multiple_of(align);
+        let slot_bytes = targets_at(chunk_rows) + out_bytes(chunk_rows);
         let HostInputs {
             mask,
             lengths,
@@ -631,11 +717,10 @@ impl Host<'_> {
                 } else {
                     losses_at(rows)
                 };
-                let bytes = losses_at(rows) + rows as u64 * 4 - start;
-                let chunk_targets: Vec<i32> = targets[first_row..first_row + rows]
-                    .iter()
-                    .map(|&t| t as i32)
-                    .collect();
+                let bytes = losses_at(rows) + out_bytes(rows) - start;
+                let outs = first_row * per_row..(first_row + rows) * per_row;
+                let chunk_targets: Vec<i32> =
+                    targets[outs.clone()].iter().map(|&t| t as i32).collect();
                 let mapped = self
                     .submit_chunk(slot, start, bytes, |encoder| {
                         write_words(
@@ -666,7 +751,7 @@ impl Host<'_> {
                             outputs,
                             Shape::new(rows, shape.cols),
                             options,
-                            (ce, scale),
+                            (ce, scale, gather_k),
                             &row_inputs,
                             first_row,
                         )
@@ -680,8 +765,8 @@ impl Host<'_> {
                         .get_mapped_range(0..bytes)
                         .map_err(|e| Error::Map(e.to_string()))?;
                     let at = (losses_at(rows) - start) as usize;
-                    bytemuck::cast_slice_mut::<f32, u8>(&mut losses[first_row..first_row + rows])
-                        .copy_from_slice(&view[at..at + rows * 4]);
+                    bytemuck::cast_slice_mut::<f32, u8>(&mut losses[outs.clone()])
+                        .copy_from_slice(&view[at..at + outs.len() * 4]);
                     if let Some(g) = grad.as_deref_mut() {
                         let n = elements.len() * g_elem as usize;
                         bytemuck::cast_slice_mut::<U, u8>(&mut g[elements.clone()])
@@ -698,7 +783,7 @@ impl Host<'_> {
         .await
         .map_err(|e| self.failure(e));
         lease.finish(result.is_ok());
-        result.map(|()| reduce(losses))
+        result
     }
 
     /// Device copies of the row inputs, made once per call.

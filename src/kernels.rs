@@ -53,7 +53,7 @@ pub struct Params {
     pub z_loss: f32,
     pub grad_scale: f32,
     pub ce_flags: u32,
-    pub _pad0: u32,
+    pub gather_k: u32,
     pub _pad1: u32,
 }
 
@@ -105,7 +105,7 @@ impl Params {
         ("z_loss", std::mem::offset_of!(Params, z_loss)),
         ("grad_scale", std::mem::offset_of!(Params, grad_scale)),
         ("ce_flags", std::mem::offset_of!(Params, ce_flags)),
-        ("_pad0", std::mem::offset_of!(Params, _pad0)),
+        ("gather_k", std::mem::offset_of!(Params, gather_k)),
         ("_pad1", std::mem::offset_of!(Params, _pad1)),
     ];
 }

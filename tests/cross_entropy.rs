@@ -621,3 +621,78 @@ fn bad_targets_and_settings_are_refused_before_any_gpu_work() {
         })
     ));
 }
+
+#[test]
+fn gathered_log_probabilities_match_the_reference_log_softmax() {
+    use wgpu_softmax::internals::reference::softmax_f64_with;
+    let ctx = ctx();
+    let (rows, cols, k) = (33, 4099, 5);
+    let (mut input, _) = data(rows, cols, 9);
+    input[0] = 1e4;
+    let mut rng = Rng::new(10);
+    let indices: Vec<i64> = (0..rows * k)
+        .map(|i| match i % k {
+            0 => 0,
+            1 => cols as i64 - 1,
+            _ => rng.below(cols) as i64,
+        })
+        .collect();
+    let options = Options::softmax().with_softcap(50.0).with_temperature(1.7);
+    let mut out = vec![0f32; rows * k];
+    block_on(ctx.gather_log_probs(
+        &input,
+        &indices,
+        k,
+        &mut out,
+        Shape::new(rows, cols),
+        &options,
+        HostInputs::default(),
+    ))
+    .expect("gather");
+    let log_options = Options::log_softmax()
+        .with_softcap(50.0)
+        .with_temperature(1.7);
+    let log = softmax_f64_with(&input, cols, &log_options, &HostInputs::default());
+    for (i, &t) in indices.iter().enumerate() {
+        let want = log[(i / k) * cols + t as usize];
+        assert!(
+            close(out[i], want, (1e-5, 1e-5)),
+            "index {i}: {} vs {want}",
+            out[i]
+        );
+    }
+    // The resident path gathers the same, from the app's buffers.
+    let (device, queue) = app_device(wgpu::Limits::default());
+    let app = Context::from_device(&device, &queue, ContextOptions::default()).expect("context");
+    let logits = storage_buffer(&device, &queue, bytemuck::cast_slice(&input));
+    let i32s: Vec<i32> = indices.iter().map(|&t| t as i32).collect();
+    let ibuf = storage_buffer(&device, &queue, bytemuck::cast_slice(&i32s));
+    let obuf = storage_buffer(&device, &queue, &vec![0u8; rows * k * 4]);
+    let mut encoder = device.create_command_encoder(&Default::default());
+    app.encode_gather_log_probs(
+        &mut encoder,
+        MatrixView::new(&logits),
+        Region::new(&ibuf),
+        k as u32,
+        Region::new(&obuf),
+        Shape::new(rows, cols),
+        &options,
+        &RowInputs::NONE,
+    )
+    .expect("encode");
+    queue.submit([encoder.finish()]);
+    let got: Vec<f32> = bytemuck::pod_collect_to_vec(&read_bytes(&device, &queue, &obuf));
+    assert_eq!(got, out, "resident and host gathers differ");
+    // An index outside the row is refused by the host path.
+    let bad = vec![cols as i64; rows * k];
+    let got = block_on(ctx.gather_log_probs(
+        &input,
+        &bad,
+        k,
+        &mut out,
+        Shape::new(rows, cols),
+        &options,
+        HostInputs::default(),
+    ));
+    assert!(matches!(got, Err(Error::InvalidTarget { .. })), "{got:?}");
+}

@@ -95,7 +95,7 @@ struct Params {
     // Cross-entropy (softmax_cross_entropy.wgsl; zero elsewhere): the element indices, in
     // their bindings, of this dispatch's first row's target and loss; the ignored
     // target's bits (an i32); label smoothing, z-loss weight and the gradient's scale;
-    // flags (bit 0: write the gradient).
+    // flags (bit 0: write the gradient; bit 1: gather log-probabilities instead).
     targets_first: u32,
     losses_first: u32,
     ignore_index: u32,
@@ -103,7 +103,8 @@ struct Params {
     z_loss: f32,
     grad_scale: f32,
     ce_flags: u32,
-    _pad0: u32,
+    // Indices per row of a gather (bit 1 of ce_flags).
+    gather_k: u32,
     _pad1: u32,
 }
 
