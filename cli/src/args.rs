@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use wgpu_softmax::{ContextOptions, MaskedRows, Options, Sampling};
+use wgpu_softmax::{ContextOptions, CrossEntropy, MaskedRows, Options, Reduction, Sampling};
 
 use crate::{Failure, Outcome};
 
@@ -31,6 +31,12 @@ wgpu-softmax [--rows N] [--cols N] [--seed N] [--log] [--temperature T] [--softc
                     [--softcap C]
                     [--mask M.npy] [--lengths L.npy] [--temperatures R.npy]
                     [--causal] [--causal-offset K] [--masked-rows nan|zero]
+       wgpu-softmax --input X.npy --cross-entropy --targets T.npy [--output LOSS.npy]
+                    [--reduction none|sum|mean] [--ignore-index I] [--label-smoothing E]
+                    [--z-loss W] [--grad DX.npy] [--softcap C] [--temperature T]
+                    [--mask M.npy] [--lengths L.npy] [--causal] [--causal-offset K]
+       wgpu-softmax --input X.npy --gather IDS.npy [--output LP.npy] [--softcap C]
+                    [--temperature T] [--mask M.npy] [--lengths L.npy] [--causal]
        wgpu-softmax report [--size-mib N] [--cols 32,128,...] [--out DIR] [...]";
 
 const ABOUT: &str = "Batched softmax and log-softmax on the GPU (wgpu)";
@@ -56,7 +62,16 @@ after the top-k, then top-p, then min-p filters (greedy with --top-k 1), on the 
 without sorting; seeded (--seed, default 42) and reproducible. IDS.npy is int64 of the
 input's shape without its last axis (-1 for a row with nothing to draw from: all
 masked, or NaN / +inf in it); LP.npy holds each id's float32 log-probability under the
-unfiltered softmax.";
+unfiltered softmax.
+
+With --cross-entropy: each row's loss against its integer target (T.npy, int32 or int64,
+one per row), as torch.nn.functional.cross_entropy with reduction, ignore_index and
+label_smoothing (plus an optional z-loss), fused on the GPU; LOSS.npy is float32, of
+the input's leading shape for --reduction none, else 0-d; --grad writes the gradient
+with respect to the logits in the input's shape and dtype.
+
+With --gather: log_softmax of each row at the integer indices of IDS.npy (the input's
+leading shape and k), written as float32 in IDS.npy's shape.";
 
 const AFTER_HELP: &str = "\
 WGPU_BACKEND (vulkan, gl, metal, dx12) restricts the backends searched.
@@ -126,9 +141,52 @@ pub struct SoftmaxFlags {
     /// --grad); takes only --log, --temperature and --masked-rows
     #[arg(long, help_heading = "Backward pass")]
     backward: bool,
-    /// The incoming gradient dy for --backward: float16/32/64, of the input's shape
+    /// The incoming gradient dy for --backward: float16/32/64, of the input's shape; with
+    /// --cross-entropy, the file the loss's gradient is written to
     #[arg(long, value_name = "DY.npy", help_heading = "Backward pass")]
     grad: Option<PathBuf>,
+    /// Compute each row's cross-entropy against --targets (needs --input)
+    #[arg(long, help_heading = "Cross-entropy")]
+    cross_entropy: bool,
+    /// Integer targets, one per row (int32 or int64)
+    #[arg(long, value_name = "T.npy", help_heading = "Cross-entropy")]
+    targets: Option<PathBuf>,
+    /// none, sum or mean (over the rows not ignored) [default: mean]
+    #[arg(
+        long,
+        value_name = "none|sum|mean",
+        hide_possible_values = true,
+        help_heading = "Cross-entropy"
+    )]
+    reduction: Option<ReductionArg>,
+    /// Rows whose target is I give loss 0 and gradient 0 [default: -100]
+    #[arg(
+        long,
+        value_name = "I",
+        allow_negative_numbers = true,
+        help_heading = "Cross-entropy"
+    )]
+    ignore_index: Option<i64>,
+    /// Label smoothing E in [0, 1] [default: 0]
+    #[arg(
+        long,
+        value_name = "E",
+        allow_negative_numbers = true,
+        help_heading = "Cross-entropy"
+    )]
+    label_smoothing: Option<f32>,
+    /// z-loss weight W >= 0: adds W * logsumexp^2 per row [default: 0]
+    #[arg(
+        long,
+        value_name = "W",
+        allow_negative_numbers = true,
+        help_heading = "Cross-entropy"
+    )]
+    z_loss: Option<f32>,
+    /// Log-probabilities at the integer indices of IDS.npy ([..., k], the input's
+    /// leading shape and k) instead of softmax; --output gets them (float32)
+    #[arg(long, value_name = "IDS.npy", help_heading = "Cross-entropy")]
+    gather: Option<PathBuf>,
     /// Draw one column per row instead of computing softmax (needs --input); --output
     /// gets the ids (int64)
     #[arg(long, help_heading = "Sampling")]
@@ -202,6 +260,13 @@ pub struct SoftmaxFlags {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum ReductionArg {
+    None,
+    Sum,
+    Mean,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum MaskedRowsArg {
     Nan,
     Zero,
@@ -218,6 +283,10 @@ pub struct Args {
     pub sample: Option<Sampling>,
     /// `--logprobs`: the drawn ids' log-probabilities.
     pub logprobs: Option<PathBuf>,
+    /// `--cross-entropy`: the loss, its targets file (the gradient goes to `grad`).
+    pub loss: Option<(CrossEntropy, PathBuf)>,
+    /// `--gather`: the indices file.
+    pub gather: Option<PathBuf>,
     pub files: RowFiles,
     pub options: Options,
     pub rows: usize,
@@ -244,6 +313,22 @@ impl SoftmaxFlags {
     pub fn check(self) -> Outcome<Args> {
         self.check_backward()?;
         let sample = self.check_sample()?;
+        let loss = self.check_loss()?;
+        if self.gather.is_some() {
+            let not_with = [
+                ("--log", self.log),
+                ("--stats", self.stats.is_some()),
+                ("--sample", self.sample),
+                ("--cross-entropy", self.cross_entropy),
+                ("--grad", self.grad.is_some()),
+            ];
+            if let Some((flag, _)) = not_with.iter().find(|(_, given)| *given) {
+                return Err(Failure::Usage(format!("--gather does not take {flag}")));
+            }
+            if self.input.is_none() {
+                return Err(Failure::Usage("--gather needs --input X.npy".into()));
+            }
+        }
         if self.input.is_some() && (self.rows.is_some() || self.cols.is_some()) {
             return Err(Failure::Usage(
                 "--rows and --cols make a random matrix; they do not go with --input".into(),
@@ -291,6 +376,8 @@ impl SoftmaxFlags {
             grad: self.grad,
             sample,
             logprobs: self.logprobs,
+            loss,
+            gather: self.gather,
             files: RowFiles {
                 mask: self.mask,
                 lengths: self.lengths,
@@ -312,7 +399,13 @@ impl SoftmaxFlags {
     fn check_backward(&self) -> Outcome<()> {
         match (self.backward, self.grad.is_some()) {
             (false, false) => return Ok(()),
-            (false, true) => return Err(Failure::Usage("--grad needs --backward".into())),
+            // With --cross-entropy, --grad names the gradient written.
+            (false, true) if self.cross_entropy => return Ok(()),
+            (false, true) => {
+                return Err(Failure::Usage(
+                    "--grad needs --backward (or --cross-entropy)".into(),
+                ))
+            }
             (true, false) => return Err(Failure::Usage("--backward needs --grad DY.npy".into())),
             (true, true) => {}
         }
@@ -341,6 +434,59 @@ impl SoftmaxFlags {
 }
 
 impl SoftmaxFlags {
+    /// `--cross-entropy` needs `--input` and `--targets`, and takes the forward op's row
+    /// inputs, not `--log`, `--stats`, `--backward` or `--sample`; its settings need it.
+    fn check_loss(&self) -> Outcome<Option<(CrossEntropy, PathBuf)>> {
+        let settings = [
+            ("--targets", self.targets.is_some()),
+            ("--reduction", self.reduction.is_some()),
+            ("--ignore-index", self.ignore_index.is_some()),
+            ("--label-smoothing", self.label_smoothing.is_some()),
+            ("--z-loss", self.z_loss.is_some()),
+        ];
+        if !self.cross_entropy {
+            return match settings.iter().find(|(_, given)| *given) {
+                Some((flag, _)) => Err(Failure::Usage(format!("{flag} needs --cross-entropy"))),
+                None => Ok(None),
+            };
+        }
+        let Some(targets) = self.targets.clone() else {
+            return Err(Failure::Usage(
+                "--cross-entropy needs --targets T.npy".into(),
+            ));
+        };
+        if self.input.is_none() {
+            return Err(Failure::Usage("--cross-entropy needs --input X.npy".into()));
+        }
+        let not_with = [
+            ("--log", self.log),
+            ("--stats", self.stats.is_some()),
+            ("--backward", self.backward),
+            ("--sample", self.sample),
+        ];
+        if let Some((flag, _)) = not_with.iter().find(|(_, given)| *given) {
+            return Err(Failure::Usage(format!(
+                "--cross-entropy does not take {flag}"
+            )));
+        }
+        let mut ce = CrossEntropy::default().with_reduction(match self.reduction {
+            Some(ReductionArg::None) => Reduction::None,
+            Some(ReductionArg::Sum) => Reduction::Sum,
+            Some(ReductionArg::Mean) | None => Reduction::Mean,
+        });
+        if let Some(i) = self.ignore_index {
+            ce = ce.with_ignore_index(i);
+        }
+        if let Some(e) = self.label_smoothing {
+            ce = ce.with_label_smoothing(e);
+        }
+        if let Some(w) = self.z_loss {
+            ce = ce.with_z_loss(w);
+        }
+        ce.validate().map_err(|e| Failure::Usage(e.to_string()))?;
+        Ok(Some((ce, targets)))
+    }
+
     /// `--sample` needs `--input` and takes the forward op's row inputs, not `--log`,
     /// `--stats` or the backward pass; the filters and `--logprobs` need `--sample`.
     fn check_sample(&self) -> Outcome<Option<Sampling>> {

@@ -25,16 +25,16 @@ const SUMMARY_VALUES: usize = 8;
 const CHECK_BLOCK: usize = 1 << 20;
 
 /// The input's shape, seen as rows of the last axis.
-struct Layout {
+pub(crate) struct Layout {
     /// As the file gives it (rank >= 1, no empty axis).
-    shape: Vec<usize>,
-    rows: usize,
-    cols: usize,
+    pub shape: Vec<usize>,
+    pub rows: usize,
+    pub cols: usize,
 }
 
 impl Layout {
     /// The axes before the last: the shape of one value per row.
-    fn leading(&self) -> &[usize] {
+    pub fn leading(&self) -> &[usize] {
         &self.shape[..self.shape.len() - 1]
     }
 
@@ -56,7 +56,7 @@ impl Layout {
         }
     }
 
-    fn describe(&self, what: &str) -> String {
+    pub fn describe(&self, what: &str) -> String {
         match self.shape[..] {
             [cols] => format!("shape: {cols} (1-D, one row; {what})"),
             [rows, cols] => format!("shape: {rows} x {cols} ({what})"),
@@ -71,7 +71,7 @@ impl Layout {
 }
 
 /// A failure of the file given to `flag`, naming both.
-fn file_failure(flag: &str, path: &Path, message: impl std::fmt::Display) -> Failure {
+pub(crate) fn file_failure(flag: &str, path: &Path, message: impl std::fmt::Display) -> Failure {
     runtime(format!("{flag} {}: {message}", path.display()))
 }
 
@@ -81,6 +81,14 @@ pub fn run(path: &Path, args: &Args) -> Outcome<()> {
         ("--output", &args.output),
         ("--stats", &args.stats),
         ("--logprobs", &args.logprobs),
+        (
+            "--grad",
+            if args.loss.is_some() {
+                &args.grad
+            } else {
+                &None
+            },
+        ),
     ]
     .into_iter()
     .filter_map(|(flag, path)| Some((flag, path.as_deref()?)))
@@ -95,6 +103,12 @@ pub fn run(path: &Path, args: &Args) -> Outcome<()> {
             input.dtype
         )));
     };
+    if let Some((ce, targets)) = &args.loss {
+        return crate::loss::run(input, path, &layout, dtype, args, (ce, targets));
+    }
+    if let Some(ids) = &args.gather {
+        return crate::loss::gather(input, path, &layout, dtype, args, ids);
+    }
     let grad = match args.grad.as_deref() {
         Some(p) => Some((open_grad(p, &layout)?, p)),
         None => None,
@@ -258,13 +272,13 @@ fn open_grad(path: &Path, layout: &Layout) -> Outcome<NpyFile> {
 }
 
 /// The per-row input files, opened and checked against the input's shape.
-struct RowSources {
+pub(crate) struct RowSources {
     /// The mask and its row count.
     mask: Option<(NpyFile, usize)>,
     lengths: Option<NpyFile>,
     temperatures: Option<NpyFile>,
     /// A rank >= 3 input's causal offset, applied per matrix through the lengths.
-    causal_per_matrix: Option<u64>,
+    pub causal_per_matrix: Option<u64>,
     matrix_rows: usize,
 }
 
@@ -273,7 +287,7 @@ impl RowSources {
     /// the library, so that a wrong file is named and fails before the GPU is touched.
     /// A rank >= 3 input's causal mask counts rows within each matrix, which the
     /// library's (counting from a call's first row) cannot: it goes into the lengths.
-    fn open(files: &RowFiles, layout: &Layout, options: &Options) -> Outcome<Self> {
+    pub fn open(files: &RowFiles, layout: &Layout, options: &Options) -> Outcome<Self> {
         Ok(RowSources {
             mask: files
                 .mask
@@ -299,7 +313,7 @@ impl RowSources {
     /// `r % mask_rows`. The library takes row `i` of a call to mask row
     /// `i % given_rows`, so the block gets `min(mask_rows, rows)` rows starting at
     /// `first % mask_rows`, wrapping: at most two reads, and never more than the block.
-    fn mask(
+    pub fn mask(
         &mut self,
         first: usize,
         rows: usize,
@@ -331,7 +345,7 @@ impl RowSources {
 
     /// The lengths of rows `first..first + rows`, with a rank >= 3 input's causal mask
     /// folded in (a causal row `i` keeps the columns before `i + offset + 1`).
-    fn lengths(&mut self, first: usize, rows: usize) -> Result<Option<Vec<u32>>, String> {
+    pub fn lengths(&mut self, first: usize, rows: usize) -> Result<Option<Vec<u32>>, String> {
         let mut lengths = match &mut self.lengths {
             Some(file) => Some(
                 file.read_integers(first, rows)?
@@ -358,7 +372,7 @@ impl RowSources {
         Ok(lengths)
     }
 
-    fn temperatures(&mut self, first: usize, rows: usize) -> Result<Option<Vec<f32>>, String> {
+    pub fn temperatures(&mut self, first: usize, rows: usize) -> Result<Option<Vec<f32>>, String> {
         self.temperatures
             .as_mut()
             .map(|file| file.read_f32(first, rows))
@@ -367,13 +381,13 @@ impl RowSources {
 }
 
 /// A block's mask as the file stores it: a float16 mask goes to the GPU as float16.
-enum MaskBlock {
+pub(crate) enum MaskBlock {
     F32(Vec<f32>, usize),
     F16(Vec<f16>, usize),
 }
 
 impl MaskBlock {
-    fn host(&self) -> HostMask<'_> {
+    pub fn host(&self) -> HostMask<'_> {
         match self {
             MaskBlock::F32(values, rows) => HostMask::new(values, *rows),
             MaskBlock::F16(values, rows) => HostMask::new(values, *rows),
@@ -415,7 +429,7 @@ fn open_mask(path: &Path, cols: usize) -> Outcome<(NpyFile, usize)> {
 }
 
 /// A per-row file must hold one value per row: 1-D, or the input's leading axes.
-fn check_per_row(file: &NpyFile, layout: &Layout) -> Result<(), String> {
+pub(crate) fn check_per_row(file: &NpyFile, layout: &Layout) -> Result<(), String> {
     if file.shape == [layout.rows] || file.shape == layout.leading() {
         return Ok(());
     }
@@ -518,7 +532,9 @@ impl Sinks {
 
 /// The storage types a block goes to the GPU in: f32 (for float32 and float64 files)
 /// and f16 (for float16 files, which stay float16 on the GPU and back).
-trait Storage: wgpu_softmax::Element + Encode + bytemuck::Zeroable + Clone {
+pub(crate) trait Storage:
+    wgpu_softmax::Element + Encode + bytemuck::Zeroable + Clone
+{
     fn read(file: &mut NpyFile, first: usize, count: usize) -> Result<Vec<Self>, String>;
 }
 
@@ -720,7 +736,7 @@ impl Run<'_> {
 
 /// `options` for a block starting at `first_row`: the library counts causal rows from
 /// the first row it is given, so the offset moves by the rows before it.
-fn from_row(options: &Options, first_row: usize) -> Options {
+pub(crate) fn from_row(options: &Options, first_row: usize) -> Options {
     match options.causal {
         Some(offset) => options.with_causal(offset.saturating_add(first_row as u64)),
         None => *options,

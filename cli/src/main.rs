@@ -21,6 +21,7 @@ use wgpu_softmax::{Context, MaskedRows, Op, Options};
 mod args;
 mod file;
 mod generated;
+mod loss;
 mod npy;
 mod output;
 mod progress;

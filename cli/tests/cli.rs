@@ -1709,7 +1709,7 @@ fn sample_is_seeded_reproducible_and_independent_of_the_block_size() {
 
 #[test]
 fn sample_takes_the_row_inputs_and_never_draws_a_masked_column() {
-    let (rows, cols) = (40, 8);
+    let (rows, cols): (usize, usize) = (40, 8);
     let values: Vec<f32> = (0..rows * cols).map(|i| (i % 5) as f32).collect();
     // Columns 4 (the largest logits) masked out everywhere, by the mask.
     let mask: Vec<f32> = (0..cols)
@@ -1814,4 +1814,199 @@ fn softcap_flag_caps_the_logits_before_the_temperature() {
         2
     )
     .contains("--softcap"));
+}
+
+/// Reads a float32 `.npy` the CLI wrote, with its header.
+fn read_f32_npy(path: &Path) -> (String, Vec<f32>) {
+    read_npy(path)
+}
+
+#[test]
+fn cross_entropy_writes_losses_and_the_gradient_as_pytorch_reduces() {
+    let (rows, cols) = (6, 5);
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 37) % 17) as f32 / 4.0 - 2.0)
+        .collect();
+    let targets: Vec<i64> = vec![0, 4, -100, 2, 3, 1];
+    let test = "ce";
+    let input = TempFile::with_contents(
+        test,
+        "in.npy",
+        &npy("<f4", &format!("({rows}, {cols})"), &f32_bytes(&values)),
+    );
+    let t_bytes: Vec<u8> = targets.iter().flat_map(|t| t.to_le_bytes()).collect();
+    let t = TempFile::with_contents(test, "t.npy", &npy("<i8", &format!("({rows},)"), &t_bytes));
+    let options = Options::softmax().with_temperature(0.9);
+    let ce = wgpu_softmax::CrossEntropy::default().with_label_smoothing(0.1);
+    let (want_losses, want_grad) = reference::cross_entropy_f64(
+        &values,
+        cols,
+        &targets,
+        &options,
+        &HostInputs::default(),
+        &ce,
+        1.0 / 5.0,
+    );
+    // --reduction none: one loss per row.
+    let loss = TempFile::new(test, "loss.npy");
+    let grad = TempFile::new(test, "grad.npy");
+    let out = cli(&[
+        "--input",
+        input.arg(),
+        "--cross-entropy",
+        "--targets",
+        t.arg(),
+        "--reduction",
+        "none",
+        "--label-smoothing",
+        "0.1",
+        "--temperature",
+        "0.9",
+        "--output",
+        loss.arg(),
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let (header, got) = read_f32_npy(&loss.0);
+    assert!(header.contains(&format!("'shape': ({rows},)")), "{header}");
+    for (g, w) in got.iter().zip(&want_losses) {
+        assert!(
+            (f64::from(*g) - w).abs() < 1e-5 * (1.0 + w.abs()),
+            "{g} vs {w}"
+        );
+    }
+    // Mean (the default) over the 5 rows not ignored, a 0-d file, and the gradient.
+    let out = cli(&[
+        "--input",
+        input.arg(),
+        "--cross-entropy",
+        "--targets",
+        t.arg(),
+        "--label-smoothing",
+        "0.1",
+        "--temperature",
+        "0.9",
+        "--output",
+        loss.arg(),
+        "--grad",
+        grad.arg(),
+        "--max-gpu-mib",
+        "1",
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let (header, got) = read_f32_npy(&loss.0);
+    assert!(header.contains("'shape': ()"), "{header}");
+    let mean: f64 = want_losses.iter().sum::<f64>() / 5.0;
+    assert!(
+        (f64::from(got[0]) - mean).abs() < 1e-5,
+        "{} vs {mean}",
+        got[0]
+    );
+    let (header, g) = read_f32_npy(&grad.0);
+    assert!(
+        header.contains(&format!("'shape': ({rows}, {cols})")),
+        "{header}"
+    );
+    for (i, (a, b)) in g.iter().zip(&want_grad).enumerate() {
+        assert!(
+            (f64::from(*a) - b).abs() < 1e-6 + 1e-4 * b.abs(),
+            "element {i}: {a} vs {b}"
+        );
+    }
+    // Without --output: the loss on stdout.
+    let out = cli(&[
+        "--input",
+        input.arg(),
+        "--cross-entropy",
+        "--targets",
+        t.arg(),
+        "--reduction",
+        "sum",
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("loss (sum): "),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn cross_entropy_refuses_bad_targets_and_flags_out_of_place() {
+    let test = "ce-bad";
+    let input = TempFile::with_contents(test, "in.npy", &npy("<f4", "(2, 3)", &f32_bytes(&LOGITS)));
+    let t = TempFile::with_contents(test, "t.npy", &npy("<i4", "(2,)", &i32_bytes(&[0, 3])));
+    let line = assert_fails(
+        &[
+            "--input",
+            input.arg(),
+            "--cross-entropy",
+            "--targets",
+            t.arg(),
+        ],
+        1,
+    );
+    assert!(line.contains("row 1: target 3"), "{line}");
+    assert!(assert_fails(&["--targets", "t.npy"], 2).contains("--targets needs --cross-entropy"));
+    assert!(assert_fails(&["--input", "x.npy", "--cross-entropy"], 2).contains("--targets"));
+    assert!(assert_fails(
+        &[
+            "--input",
+            "x.npy",
+            "--cross-entropy",
+            "--targets",
+            "t.npy",
+            "--log"
+        ],
+        2
+    )
+    .contains("does not take --log"));
+    assert!(assert_fails(
+        &[
+            "--input",
+            "x.npy",
+            "--cross-entropy",
+            "--targets",
+            "t.npy",
+            "--label-smoothing",
+            "2"
+        ],
+        2
+    )
+    .contains("label smoothing"));
+    assert!(assert_fails(&["--grad", "g.npy"], 2).contains("--grad needs --backward"));
+}
+
+#[test]
+fn gather_writes_log_probabilities_at_the_indices() {
+    let test = "gather";
+    let input = TempFile::with_contents(test, "in.npy", &npy("<f4", "(2, 3)", &f32_bytes(&LOGITS)));
+    let ids = TempFile::with_contents(
+        test,
+        "ids.npy",
+        &npy("<i4", "(2, 2)", &i32_bytes(&[0, 2, 1, 1])),
+    );
+    let lp = TempFile::new(test, "lp.npy");
+    let out = cli(&[
+        "--input",
+        input.arg(),
+        "--gather",
+        ids.arg(),
+        "--output",
+        lp.arg(),
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let (header, got) = read_f32_npy(&lp.0);
+    assert!(header.contains("'shape': (2, 2)"), "{header}");
+    let log = reference::softmax_f64(&LOGITS, 3, &Options::log_softmax());
+    for (i, (r, c)) in [(0, 0), (0, 2), (1, 1), (1, 1)].into_iter().enumerate() {
+        let want = log[r * 3 + c];
+        assert!(
+            (f64::from(got[i]) - want).abs() < 1e-5 * (1.0 + want.abs()),
+            "{i}: {} vs {want}",
+            got[i]
+        );
+    }
+    let bad = TempFile::with_contents(test, "bad.npy", &npy("<i4", "(2, 1)", &i32_bytes(&[0, 9])));
+    let line = assert_fails(&["--input", input.arg(), "--gather", bad.arg()], 1);
+    assert!(line.contains("index 9"), "{line}");
 }
