@@ -52,6 +52,22 @@ fn gather1(acc: ptr<function, Gathered>, x: f32) {
     }
 }
 
+// Four values at once: their max first, then one rescale of the running sum and an exp
+// of each (no branch per value); NaN and +inf poison the row, found from the bits.
+fn gather4(acc: ptr<function, Gathered>, v: vec4<f32>) {
+    let bits = bitcast<vec4<u32>>(v);
+    let non_finite = (bits & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
+    let masked = bits == vec4<u32>(NEG_INF_BITS);
+    let poison = non_finite & !masked;
+    let finite = select(v, vec4<f32>(LOWEST), non_finite);
+    let st = (*acc).st;
+    let m = max(st.m, max(max(finite.x, finite.y), max(finite.z, finite.w)));
+    let e = select(exp((v - vec4<f32>(m)) * row_inv_t), vec4<f32>(0.0), non_finite);
+    (*acc).st = Stats(m, rescale(st.s, st.m - m) + ((e.x + e.y) + (e.z + e.w)), st.bad | u32(any(poison)));
+    (*acc).sum += dot(select(v, vec4<f32>(0.0), masked), vec4<f32>(1.0));
+    (*acc).count += dot(select(vec4<u32>(1u), vec4<u32>(0u), masked), vec4<u32>(1u));
+}
+
 fn gather_col(acc: ptr<function, Gathered>, col: u32, base: u32) {
     if col < params.cols {
         gather1(acc, load1(col, base + col));
@@ -68,11 +84,7 @@ fn gather_row(row: u32, lid: u32) -> Gathered {
     if VEC4 {
         let n4 = params.cols / 4u;
         for (var i = lid; i < n4; i += WORKGROUP_SIZE) {
-            let v = load4(4u * i, base / 4u + i);
-            gather1(&acc, v.x);
-            gather1(&acc, v.y);
-            gather1(&acc, v.z);
-            gather1(&acc, v.w);
+            gather4(&acc, load4(4u * i, base / 4u + i));
         }
         tail = 4u * n4;
     }
@@ -85,13 +97,10 @@ fn gather_row(row: u32, lid: u32) -> Gathered {
     return acc;
 }
 
-// d(C tanh(x / C)) / dx at the raw input x: 1 - tanh(x / C)^2 (1 without a cap).
-fn cap_slope(raw: f32) -> f32 {
-    if !SOFTCAP {
-        return 1.0;
-    }
+// d(C tanh(x / C)) / dx at the raw inputs x: 1 - tanh(x / C)^2 (with SOFTCAP).
+fn cap_slope4(raw: vec4<f32>) -> vec4<f32> {
     let c = params.softcap;
-    let t = tanh(clamp(raw / c, -10.0, 10.0));
+    let t = tanh(clamp(raw / c, vec4<f32>(-10.0), vec4<f32>(10.0)));
     return 1.0 - t * t;
 }
 
@@ -165,17 +174,47 @@ fn softmax_cross_entropy(
     let g = params.grad_scale;
     let inv_s = 1.0 / st.s;
     let spread = e / f32(max(totals.count, 1u));
-    for (var j = lid; j < params.cols; j += WORKGROUP_SIZE) {
+    let lift = 1.0 + 2.0 * w * lse;
+    let hit = select(params.cols, u32(t), in_row);
+    var tail = 0u;
+    if VEC4 {
+        // The body four at a time: the logits (capped and masked, and raw for the cap's
+        // slope) and the gradient through the vec4 views.
+        let n4 = params.cols / 4u;
+        let src4_base = base / 4u;
+        let dst4_base = dst_index(row, 0u) / 4u;
+        for (var i = lid; i < n4; i += WORKGROUP_SIZE) {
+            var d = vec4<f32>(fill);
+            if !special {
+                let v = load4(4u * i, src4_base + i);
+                let unmasked = bitcast<vec4<u32>>(v) != vec4<u32>(NEG_INF_BITS);
+                let p = select(vec4<f32>(0.0), exp((v - vec4<f32>(st.m)) * row_inv_t) * inv_s, unmasked);
+                var dz = lift * p - select(vec4<f32>(0.0), vec4<f32>(spread), unmasked);
+                let c = vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u);
+                dz -= select(vec4<f32>(0.0), vec4<f32>(1.0 - e), c == vec4<u32>(hit));
+                d = g * dz * row_inv_t;
+                if SOFTCAP {
+                    d *= cap_slope4(read_src4(src4_base + i));
+                }
+            }
+            write_dst4(dst4_base + i, d);
+        }
+        tail = 4u * n4;
+    }
+    for (var j = tail + lid; j < params.cols; j += WORKGROUP_SIZE) {
         var d = fill;
         if !special {
             let x = load1(j, base + j);
             let unmasked = bitcast<u32>(x) != NEG_INF_BITS;
             let p = select(0.0, exp((x - st.m) * row_inv_t) * inv_s, unmasked);
-            var dz = (1.0 + 2.0 * w * lse) * p - select(0.0, spread, unmasked);
-            if in_row && u32(t) == j {
+            var dz = lift * p - select(0.0, spread, unmasked);
+            if j == hit {
                 dz -= 1.0 - e;
             }
-            d = g * dz * row_inv_t * cap_slope(read_src1(base + j));
+            d = g * dz * row_inv_t;
+            if SOFTCAP {
+                d *= cap_slope4(vec4<f32>(read_src1(base + j))).x;
+            }
         }
         write_dst1(dst_index(row, j), d);
     }

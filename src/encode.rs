@@ -1306,14 +1306,13 @@ impl Gpu {
                     (Bound::Unused, Bound::Unused)
                 };
                 // The sampler's outputs: ids and log-probabilities, whole regions.
-                // The cross-entropy writes its gradient one element at a time.
+                // The cross-entropy's output is its gradient, if any.
                 let (dst, dst4) = match extra {
                     Some(Extra::Sample(sb)) => {
                         (region(Some(&sb.ids)), region(sb.logprobs.as_ref()))
                     }
                     Some(Extra::CrossEntropy(ce)) if !ce.grad => (Bound::Unused, Bound::Unused),
-                    Some(Extra::CrossEntropy(_)) => (dst, Bound::Unused),
-                    None => (dst, dst4),
+                    Some(Extra::CrossEntropy(_)) | None => (dst, dst4),
                 };
                 let partials = partials.as_ref().map_or(Bound::Unused, |b| {
                     let size = (u64::from(chunk.rows) * u64::from(split.parts) * 16).max(16);

@@ -22,6 +22,7 @@ mod args;
 mod file;
 mod generated;
 mod loss;
+mod loss_bench;
 mod npy;
 mod output;
 mod progress;

@@ -82,6 +82,10 @@ pub struct Flags {
     /// reading the logits back and sampling on the CPU (writes sampling.md)
     #[arg(long, conflicts_with = "versus")]
     sampling: bool,
+    /// Instead of the report: the fused cross-entropy (loss and gradient in place)
+    /// against log-softmax plus its backward pass, time and GPU memory (writes loss.md)
+    #[arg(long, conflicts_with_all = ["versus", "sampling"])]
+    loss: bool,
 }
 
 impl Flags {
@@ -110,6 +114,7 @@ impl Flags {
             options: forced.apply(planned),
             versus: self.versus,
             sampling: self.sampling,
+            loss: self.loss,
         })
     }
 }
@@ -160,6 +165,8 @@ pub struct Args {
     versus: Vec<(String, Forced)>,
     /// `--sampling`: the sampler's table instead of the report.
     sampling: bool,
+    /// `--loss`: the cross-entropy's table instead of the report.
+    loss: bool,
 }
 
 /// A kernel and workgroup size forced instead of the planner's choice.
@@ -1027,6 +1034,13 @@ fn report(args: Args) -> Result<(), String> {
     let size = size.min(ctx.caps().max_storage_binding_size / 16 * 16);
     if !args.versus.is_empty() {
         return versus(&ctx, &copy, &args, size);
+    }
+    if args.loss {
+        let table = crate::loss_bench::table(&ctx, args.repeats)?;
+        println!("{table}");
+        std::fs::create_dir_all(&args.out).map_err(|e| e.to_string())?;
+        std::fs::write(args.out.join("loss.md"), &table).map_err(|e| e.to_string())?;
+        return Ok(());
     }
     if args.sampling {
         let (_, table) = crate::sample_bench::table(&ctx, args.repeats)?;
