@@ -1,7 +1,11 @@
 //! Batched softmax and log-softmax over the last axis of row-major `[rows, cols]`
 //! matrices stored as f32, f16 or bf16 (arithmetic in f32), computed by WGSL compute
-//! shaders on any adapter wgpu reaches natively; the crate also builds for the browser's
-//! WebGPU (`wasm32-unknown-unknown`).
+//! shaders on any adapter wgpu reaches, natively and in the browser's WebGPU
+//! (`wasm32-unknown-unknown`); and what ML code does around it: sampling a token per
+//! row without a sort ([`Context::sample`], [`Sampling`]), the fused cross-entropy loss
+//! and gradient ([`Context::cross_entropy`], [`CrossEntropy`]), log-probabilities at
+//! given indices ([`Context::gather_log_probs`]) and logit soft-capping
+//! ([`Options::with_softcap`]).
 //!
 //! One description of the op ([`Options`]: softmax or log-softmax, temperature, causal
 //! offset, masked-row policy), two ways to run it:
