@@ -141,6 +141,11 @@ impl Rng {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Uniform in `[0, n)` (as the native tests' `Rng::below`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
     pub fn normal(&mut self, mean: f32, std: f32) -> f32 {
         let u1 = self.unit().max(1e-300);
         let u2 = self.unit();

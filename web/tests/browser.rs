@@ -16,13 +16,18 @@ use std::rc::Rc;
 
 use half::{bf16, f16};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
-use wgpu_softmax::internals::reference::{backward_f64, first_mismatch, BACKWARD_F32};
+use wgpu_softmax::internals::{Shader, Variant};
+use wgpu_softmax::internals::reference::{
+    backward_f64, cross_entropy_f64, first_mismatch, sample_filter_f64, sample_replay_f64,
+    softmax_f64_with, Tolerance, BACKWARD_F32,
+};
 use wgpu_softmax::{
-    wgpu, Context, ContextOptions, Dtype, Element, Error, HostInputs, MaskView, MaskedRows,
-    MatrixView, Options, Region, RowInputs, Shape, StatsMode, StatsView,
+    wgpu, Context, ContextOptions, CrossEntropy, Dtype, Element, Error, HostInputs, LossOutputs,
+    MaskView, MaskedRows, MatrixView, Op, Options, Reduction, Region, RowInputs, SampleOutputs,
+    Sampling, Shape, StatsMode, StatsView,
 };
 use wgpu_softmax_web::{
-    app_device, check, normal_matrix, now_ms, read_back, speed, storage_buffer,
+    app_device, check, normal_matrix, now_ms, read_back, speed, storage_buffer, Rng,
 };
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -750,4 +755,694 @@ async fn speed_against_the_copy_kernel() {
         s.ratio_max
     );
     assert!(s.ratio.is_finite() && s.ratio > 0.0, "{s:?}");
+}
+
+// --- Sampling, fused cross-entropy, gather and soft-capping (the checks of the native
+// tests/sample.rs, tests/cross_entropy.rs and tests/softcap.rs, small: SwiftShader runs
+// on the CPU). ---
+
+/// The host path's draw: ids and log-probabilities.
+async fn draw(
+    ctx: &Context,
+    x: &[f32],
+    shape: Shape,
+    options: &Options,
+    sampling: &Sampling,
+) -> (Vec<u32>, Vec<f32>) {
+    let mut ids = vec![0u32; shape.rows];
+    let mut lp = vec![0f32; shape.rows];
+    ctx.sample(
+        x,
+        &mut ids,
+        Some(&mut lp),
+        shape,
+        options,
+        sampling,
+        HostInputs::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("sample {shape:?} {sampling:?}: {e}"));
+    (ids, lp)
+}
+
+/// The log-probabilities of the drawn columns against the f64 log-softmax of `x`.
+fn check_logprobs(ids: &[u32], lp: &[f32], x: &[f32], cols: usize, options: &Options) {
+    let mut log_options = *options;
+    log_options.op = Op::LogSoftmax;
+    let log = softmax_f64_with(x, cols, &log_options, &HostInputs::default());
+    let tol = Tolerance::for_op(Op::LogSoftmax);
+    for (r, (&id, &l)) in ids.iter().zip(lp).enumerate() {
+        let want = log[r * cols + id as usize];
+        assert!(
+            tol.accepts(l, want),
+            "row {r}: log-prob {l}, reference {want}"
+        );
+    }
+}
+
+/// 50 logits of N(0, 1.5), as the native sampling tests' row.
+fn fifty_logits() -> Vec<f32> {
+    let mut rng = Rng::new(50);
+    (0..50).map(|_| rng.normal(0.0, 1.5)).collect()
+}
+
+#[wasm_bindgen_test]
+async fn host_sample_greedy_is_the_reference_argmax() {
+    let ctx = host().await;
+    let mut rng = Rng::new(40);
+    let (rows, cols) = (12, 333);
+    let mut x: Vec<f32> = (0..rows * cols).map(|_| rng.normal(0.0, 3.0)).collect();
+    // Ties for the max in some rows: the lowest index wins.
+    for r in (0..rows).step_by(4) {
+        let (a, b) = (rng.below(cols), rng.below(cols));
+        x[r * cols + a] = 50.0;
+        x[r * cols + b] = 50.0;
+    }
+    let shape = Shape::new(rows, cols);
+    for s in [Sampling::greedy(), Sampling::new(7).with_top_k(1)] {
+        let (ids, lp) = draw(&ctx, &x, shape, &Options::softmax(), &s).await;
+        for (r, row) in x.chunks(cols).enumerate() {
+            let max = row.iter().copied().fold(f32::MIN, f32::max);
+            let want = row.iter().position(|&v| v == max).unwrap();
+            assert_eq!(ids[r] as usize, want, "{s:?} row {r}");
+        }
+        check_logprobs(&ids, &lp, &x, cols, &Options::softmax());
+    }
+}
+
+#[wasm_bindgen_test]
+async fn host_sample_top_k_top_p_draws_only_survivors_and_a_seed_repeats() {
+    let ctx = host().await;
+    let row = fifty_logits();
+    let (copies, cols) = (2000, row.len());
+    let x: Vec<f32> = row.iter().copied().cycle().take(copies * cols).collect();
+    let shape = Shape::new(copies, cols);
+    let options = Options::softmax().with_temperature(0.8);
+    let s = Sampling::new(16).with_top_k(20).with_top_p(0.8);
+    let kept = sample_filter_f64(&row, cols, &options, &HostInputs::default(), &s)[0]
+        .clone()
+        .expect("a row to draw from");
+    let survivors = kept.iter().filter(|&&p| p > 0.0).count();
+    let (ids, lp) = draw(&ctx, &x, shape, &options, &s).await;
+    let mut counts = vec![0u32; cols];
+    for (r, &id) in ids.iter().enumerate() {
+        assert!((id as usize) < cols, "row {r}: id {id}");
+        assert!(
+            kept[id as usize] > 0.0,
+            "row {r} drew {id}, which {s:?} filters out"
+        );
+        counts[id as usize] += 1;
+    }
+    check_logprobs(&ids, &lp, &x, cols, &options);
+    // Identical rows draw independently: most survivors come up.
+    let drawn = counts.iter().filter(|&&c| c > 0).count();
+    console_log!("top-k 20 + top-p 0.8: {drawn} of {survivors} survivors drawn over {copies} rows");
+    assert!(
+        drawn > survivors / 2,
+        "{drawn} of {survivors} survivors drawn"
+    );
+    let (again, _) = draw(&ctx, &x, shape, &options, &s).await;
+    assert_eq!(ids, again, "the same seed drew other ids");
+    let (other, _) = draw(
+        &ctx,
+        &x,
+        shape,
+        &options,
+        &Sampling::new(17).with_top_k(20).with_top_p(0.8),
+    )
+    .await;
+    let differ = ids.iter().zip(&other).filter(|(a, b)| a != b).count();
+    assert!(
+        differ > copies / 4,
+        "another seed changed {differ} of {copies} ids"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn host_sample_is_the_generator_replayed_on_the_cpu() {
+    let ctx = host().await;
+    let (rows, cols) = (200, 200);
+    let mut rng = Rng::new(60);
+    let x: Vec<f32> = (0..rows * cols).map(|_| rng.normal(0.0, 2.0)).collect();
+    let options = Options::softmax().with_temperature(0.8);
+    for s in [
+        Sampling::new(0xdead_beef_0123).with_step(9),
+        Sampling::new(77)
+            .with_top_k(30)
+            .with_top_p(0.8)
+            .with_min_p(0.01)
+            .with_column_offset(1000),
+    ] {
+        let (ids, _) = draw(&ctx, &x, Shape::new(rows, cols), &options, &s).await;
+        let kept = sample_filter_f64(&x, cols, &options, &HostInputs::default(), &s);
+        let same = (0..rows)
+            .filter(|&r| {
+                let row = &x[r * cols..(r + 1) * cols];
+                let kept = kept[r].as_ref().unwrap();
+                sample_replay_f64(row, r, &options, &HostInputs::default(), &s, kept)
+                    == Some(ids[r] as usize)
+            })
+            .count();
+        console_log!("{s:?}: {same} of {rows} rows drew the CPU replay's column");
+        // The GPU adds f32 z and g, the replay f64: only near-ties may differ.
+        assert!(
+            same * 100 >= rows * 99,
+            "{same} of {rows} rows match the replay"
+        );
+    }
+}
+
+#[wasm_bindgen_test]
+async fn resident_sample_writes_ids_and_log_probs_into_app_buffers() {
+    let app = app(false).await;
+    let (rows, cols) = (37, 1025);
+    let x = normal_matrix(90, rows * cols, 2.0);
+    let shape = Shape::new(rows, cols);
+    let logits = storage_buffer(&app.device, &app.queue, bytemuck::cast_slice(&x));
+    // Ids at byte 256 and log-probabilities at byte 512 of one buffer.
+    let out = storage_buffer(&app.device, &app.queue, &vec![0xffu8; 512 + rows * 4]);
+    let options = Options::softmax();
+    let s = Sampling::new(91).with_top_k(20).with_min_p(0.01);
+    let mut encoder = app.device.create_command_encoder(&Default::default());
+    let outputs = SampleOutputs::new(Region::new(&out).with_offset(256))
+        .with_logprobs(Region::new(&out).with_offset(512));
+    app.ctx
+        .encode_sample(
+            &mut encoder,
+            MatrixView::new(&logits),
+            outputs,
+            shape,
+            &options,
+            &s,
+            &RowInputs::NONE,
+        )
+        .expect("encode_sample");
+    app.queue.submit([encoder.finish()]);
+    let bytes = wgpu_softmax_web::read_bytes(&app.device, &app.queue, &out)
+        .await
+        .expect("readback");
+    let ids: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[256..256 + rows * 4]);
+    let lp: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[512..512 + rows * 4]);
+    let kept = sample_filter_f64(&x, cols, &options, &HostInputs::default(), &s);
+    for (r, &id) in ids.iter().enumerate() {
+        let kept = kept[r].as_ref().unwrap();
+        assert!(
+            (id as usize) < cols && kept[id as usize] > 0.0,
+            "row {r} drew {id}"
+        );
+    }
+    check_logprobs(&ids, &lp, &x, cols, &options);
+    // The host path draws the very same ids.
+    let (host_ids, _) = draw(&*host().await, &x, shape, &options, &s).await;
+    assert_eq!(ids, host_ids, "resident and host paths drew differently");
+    // Overlapping outputs are refused.
+    let mut encoder = app.device.create_command_encoder(&Default::default());
+    let clash = SampleOutputs::new(Region::new(&out).with_offset(256))
+        .with_logprobs(Region::new(&out).with_offset(256 + 4 * 10));
+    let got = app.ctx.encode_sample(
+        &mut encoder,
+        MatrixView::new(&logits),
+        clash,
+        shape,
+        &options,
+        &s,
+        &RowInputs::NONE,
+    );
+    assert!(matches!(got, Err(Error::RegionOverlap { .. })), "{got:?}");
+}
+
+const LOSS_TOL: (f64, f64) = (1e-5, 1e-5);
+const GRAD_TOL: (f64, f64) = (1e-6, 1e-4);
+
+fn close(got: f32, want: f64, (abs, rel): (f64, f64)) -> bool {
+    if want.is_nan() {
+        return got.is_nan();
+    }
+    if want.is_infinite() {
+        return f64::from(got) == want;
+    }
+    (f64::from(got) - want).abs() <= abs + rel * want.abs()
+}
+
+/// Normal logits and targets at the first and last column, ignored (-100) and random.
+fn ce_data(rows: usize, cols: usize, seed: u64) -> (Vec<f32>, Vec<i64>) {
+    let mut rng = Rng::new(seed);
+    let x: Vec<f32> = (0..rows * cols).map(|_| rng.normal(0.0, 3.0)).collect();
+    let targets = (0..rows)
+        .map(|r| match r % 5 {
+            0 => 0,
+            1 => cols as i64 - 1,
+            2 => -100,
+            _ => rng.below(cols) as i64,
+        })
+        .collect();
+    (x, targets)
+}
+
+/// Losses and gradient (scaled by `grad_scale`, the reduction's included) against
+/// `cross_entropy_f64`.
+#[allow(clippy::too_many_arguments)]
+fn check_ce(
+    x: &[f32],
+    targets: &[i64],
+    cols: usize,
+    options: &Options,
+    ce: &CrossEntropy,
+    grad_scale: f64,
+    losses: &[f32],
+    grad: &[f32],
+    what: &str,
+) -> Vec<f64> {
+    let (want_l, want_g) = cross_entropy_f64(
+        x,
+        cols,
+        targets,
+        options,
+        &HostInputs::default(),
+        ce,
+        grad_scale,
+    );
+    for (r, (&g, &w)) in losses.iter().zip(&want_l).enumerate() {
+        assert!(
+            close(g, w, LOSS_TOL),
+            "{what} {ce:?} row {r}: loss {g} vs {w}"
+        );
+    }
+    for (i, (&g, &w)) in grad.iter().zip(&want_g).enumerate() {
+        assert!(
+            close(g, w, GRAD_TOL),
+            "{what} {ce:?} element {i} (row {}): grad {g:e} vs {w:e}",
+            i / cols
+        );
+    }
+    want_l
+}
+
+#[wasm_bindgen_test]
+async fn host_cross_entropy_with_gradient_smoothing_and_reductions() {
+    let ctx = host().await;
+    for cols in [5usize, 1000] {
+        let rows = 12;
+        let (x, targets) = ce_data(rows, cols, cols as u64);
+        let shape = Shape::new(rows, cols);
+        let valid = targets.iter().filter(|&&t| t != -100).count() as f64;
+        for (reduction, smoothing) in [
+            (Reduction::None, 0.0),
+            (Reduction::Sum, 0.1),
+            (Reduction::Mean, 0.3),
+        ] {
+            let ce = CrossEntropy::default()
+                .with_reduction(reduction)
+                .with_label_smoothing(smoothing)
+                .with_grad_scale(0.5);
+            let mut losses = vec![0f32; rows];
+            let mut grad = vec![0f32; rows * cols];
+            let reduced = ctx
+                .cross_entropy(
+                    &x,
+                    &targets,
+                    &mut losses,
+                    Some(&mut grad[..]),
+                    shape,
+                    &Options::softmax(),
+                    &ce,
+                    HostInputs::default(),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("cross_entropy {shape:?} {ce:?}: {e}"));
+            let scale = match reduction {
+                Reduction::Mean => 0.5 / valid,
+                _ => 0.5,
+            };
+            let want_l = check_ce(
+                &x,
+                &targets,
+                cols,
+                &Options::softmax(),
+                &ce,
+                scale,
+                &losses,
+                &grad,
+                "host",
+            );
+            let sum: f64 = want_l.iter().sum();
+            let want = match reduction {
+                Reduction::Mean => sum / valid,
+                _ => sum,
+            };
+            assert!(
+                (reduced - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "{ce:?}: reduced {reduced} vs {want}"
+            );
+        }
+    }
+    // A soft-cap on huge logits, a temperature and a z-loss, the gradient through them.
+    let (rows, cols) = (8, 300);
+    let (mut x, targets) = ce_data(rows, cols, 4);
+    for (i, v) in x.iter_mut().enumerate() {
+        match i % 13 {
+            0 => *v = 1e4,
+            6 => *v = -1e4,
+            _ => {}
+        }
+    }
+    let options = Options::softmax().with_softcap(30.0).with_temperature(0.8);
+    let ce = CrossEntropy::default()
+        .with_reduction(Reduction::Sum)
+        .with_label_smoothing(0.05)
+        .with_z_loss(1e-3);
+    let mut losses = vec![0f32; rows];
+    let mut grad = vec![0f32; rows * cols];
+    ctx.cross_entropy(
+        &x,
+        &targets,
+        &mut losses,
+        Some(&mut grad[..]),
+        Shape::new(rows, cols),
+        &options,
+        &ce,
+        HostInputs::default(),
+    )
+    .await
+    .expect("capped cross_entropy");
+    check_ce(
+        &x,
+        &targets,
+        cols,
+        &options,
+        &ce,
+        1.0,
+        &losses,
+        &grad,
+        "host capped",
+    );
+}
+
+#[wasm_bindgen_test]
+async fn resident_cross_entropy_writes_the_gradient_into_its_own_buffer() {
+    let app = app(false).await;
+    let (rows, cols) = (9, 1024);
+    let (x, targets) = ce_data(rows, cols, 8);
+    let shape = Shape::new(rows, cols);
+    let logits = storage_buffer(&app.device, &app.queue, bytemuck::cast_slice(&x));
+    let t32: Vec<i32> = targets.iter().map(|&t| t as i32).collect();
+    let tbuf = storage_buffer(&app.device, &app.queue, bytemuck::cast_slice(&t32));
+    let lbuf = storage_buffer(&app.device, &app.queue, &vec![0xffu8; rows * 4]);
+    let gbuf = storage_buffer(&app.device, &app.queue, &vec![0xffu8; rows * cols * 4]);
+    let ce = CrossEntropy::default()
+        .with_reduction(Reduction::Sum)
+        .with_label_smoothing(0.1)
+        .with_grad_scale(0.25);
+    let mut encoder = app.device.create_command_encoder(&Default::default());
+    let outputs = LossOutputs::new(Region::new(&lbuf)).with_grad(MatrixView::new(&gbuf));
+    app.ctx
+        .encode_cross_entropy(
+            &mut encoder,
+            MatrixView::new(&logits),
+            Region::new(&tbuf),
+            outputs,
+            shape,
+            &Options::softmax(),
+            &ce,
+            &RowInputs::NONE,
+        )
+        .expect("encode_cross_entropy");
+    app.queue.submit([encoder.finish()]);
+    let losses: Vec<f32> = read_back(&app.device, &app.queue, &lbuf)
+        .await
+        .expect("losses");
+    let grad: Vec<f32> = read_back(&app.device, &app.queue, &gbuf)
+        .await
+        .expect("gradient");
+    check_ce(
+        &x,
+        &targets,
+        cols,
+        &Options::softmax(),
+        &ce,
+        0.25,
+        &losses,
+        &grad,
+        "resident",
+    );
+    // The logits are left as they were.
+    let kept: Vec<f32> = read_back(&app.device, &app.queue, &logits)
+        .await
+        .expect("logits");
+    assert_eq!(kept, x, "the logits changed");
+    // In place (the gradient over the logits) is refused in the browser.
+    let mut encoder = app.device.create_command_encoder(&Default::default());
+    let got = app.ctx.encode_cross_entropy(
+        &mut encoder,
+        MatrixView::new(&logits),
+        Region::new(&tbuf),
+        LossOutputs::new(Region::new(&lbuf)).with_grad(MatrixView::new(&logits)),
+        shape,
+        &Options::softmax(),
+        &ce,
+        &RowInputs::NONE,
+    );
+    assert!(
+        matches!(got, Err(Error::Unsupported(_))),
+        "in place: {got:?}"
+    );
+    // A mean needs the rows not ignored, which only the GPU sees: refused.
+    let got = app.ctx.encode_cross_entropy(
+        &mut encoder,
+        MatrixView::new(&logits),
+        Region::new(&tbuf),
+        LossOutputs::new(Region::new(&lbuf)),
+        shape,
+        &Options::softmax(),
+        &CrossEntropy::default(),
+        &RowInputs::NONE,
+    );
+    assert!(matches!(got, Err(Error::Unsupported(_))), "mean: {got:?}");
+}
+
+#[wasm_bindgen_test]
+async fn host_and_resident_gather_log_probs() {
+    let ctx = host().await;
+    let (rows, cols, k) = (9, 4099, 5);
+    let (mut x, _) = ce_data(rows, cols, 9);
+    x[0] = 1e4;
+    let mut rng = Rng::new(10);
+    let indices: Vec<i64> = (0..rows * k)
+        .map(|i| match i % k {
+            0 => 0,
+            1 => cols as i64 - 1,
+            _ => rng.below(cols) as i64,
+        })
+        .collect();
+    let shape = Shape::new(rows, cols);
+    let options = Options::softmax().with_softcap(50.0).with_temperature(1.7);
+    let mut out = vec![0f32; rows * k];
+    ctx.gather_log_probs(
+        &x,
+        &indices,
+        k,
+        &mut out,
+        shape,
+        &options,
+        HostInputs::default(),
+    )
+    .await
+    .expect("gather_log_probs");
+    let log_options = Options::log_softmax()
+        .with_softcap(50.0)
+        .with_temperature(1.7);
+    let log = softmax_f64_with(&x, cols, &log_options, &HostInputs::default());
+    for (i, &t) in indices.iter().enumerate() {
+        let want = log[(i / k) * cols + t as usize];
+        assert!(
+            close(out[i], want, LOSS_TOL),
+            "index {i}: {} vs {want}",
+            out[i]
+        );
+    }
+    // The resident path gathers the same from the app's buffers.
+    let app = app(false).await;
+    let logits = storage_buffer(&app.device, &app.queue, bytemuck::cast_slice(&x));
+    let i32s: Vec<i32> = indices.iter().map(|&t| t as i32).collect();
+    let ibuf = storage_buffer(&app.device, &app.queue, bytemuck::cast_slice(&i32s));
+    let obuf = storage_buffer(&app.device, &app.queue, &vec![0xffu8; rows * k * 4]);
+    let mut encoder = app.device.create_command_encoder(&Default::default());
+    app.ctx
+        .encode_gather_log_probs(
+            &mut encoder,
+            MatrixView::new(&logits),
+            Region::new(&ibuf),
+            k as u32,
+            Region::new(&obuf),
+            shape,
+            &options,
+            &RowInputs::NONE,
+        )
+        .expect("encode_gather_log_probs");
+    app.queue.submit([encoder.finish()]);
+    let got: Vec<f32> = read_back(&app.device, &app.queue, &obuf)
+        .await
+        .expect("readback");
+    for (i, (&g, &h)) in got.iter().zip(&out).enumerate() {
+        let want = log[(i / k) * cols + indices[i] as usize];
+        assert!(
+            close(g, want, LOSS_TOL),
+            "resident index {i}: {g} (host {h}) vs {want}"
+        );
+    }
+    // An index outside the row is refused by the host path.
+    let bad = vec![cols as i64; rows * k];
+    let got = ctx
+        .gather_log_probs(
+            &x,
+            &bad,
+            k,
+            &mut out,
+            shape,
+            &options,
+            HostInputs::default(),
+        )
+        .await;
+    assert!(matches!(got, Err(Error::InvalidTarget { .. })), "{got:?}");
+}
+
+/// Logits far past the cap: +-1e4 and ordinary ones.
+fn capped_logits(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..rows * cols)
+        .map(|i| match i % 11 {
+            0 => 1e4,
+            3 => -1e4,
+            _ => rng.normal(0.0, 40.0),
+        })
+        .collect()
+}
+
+#[wasm_bindgen_test]
+async fn host_and_resident_softcap_on_huge_logits() {
+    let ctx = host().await;
+    let app = app(false).await;
+    for cols in [33usize, 1000, 5000] {
+        let shape = Shape::new(5, cols);
+        let x = capped_logits(shape.rows, cols, cols as u64);
+        for base in [Options::softmax(), Options::log_softmax()] {
+            let options = base.with_softcap(30.0).with_temperature(0.7);
+            let none = HostInputs::default();
+            let y: Vec<f32> = run_host(&ctx, &x, shape, &options, HostInputs::default()).await;
+            ok(check::output(
+                &y,
+                &x,
+                shape,
+                &options,
+                &none,
+                "host softcap",
+            ));
+            let y = resident_f32(&app, &x, shape, &options).await;
+            ok(check::output(
+                &y,
+                &x,
+                shape,
+                &options,
+                &none,
+                "resident softcap",
+            ));
+        }
+    }
+}
+/// Every variant of the sampler and the cross-entropy kernel (input and output widths,
+/// row inputs and mask readers) compiled by the browser's WGSL compiler (Tint), as
+/// modules and as pipelines with the override constants all off and all on: Tint's
+/// messages (with the source line) and the pipelines' validation errors are reported.
+#[wasm_bindgen_test]
+async fn sample_and_cross_entropy_variants_compile_in_the_browser() {
+    let app = app(true).await;
+    let device = &app.device;
+    let mut failures = Vec::new();
+    let mut pipelines = 0;
+    let start = now_ms();
+    let variants = Variant::all()
+        .into_iter()
+        .filter(|v| matches!(v.shader, Shader::Sample | Shader::CrossEntropy));
+    for v in variants {
+        let source = v
+            .source()
+            .unwrap_or_else(|e| panic!("composing {v:?}: {e}"));
+        let entry = v.shader.entry_point();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(entry),
+            source: wgpu::ShaderSource::Wgsl(source.as_str().into()),
+        });
+        let info = module.get_compilation_info().await;
+        for m in &info.messages {
+            if m.message_type == wgpu::CompilationMessageType::Error {
+                let line = m.location.map_or(0, |l| l.line_number as usize);
+                let text = source.lines().nth(line.saturating_sub(1)).unwrap_or("");
+                failures.push(format!(
+                    "{v:?}: line {line}: {}\n    {}",
+                    m.message,
+                    text.trim()
+                ));
+            }
+        }
+        if let Some(e) = scope.pop().await {
+            failures.push(format!("{v:?}: module: {e}"));
+            continue;
+        }
+        for on in [false, true] {
+            let b = |x: bool| if x { 1.0 } else { 0.0 };
+            let mut constants = vec![
+                ("LOG_SOFTMAX", b(on)),
+                ("MASKED_ROWS_ZERO", b(on)),
+                ("VEC4", b(on)),
+                ("WORKGROUP_SIZE", if on { 64.0 } else { 256.0 }),
+                ("STATS_WRITE", b(on)),
+                ("STATS_GIVEN", b(on)),
+                ("CAUSAL", b(on)),
+                ("SOFTCAP", b(on)),
+            ];
+            if v.row_inputs.is_some() {
+                constants.extend([
+                    ("HAS_MASK", b(on)),
+                    ("HAS_LENGTHS", b(on)),
+                    ("HAS_TEMPERATURES", b(on)),
+                    ("MASK_DTYPE", if on { 2.0 } else { 0.0 }),
+                ]);
+            }
+            if v.src_half {
+                constants.push(("SRC_BF16", b(on)));
+            }
+            if v.dst_half {
+                constants.push(("DST_BF16", b(on)));
+            }
+            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let _pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+            if let Some(e) = scope.pop().await {
+                failures.push(format!(
+                    "{v:?}, overrides {}: pipeline: {e}",
+                    if on { "on" } else { "off" }
+                ));
+            }
+            pipelines += 1;
+        }
+    }
+    console_log!(
+        "{pipelines} sampler and cross-entropy pipelines compiled in {:.0} ms",
+        now_ms() - start
+    );
+    assert!(
+        failures.is_empty(),
+        "Tint refused:\n{}",
+        failures.join("\n")
+    );
 }
