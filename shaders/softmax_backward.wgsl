@@ -3,7 +3,8 @@
 // gradient dy and receives dx in its place:
 //   softmax:     dx = y * (dy - sum(dy * y)) / T
 //   log-softmax: dx = (dy - exp(y) * sum(dy)) / T
-// (T the scalar temperature of the forward op, 1 unless it was scaled).
+// (T the scalar temperature of the forward op, 1 unless it was scaled), times the slope
+// of the forward op's soft-cap with SOFTCAP.
 //
 // Dispatch: as softmax_workgroup_shared (2-D grid, one row per workgroup). Each
 // invocation sums its strided share of the row (blocked, as range_stats does), a tree
@@ -13,6 +14,21 @@
 
 #import softmax_common
 #import workgroup_tree
+
+// With SOFTCAP, the forward op's logits x (f32), for the cap's slope: dx is multiplied
+// by d(C tanh(x / C)) / dx = 1 - tanh(x / C)^2. Row r starts at element
+// params.targets_first + r * params.logits_stride. (A dummy otherwise.)
+@group(0) @binding(10) var<storage, read_write> logits: array<f32>;
+
+fn slope1(row: u32, col: u32) -> f32 {
+    let x = logits[params.targets_first + row * params.logits_stride + col];
+    let t = tanh(clamp(x / params.softcap, -10.0, 10.0));
+    return 1.0 - t * t;
+}
+
+fn slope4(row: u32, col: u32) -> vec4<f32> {
+    return vec4<f32>(slope1(row, col), slope1(row, col + 1u), slope1(row, col + 2u), slope1(row, col + 3u));
+}
 
 // The factor of dy in the row sum: y for softmax, 1 for log-softmax.
 fn weight4(y: vec4<f32>) -> vec4<f32> {
@@ -67,10 +83,18 @@ fn softmax_backward(
     }
     let sum = tree_sum(total + block, lid);
     for (var i = lid; i < n4; i += WORKGROUP_SIZE) {
-        write_dst4(g4_base + i, gradient4(read_src4(y4_base + i), read_dst4(g4_base + i), sum));
+        var d = gradient4(read_src4(y4_base + i), read_dst4(g4_base + i), sum);
+        if SOFTCAP {
+            d *= slope4(row, 4u * i);
+        }
+        write_dst4(g4_base + i, d);
     }
     for (var j = end4 + lid; j < params.cols; j += WORKGROUP_SIZE) {
         let at = dst_index(row, j);
-        write_dst1(at, gradient1(read_src1(src_index(row, j)), read_dst1(at), sum));
+        var d = gradient1(read_src1(src_index(row, j)), read_dst1(at), sum);
+        if SOFTCAP {
+            d *= slope1(row, j);
+        }
+        write_dst1(at, d);
     }
 }

@@ -100,9 +100,15 @@ impl Shader {
         }
     }
 
-    /// Whether it binds targets and losses (bindings 10 and 11).
-    pub fn binds_targets(self) -> bool {
-        self == Shader::CrossEntropy
+    /// The storage bindings past the row inputs it declares: 10 and 11 (targets and
+    /// losses) for the cross-entropy, 10 (the logits, for a soft-cap's slope) for the
+    /// backward pass.
+    pub fn extra_bindings(self) -> &'static [u32] {
+        match self {
+            Shader::CrossEntropy => &[10, 11],
+            Shader::Backward => &[10],
+            _ => &[],
+        }
     }
 
     /// Whether it uses subgroup operations (`Features::SUBGROUP`).

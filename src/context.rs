@@ -305,7 +305,9 @@ impl Context {
         shape: Shape,
         options: &Options,
     ) -> Result<()> {
-        self.host().run_backward(y, dy, dx, shape, options).await
+        self.host()
+            .run_backward((None, y), dy, dx, shape, options)
+            .await
     }
 
     /// **Resident path**: records the op `options` describes, over the `shape` matrix at
@@ -360,7 +362,7 @@ impl Context {
         options: &Options,
     ) -> Result<()> {
         self.gpu
-            .encode_backward(encoder, y, grad, shape, options)
+            .encode_backward(encoder, (None, y), grad, shape, options)
             .map_err(|e| self.gpu.explain(e))
     }
 
@@ -568,6 +570,41 @@ impl Context {
                 0,
             )
             .map_err(|e| self.gpu.explain(e))
+    }
+
+    /// **Resident path**, backward through a soft-cap: [`Context::encode_backward`] for
+    /// options with [`Options::softcap`], given the forward op's `logits` (f32, the
+    /// shape's; they must not overlap `grad`), whose cap's slope `1 - tanh(x / C)^2`
+    /// multiplies `dx`. (The plain backward pass refuses a soft-cap, as it cannot see
+    /// the logits.)
+    pub fn encode_backward_capped(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: MatrixView<'_>,
+        y: MatrixView<'_>,
+        grad: MatrixView<'_>,
+        shape: Shape,
+        options: &Options,
+    ) -> Result<()> {
+        self.gpu
+            .encode_backward(encoder, (Some(logits), y), grad, shape, options)
+            .map_err(|e| self.gpu.explain(e))
+    }
+
+    /// **Host path**, backward through a soft-cap: [`Context::run_backward`] for options
+    /// with [`Options::softcap`], given the forward op's `logits`.
+    pub async fn run_backward_capped<T: Element, U: Element>(
+        &self,
+        logits: &[f32],
+        y: &[T],
+        dy: &[U],
+        dx: &mut [U],
+        shape: Shape,
+        options: &Options,
+    ) -> Result<()> {
+        self.host()
+            .run_backward((Some(logits), y), dy, dx, shape, options)
+            .await
     }
 
     /// The device the context records work on.

@@ -601,6 +601,8 @@ impl CeBinding<'_> {
 pub(crate) enum Extra<'b, 'a> {
     Sample(&'b SampleBinding<'a>),
     CrossEntropy(&'b CeBinding<'a>),
+    /// The backward pass's logits, for a soft-cap's slope, and their row stride.
+    Logits(&'b RegionBinding<'a>, u32),
 }
 
 /// The checked outputs of a sampling call, and its sampling.
@@ -1121,17 +1123,22 @@ impl Gpu {
     pub(crate) fn encode_backward(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        y: MatrixView<'_>,
+        (logits, y): (Option<MatrixView<'_>>, MatrixView<'_>),
         grad: MatrixView<'_>,
         shape: Shape,
         options: &Options,
     ) -> Result<()> {
-        if options.softcap.is_some() {
-            return Err(Error::Unsupported(
-                "the backward pass through a soft-cap needs the logits, which it does not take: \
-                 multiply dx by 1 - tanh(x / C)^2 (the cap's derivative) after it"
-                    .into(),
-            ));
+        if options.softcap.is_some() != logits.is_some() {
+            return Err(Error::Unsupported(if logits.is_some() {
+                "the backward pass takes the logits only for a soft-cap's slope: these \
+                 options have no soft-cap"
+                    .into()
+            } else {
+                "the backward pass through a soft-cap needs the forward op's logits, for \
+                 the cap's slope: use Context::run_backward_capped or \
+                 Context::encode_backward_capped"
+                    .into()
+            }));
         }
         if check_pair(y, grad, shape, options, false)?.is_none() {
             return Ok(());
@@ -1155,13 +1162,42 @@ impl Gpu {
             causal: None,
             ..*options
         };
+        let logits_binding = match logits {
+            Some(x) => {
+                if x.dtype != Dtype::F32 {
+                    return Err(Error::Unsupported(
+                        "the logits of a capped backward pass are f32".into(),
+                    ));
+                }
+                let x_bytes = x.check("logits", shape)?;
+                // The gradient is written while the logits are read.
+                let g = grad.check("output", shape)?;
+                if x.buffer == grad.buffer && x_bytes.start < g.end && g.start < x_bytes.end {
+                    return Err(Error::RegionOverlap {
+                        written: "output",
+                        other: "logits",
+                    });
+                }
+                self.check_alive("logits", x.buffer)?;
+                let p = x.placement(shape.cols);
+                let count = (shape.rows as u64 - 1) * p.row_stride as u64 + shape.cols as u64;
+                let stride = u32::try_from(p.row_stride)
+                    .map_err(|_| Error::Unsupported("the logits' row stride exceeds u32".into()))?;
+                Some((
+                    RegionBinding::new("logits", x.buffer, x.offset, 4, count, &self.caps)?,
+                    stride,
+                ))
+            }
+            None => None,
+        };
+        let extra = logits_binding.as_ref().map(|(b, s)| Extra::Logits(b, *s));
         self.record(
             encoder,
             (&plan, &[Shader::Backward]),
             (y, grad),
             shape,
             &forward,
-            (&none, None),
+            (&none, extra),
         )
     }
 
@@ -1198,7 +1234,7 @@ impl Gpu {
             dst: match extra {
                 Some(Extra::Sample(_)) => Dtype::F32,
                 Some(Extra::CrossEntropy(ce)) => ce.grad_dtype,
-                None => output.dtype,
+                Some(Extra::Logits(..)) | None => output.dtype,
             },
             mask: inputs.mask.is_some(),
             mask_dtype: if inputs.mask.is_some() {
@@ -1225,7 +1261,7 @@ impl Gpu {
             .collect::<Result<Vec<_>>>()?;
         let (layout, _) = self
             .kernels
-            .layout(row_inputs, keys[0].shader.binds_targets())?;
+            .layout(row_inputs, keys[0].shader.extra_bindings())?;
         let src = input.placement(shape.cols);
         let dst = output.placement(shape.cols);
         let split = plan.split.unwrap_or(plan::Split {
@@ -1282,6 +1318,11 @@ impl Gpu {
             let params = match extra {
                 Some(Extra::Sample(sb)) => sb.params(params, chunk.first_row as u32),
                 Some(Extra::CrossEntropy(ce)) => ce.params(params, chunk.first_row as u32),
+                Some(Extra::Logits(b, stride)) => Params {
+                    targets_first: b.first + chunk.first_row as u32 * stride,
+                    logits_stride: stride,
+                    ..params
+                },
                 None => params,
             };
             let at = i * slot as usize;
@@ -1312,7 +1353,7 @@ impl Gpu {
                         (region(Some(&sb.ids)), region(sb.logprobs.as_ref()))
                     }
                     Some(Extra::CrossEntropy(ce)) if !ce.grad => (Bound::Unused, Bound::Unused),
-                    Some(Extra::CrossEntropy(_)) | None => (dst, dst4),
+                    Some(Extra::CrossEntropy(_) | Extra::Logits(..)) | None => (dst, dst4),
                 };
                 let partials = partials.as_ref().map_or(Bound::Unused, |b| {
                     let size = (u64::from(chunk.rows) * u64::from(split.parts) * 16).max(16);
@@ -1334,11 +1375,15 @@ impl Gpu {
                     ]);
                 }
                 let mut numbered: Vec<(u32, Bound)> = (1..).zip(all).collect();
-                if let Some(Extra::CrossEntropy(ce)) = extra {
-                    numbered.extend([
+                match extra {
+                    Some(Extra::CrossEntropy(ce)) => numbered.extend([
                         (10, region(Some(&ce.targets))),
                         (11, region(Some(&ce.losses))),
-                    ]);
+                    ]),
+                    Some(Extra::Logits(b, _)) => numbered.push((10, region(Some(b)))),
+                    // The backward pass binds its logits' binding (a dummy) without a cap.
+                    _ if keys[0].shader == Shader::Backward => numbered.push((10, Bound::Unused)),
+                    _ => {}
                 }
                 numbered
             })

@@ -318,9 +318,10 @@ impl Host<'_> {
 
     /// The host backward op (see [`Context::run_backward`](crate::Context::run_backward)).
     /// Chunks of rows go through the GPU one after another.
+    /// With `logits` (a soft-cap's backward pass), they go through a third staging slot.
     pub async fn run_backward<T: Element, U: Element>(
         &self,
-        y: &[T],
+        (logits, y): (Option<&[f32]>, &[T]),
         dy: &[U],
         dx: &mut [U],
         shape: Shape,
@@ -328,6 +329,9 @@ impl Host<'_> {
     ) -> Result<()> {
         options.validate()?;
         let expected = shape.len()?;
+        if let Some(x) = logits {
+            check_len("logits", expected, x.len())?;
+        }
         check_len("y", expected, y.len())?;
         check_len("dy", expected, dy.len())?;
         check_len("dx", expected, dx.len())?;
@@ -335,13 +339,16 @@ impl Host<'_> {
             return Ok(());
         }
         let (y_elem, g_elem) = (T::DTYPE.size(), U::DTYPE.size());
-        let row_bytes = shape.cols as u64 * y_elem.max(g_elem);
+        let row_bytes = shape.cols as u64 * y_elem.max(g_elem).max(4);
         let chunk_rows = self.chunk_rows(shape, row_bytes, 4)?;
         let slot_bytes =
             |elem: u64| (chunk_rows as u64 * shape.cols as u64 * elem).next_multiple_of(4);
         let mut lease = Lease::new(self.staging);
         lease.slots.push(self.take_slot(slot_bytes(y_elem))?);
         lease.slots.push(self.take_slot(slot_bytes(g_elem))?);
+        if logits.is_some() {
+            lease.slots.push(self.take_slot(slot_bytes(4))?);
+        }
         let result = async {
             for first_row in (0..shape.rows).step_by(chunk_rows) {
                 let rows = chunk_rows.min(shape.rows - first_row);
@@ -360,9 +367,21 @@ impl Host<'_> {
                             &grad_slot.data,
                             bytemuck::cast_slice(&dy[elements.clone()]),
                         );
+                        let x_view = match logits {
+                            Some(x) => {
+                                let x_slot = &lease.slots[2];
+                                write_words(
+                                    &self.gpu.queue,
+                                    &x_slot.data,
+                                    bytemuck::cast_slice(&x[elements.clone()]),
+                                );
+                                Some(MatrixView::new(&x_slot.data))
+                            }
+                            None => None,
+                        };
                         self.gpu.encode_backward(
                             encoder,
-                            MatrixView::new(&y_slot.data).with_dtype(T::DTYPE),
+                            (x_view, MatrixView::new(&y_slot.data).with_dtype(T::DTYPE)),
                             MatrixView::new(&grad_slot.data).with_dtype(U::DTYPE),
                             Shape::new(rows, shape.cols),
                             options,

@@ -54,7 +54,7 @@ pub struct Params {
     pub grad_scale: f32,
     pub ce_flags: u32,
     pub gather_k: u32,
-    pub _pad1: u32,
+    pub logits_stride: u32,
 }
 
 impl Params {
@@ -106,7 +106,7 @@ impl Params {
         ("grad_scale", std::mem::offset_of!(Params, grad_scale)),
         ("ce_flags", std::mem::offset_of!(Params, ce_flags)),
         ("gather_k", std::mem::offset_of!(Params, gather_k)),
-        ("_pad1", std::mem::offset_of!(Params, _pad1)),
+        ("logits_stride", std::mem::offset_of!(Params, logits_stride)),
     ];
 }
 
@@ -214,10 +214,9 @@ const BINDING_CACHE: usize = 16;
 /// statistics) and, with the row inputs, 7-9 (mask, lengths, temperatures). All are
 /// read-write so that one buffer may be bound on both sides for in-place use. The
 /// reflection test (`tests/variants.rs`) checks every variant's WGSL declares exactly
-/// these. The cross-entropy kernel adds 10 and 11 (targets, losses).
-pub fn binding_layout(row_inputs: bool, targets: bool) -> Vec<wgpu::BindGroupLayoutEntry> {
+/// these. Some kernels add bindings past them (see [`Shader::extra_bindings`]).
+pub fn binding_layout(row_inputs: bool, extra: &[u32]) -> Vec<wgpu::BindGroupLayoutEntry> {
     let storage_bindings = if row_inputs { 9 } else { 6 };
-    let extra: &[u32] = if targets { &[10, 11] } else { &[] };
     let mut entries = vec![wgpu::BindGroupLayoutEntry {
         binding: 0,
         visibility: wgpu::ShaderStages::COMPUTE,
@@ -269,7 +268,8 @@ fn slot<K: std::hash::Hash + Eq, T>(map: &Mutex<HashMap<K, Slot<T>>>, key: K) ->
 pub(crate) struct Kernels {
     device: wgpu::Device,
     /// Keyed by whether the row-input bindings are present.
-    layouts: Mutex<HashMap<(bool, bool), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    #[allow(clippy::type_complexity)]
+    layouts: Mutex<HashMap<(bool, &'static [u32]), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     /// Keyed by shader, row inputs, whether the input and the output are 16-bit, and
     /// register-cache slots. Each entry is a slot of its own: the map's lock is held
     /// only to find a slot, and a compile holds only its slot's lock, so threads asking
@@ -323,13 +323,13 @@ impl Kernels {
     pub fn layout(
         &self,
         row_inputs: bool,
-        targets: bool,
+        extra: &'static [u32],
     ) -> Result<(wgpu::BindGroupLayout, wgpu::PipelineLayout)> {
         let mut layouts = self.layouts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = layouts.get(&(row_inputs, targets)) {
+        if let Some(l) = layouts.get(&(row_inputs, extra)) {
             return Ok(l.clone());
         }
-        let storage_bindings = binding_layout(row_inputs, targets).len() as u32 - 1;
+        let storage_bindings = binding_layout(row_inputs, extra).len() as u32 - 1;
         let allowed = self.device.limits().max_storage_buffers_per_shader_stage;
         if allowed < storage_bindings {
             return Err(Error::Unsupported(format!(
@@ -339,7 +339,7 @@ impl Kernels {
             )));
         }
         let layout = scoped(&self.device, || {
-            let entries = binding_layout(row_inputs, targets);
+            let entries = binding_layout(row_inputs, extra);
             let bind_group_layout =
                 self.device
                     .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
@@ -355,7 +355,7 @@ impl Kernels {
                     });
             (bind_group_layout, pipeline_layout)
         })?;
-        layouts.insert((row_inputs, targets), layout.clone());
+        layouts.insert((row_inputs, extra), layout.clone());
         Ok(layout)
     }
 
@@ -414,7 +414,7 @@ impl Kernels {
             .compile_queue
             .as_ref()
             .map(|q| q.lock().unwrap_or_else(|p| p.into_inner()));
-        let (_, pipeline_layout) = self.layout(key.row_inputs(), key.shader.binds_targets())?;
+        let (_, pipeline_layout) = self.layout(key.row_inputs(), key.shader.extra_bindings())?;
         let variant = key.variant();
         let module_entry = slot(&self.modules, variant);
         let mut module_built = module_entry.lock().unwrap_or_else(|p| p.into_inner());

@@ -162,7 +162,7 @@ fn statistics_and_sampling_see_the_capped_values() {
 }
 
 #[test]
-fn bad_caps_and_the_backward_pass_through_a_cap_are_refused() {
+fn bad_caps_and_the_plain_backward_pass_through_a_cap_are_refused() {
     let ctx = ctx();
     let x = [1.0f32, 2.0];
     for c in [0.0, -1.0, f32::NAN, f32::INFINITY] {
@@ -182,6 +182,59 @@ fn bad_caps_and_the_backward_pass_through_a_cap_are_refused() {
         &mut dx,
         Shape::new(1, 2),
         &Options::softmax().with_softcap(3.0),
+    ));
+    assert!(matches!(got, Err(Error::Unsupported(_))), "{got:?}");
+}
+
+#[test]
+fn the_capped_backward_pass_multiplies_by_the_caps_slope() {
+    use wgpu_softmax::internals::reference::{backward_f64, BACKWARD_F32};
+    let ctx = ctx();
+    for (cols, op) in [
+        (333usize, Options::softmax()),
+        (1024, Options::log_softmax()),
+    ] {
+        let rows = 6;
+        let x = wild_logits(rows, cols, 11 + cols as u64);
+        let options = op.with_softcap(12.0).with_temperature(0.8);
+        let y = run(
+            ctx,
+            &x,
+            Shape::new(rows, cols),
+            &options,
+            HostInputs::default(),
+        )
+        .expect("forward");
+        let mut rng = Rng::new(12);
+        let dy: Vec<f32> = (0..rows * cols).map(|_| rng.normal(0.0, 1.0)).collect();
+        let mut dx = vec![0f32; rows * cols];
+        block_on(ctx.run_backward_capped(&x, &y, &dy, &mut dx, Shape::new(rows, cols), &options))
+            .expect("capped backward");
+        let plain = backward_f64(&y, &dy, cols, &options);
+        let want: Vec<f64> = plain
+            .iter()
+            .zip(&x)
+            .map(|(&g, &xi)| {
+                let t = (f64::from(xi) / 12.0).tanh();
+                g * (1.0 - t * t)
+            })
+            .collect();
+        assert_eq!(
+            first_mismatch(&dx, &want, BACKWARD_F32),
+            None,
+            "{options:?}"
+        );
+    }
+    // The logits only go with a cap.
+    let x = [1.0f32, 2.0];
+    let mut dx = [0f32; 2];
+    let got = block_on(ctx.run_backward_capped(
+        &x,
+        &x,
+        &x,
+        &mut dx,
+        Shape::new(1, 2),
+        &Options::softmax(),
     ));
     assert!(matches!(got, Err(Error::Unsupported(_))), "{got:?}");
 }

@@ -115,7 +115,7 @@ fn every_variant_declares_exactly_the_bindings_the_rust_layout_builds() {
             })
             .collect();
         let rust: BTreeMap<u32, &'static str> =
-            binding_layout(v.row_inputs.is_some(), v.shader.binds_targets())
+            binding_layout(v.row_inputs.is_some(), v.shader.extra_bindings())
                 .iter()
                 .map(|e| {
                     let kind = match e.ty {

@@ -105,7 +105,9 @@ struct Params {
     ce_flags: u32,
     // Indices per row of a gather (bit 1 of ce_flags).
     gather_k: u32,
-    _pad1: u32,
+    // The backward pass through a soft-cap: the row stride of the logits (binding 10),
+    // whose row 0 starts at element targets_first.
+    logits_stride: u32,
 }
 
 // Write log-softmax ((x - max) * inv_t - ln(sum)) instead of softmax.
