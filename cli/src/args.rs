@@ -221,7 +221,7 @@ pub struct SoftmaxFlags {
     #[arg(short, long, value_name = "T", value_parser = parse_temperature, allow_negative_numbers = true)]
     temperature: Option<f32>,
     /// Soft-cap the logits to C * tanh(x / C) first, before the temperature and the
-    /// mask (finite, > 0); +-inf logits become +-C
+    /// mask (finite, > 0); +-inf logits become +-C; --backward differentiates through it
     #[arg(long, value_name = "C", value_parser = parse_softcap, allow_negative_numbers = true)]
     softcap: Option<f32>,
     /// Causal mask: row i keeps columns j <= i (+ K); i counts rows along the
@@ -421,12 +421,12 @@ impl SoftmaxFlags {
                 self.causal || self.causal_offset.is_some(),
             ),
             ("--stats", self.stats.is_some()),
-            ("--softcap", self.softcap.is_some()),
         ];
         match forward_only.iter().find(|(_, given)| *given) {
             Some((flag, _)) => Err(Failure::Usage(format!(
                 "--backward does not take {flag}: the backward pass takes only --log, \
-                 --temperature and --masked-rows (for the forward pass it differentiates)"
+                 --temperature, --softcap and --masked-rows (for the forward pass it \
+                 differentiates)"
             ))),
             None => Ok(()),
         }

@@ -719,12 +719,23 @@ impl Run<'_> {
                     .run(&x, &mut y, shape, options, HostInputs::default()),
             )
             .map_err(runtime)?;
+            // A soft-cap's slope needs the logits themselves (as f32).
+            let logits: Option<Vec<f32>> = options
+                .softcap
+                .map(|_| x.iter().map(|v| v.to_f32()).collect());
             drop(x);
             let dy = grad
                 .read_f32(first * cols, rows * cols)
                 .map_err(grad_fail)?;
             let mut dx = zeroed::<f32>(rows * cols)?;
-            block_on(self.ctx.run_backward(&y, &dy, &mut dx, shape, options)).map_err(runtime)?;
+            match &logits {
+                Some(x) => block_on(
+                    self.ctx
+                        .run_backward_capped(x, &y, &dy, &mut dx, shape, options),
+                ),
+                None => block_on(self.ctx.run_backward(&y, &dy, &mut dx, shape, options)),
+            }
+            .map_err(runtime)?;
             // The summary shows dx as it is stored.
             let stored: Vec<S> = dx.iter().map(|&v| S::from_f32(v)).collect();
             sinks.write(first, &stored)?;

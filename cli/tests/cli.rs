@@ -1801,19 +1801,40 @@ fn softcap_flag_caps_the_logits_before_the_temperature() {
     let options = Options::softmax().with_softcap(30.0).with_temperature(2.0);
     assert_matches_reference(&got, &values, 3, &options);
     assert!(assert_fails(&["--softcap", "0"], 2).contains("finite and > 0"));
-    assert!(assert_fails(
-        &[
-            "--input",
-            "x.npy",
-            "--backward",
-            "--grad",
-            "g.npy",
-            "--softcap",
-            "3"
-        ],
-        2
-    )
-    .contains("--softcap"));
+    // --backward differentiates through the cap.
+    let dy: Vec<f32> = vec![0.5, -1.0, 2.0, 1.0, 0.0, -0.5];
+    let test = "softcap-backward";
+    let input = TempFile::with_contents(test, "x.npy", &npy("<f4", "(2, 3)", &f32_bytes(&values)));
+    let grad = TempFile::with_contents(test, "dy.npy", &npy("<f4", "(2, 3)", &f32_bytes(&dy)));
+    let dx = TempFile::new(test, "dx.npy");
+    let out = cli(&[
+        "--input",
+        input.arg(),
+        "--backward",
+        "--grad",
+        grad.arg(),
+        "--softcap",
+        "30",
+        "--temperature",
+        "2",
+        "--output",
+        dx.arg(),
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let (_, got) = read_npy(&dx.0);
+    let y: Vec<f32> = reference::softmax_f64(&values, 3, &options)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let plain = reference::backward_f64(&y, &dy, 3, &options);
+    for (i, (g, p)) in got.iter().zip(&plain).enumerate() {
+        let t = (f64::from(values[i]) / 30.0).tanh();
+        let want = p * (1.0 - t * t);
+        assert!(
+            (f64::from(*g) - want).abs() <= 1e-5 + 1e-4 * want.abs(),
+            "{i}: {g} vs {want}"
+        );
+    }
 }
 
 /// Reads a float32 `.npy` the CLI wrote, with its header.
