@@ -17,7 +17,11 @@ pub fn output<U: Element>(
     what: &str,
 ) -> Result<(), String> {
     if got.len() != x.len() {
-        return Err(format!("{what}: {} outputs for {} inputs", got.len(), x.len()));
+        return Err(format!(
+            "{what}: {} outputs for {} inputs",
+            got.len(),
+            x.len()
+        ));
     }
     // A finite result beyond the storage type's range is stored as an infinity.
     let want: Vec<f64> = softmax_f64_with(x, shape.cols, options, inputs)
@@ -69,7 +73,11 @@ pub fn stats(
 ) -> Result<(), String> {
     let want = row_stats_f64(x, cols, temperature);
     if got.len() != want.len() {
-        return Err(format!("{what}: {} rows of stats, want {}", got.len(), want.len()));
+        return Err(format!(
+            "{what}: {} rows of stats, want {}",
+            got.len(),
+            want.len()
+        ));
     }
     for (r, (g, w)) in got.iter().zip(&want).enumerate() {
         for k in 0..2 {

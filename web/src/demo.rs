@@ -75,9 +75,15 @@ pub async fn seed_row() -> Result<Vec<f32>, JsValue> {
     let x = [7.0f32, 4.0, 0.0];
     let mut y = [0.0f32; 3];
     let softmax = Options::softmax();
-    ctx.run(&x, &mut y, Shape::new(1, 3), &softmax, HostInputs::default())
-        .await
-        .map_err(js_error)?;
+    ctx.run(
+        &x,
+        &mut y,
+        Shape::new(1, 3),
+        &softmax,
+        HostInputs::default(),
+    )
+    .await
+    .map_err(js_error)?;
     Ok(y.to_vec())
 }
 
@@ -99,9 +105,15 @@ pub async fn large_softmax(rows: usize, cols: usize) -> Result<String, JsValue> 
     // One untimed call first: the pipelines compile then.
     let small = Shape::new(1, cols);
     let mut warm = vec![0.0f32; cols];
-    ctx.run(&x[..cols], &mut warm, small, &options, HostInputs::default())
-        .await
-        .map_err(js_error)?;
+    ctx.run(
+        &x[..cols],
+        &mut warm,
+        small,
+        &options,
+        HostInputs::default(),
+    )
+    .await
+    .map_err(js_error)?;
     let start = now_ms();
     ctx.run(&x, &mut y, shape, &options, HostInputs::default())
         .await

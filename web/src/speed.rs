@@ -12,7 +12,6 @@ use wgpu_softmax::{wgpu, Context, MatrixView, Options, RowInputs, Shape};
 
 use crate::{normal_matrix, now_ms, storage_buffer, work_done};
 
-
 /// What one speed measurement found.
 #[derive(Clone, Debug)]
 pub struct Speed {

@@ -16,11 +16,11 @@ use std::rc::Rc;
 
 use half::{bf16, f16};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
-use wgpu_softmax::internals::{Shader, Variant};
 use wgpu_softmax::internals::reference::{
     backward_f64, cross_entropy_f64, first_mismatch, sample_filter_f64, sample_replay_f64,
     softmax_f64_with, Tolerance, BACKWARD_F32,
 };
+use wgpu_softmax::internals::{Shader, Variant};
 use wgpu_softmax::{
     wgpu, Context, ContextOptions, CrossEntropy, Dtype, Element, Error, HostInputs, LossOutputs,
     MaskView, MaskedRows, MatrixView, Op, Options, Reduction, Region, RowInputs, SampleOutputs,
@@ -158,11 +158,21 @@ const SEED_ROW: [f32; 3] = [0.95174, 0.04739, 0.00087];
 
 fn check_seed_row(y: &[f32]) {
     for (got, want) in y.iter().zip(SEED_ROW) {
-        assert!((got - want).abs() < 1e-5, "seed row: {y:?}, want {SEED_ROW:?}");
+        assert!(
+            (got - want).abs() < 1e-5,
+            "seed row: {y:?}, want {SEED_ROW:?}"
+        );
     }
     let x = [7.0f32, 4.0, 0.0];
     let none = HostInputs::default();
-    ok(check::output(y, &x, Shape::new(1, 3), &Options::softmax(), &none, "seed row"));
+    ok(check::output(
+        y,
+        &x,
+        Shape::new(1, 3),
+        &Options::softmax(),
+        &none,
+        "seed row",
+    ));
 }
 
 #[wasm_bindgen_test]
@@ -182,7 +192,13 @@ async fn host_seed_row() {
 #[wasm_bindgen_test]
 async fn resident_seed_row() {
     let app = app(false).await;
-    let y = resident_f32(&app, &[7.0, 4.0, 0.0], Shape::new(1, 3), &Options::softmax()).await;
+    let y = resident_f32(
+        &app,
+        &[7.0, 4.0, 0.0],
+        Shape::new(1, 3),
+        &Options::softmax(),
+    )
+    .await;
     check_seed_row(&y);
 }
 
@@ -284,7 +300,14 @@ async fn host_non_finite_rows() {
         for options in non_finite_options() {
             let y: Vec<f32> = run_host(&ctx, &x, shape, &options, HostInputs::default()).await;
             let none = HostInputs::default();
-            ok(check::output(&y, &x, shape, &options, &none, "host non-finite"));
+            ok(check::output(
+                &y,
+                &x,
+                shape,
+                &options,
+                &none,
+                "host non-finite",
+            ));
         }
     }
 }
@@ -297,7 +320,14 @@ async fn resident_non_finite_rows() {
         for options in non_finite_options() {
             let y = resident_f32(&app, &x, shape, &options).await;
             let none = HostInputs::default();
-            ok(check::output(&y, &x, shape, &options, &none, "resident non-finite"));
+            ok(check::output(
+                &y,
+                &x,
+                shape,
+                &options,
+                &none,
+                "resident non-finite",
+            ));
         }
     }
 }
@@ -312,7 +342,14 @@ async fn host_temperature() {
             let options = base.with_temperature(t);
             let y: Vec<f32> = run_host(&ctx, &x, shape, &options, HostInputs::default()).await;
             let none = HostInputs::default();
-            ok(check::output(&y, &x, shape, &options, &none, "host temperature"));
+            ok(check::output(
+                &y,
+                &x,
+                shape,
+                &options,
+                &none,
+                "host temperature",
+            ));
         }
     }
     // Per-row temperatures multiply the scalar one.
@@ -320,7 +357,14 @@ async fn host_temperature() {
     let options = Options::softmax().with_temperature(2.0);
     let inputs = || HostInputs::default().with_temperatures(&temps);
     let y: Vec<f32> = run_host(&ctx, &x, shape, &options, inputs()).await;
-    ok(check::output(&y, &x, shape, &options, &inputs(), "host per-row temperatures"));
+    ok(check::output(
+        &y,
+        &x,
+        shape,
+        &options,
+        &inputs(),
+        "host per-row temperatures",
+    ));
 }
 
 #[wasm_bindgen_test]
@@ -333,7 +377,14 @@ async fn resident_temperature() {
             let options = base.with_temperature(t);
             let y = resident_f32(&app, &x, shape, &options).await;
             let none = HostInputs::default();
-            ok(check::output(&y, &x, shape, &options, &none, "resident temperature"));
+            ok(check::output(
+                &y,
+                &x,
+                shape,
+                &options,
+                &none,
+                "resident temperature",
+            ));
         }
     }
 }
@@ -381,10 +432,24 @@ async fn host_mask_lengths_causal() {
                     .with_temperatures(&temps)
             };
             let y: Vec<f32> = run_host(&ctx, &x, shape, &options, inputs()).await;
-            ok(check::output(&y, &x, shape, &options, &inputs(), "host mask"));
+            ok(check::output(
+                &y,
+                &x,
+                shape,
+                &options,
+                &inputs(),
+                "host mask",
+            ));
             let inputs16 = || HostInputs::default().with_mask(&mask16, 3);
             let y: Vec<f32> = run_host(&ctx, &x, shape, &options, inputs16()).await;
-            ok(check::output(&y, &x, shape, &options, &inputs16(), "host f16 mask"));
+            ok(check::output(
+                &y,
+                &x,
+                shape,
+                &options,
+                &inputs16(),
+                "host f16 mask",
+            ));
         }
     }
 }
@@ -418,7 +483,14 @@ async fn resident_mask_lengths_causal() {
                 .with_mask(&mask, 3)
                 .with_lengths(&lengths)
                 .with_temperatures(&temps);
-            ok(check::output(&y, &x, shape, &options, &host_inputs, "resident mask"));
+            ok(check::output(
+                &y,
+                &x,
+                shape,
+                &options,
+                &host_inputs,
+                "resident mask",
+            ));
         }
     }
 }
@@ -532,7 +604,14 @@ async fn host_row_statistics() {
         )
         .await;
         let none = HostInputs::default();
-        ok(check::output(&y, &x, shape, &options, &none, "host with stats"));
+        ok(check::output(
+            &y,
+            &x,
+            shape,
+            &options,
+            &none,
+            "host with stats",
+        ));
         ok(check::stats(&stats, &x, cols, 2.0, "host stats written"));
         // Given back, they reproduce the softmax.
         let again: Vec<f32> = run_host(
@@ -543,7 +622,14 @@ async fn host_row_statistics() {
             HostInputs::default().with_stats_given(&stats),
         )
         .await;
-        ok(check::output(&again, &x, shape, &options, &none, "host stats given"));
+        ok(check::output(
+            &again,
+            &x,
+            shape,
+            &options,
+            &none,
+            "host stats given",
+        ));
     }
 }
 
@@ -570,7 +656,14 @@ async fn resident_row_statistics() {
         .await;
         let y: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
         let none = HostInputs::default();
-        ok(check::output(&y, &x, shape, &options, &none, "resident with stats"));
+        ok(check::output(
+            &y,
+            &x,
+            shape,
+            &options,
+            &none,
+            "resident with stats",
+        ));
         let got: Vec<[f32; 2]> = read_back(&app.device, &app.queue, &stats)
             .await
             .expect("stats readback");
@@ -657,14 +750,31 @@ async fn host_streams_through_a_small_chunk_budget() {
         )
         .await;
         let none = HostInputs::default();
-        ok(check::output(&y, &x, shape, &options, &none, "host streamed"));
-        ok(check::stats(&stats, &x, shape.cols, 1.0, "host streamed stats"));
+        ok(check::output(
+            &y,
+            &x,
+            shape,
+            &options,
+            &none,
+            "host streamed",
+        ));
+        ok(check::stats(
+            &stats,
+            &x,
+            shape.cols,
+            1.0,
+            "host streamed stats",
+        ));
     }
     // 16-bit matrices stream too (odd rows end mid-word).
     let shape = Shape::new(77, 333);
     let x = normal_matrix(32, shape.rows * shape.cols, 3.0);
     host_typed::<f16, f16>(&ctx, &x, shape).await;
-    assert!(ctx.staging_bytes() <= 4 * (16 << 10), "{}", ctx.staging_bytes());
+    assert!(
+        ctx.staging_bytes() <= 4 * (16 << 10),
+        "{}",
+        ctx.staging_bytes()
+    );
 }
 
 /// A matrix larger than one storage binding of a device with WebGPU's default limits
@@ -706,7 +816,14 @@ async fn resident_matrix_larger_than_one_binding() {
         now_ms() - start
     );
     let none = HostInputs::default();
-    ok(check::output(&y, &x, shape, &options, &none, "over one binding"));
+    ok(check::output(
+        &y,
+        &x,
+        shape,
+        &options,
+        &none,
+        "over one binding",
+    ));
 }
 
 /// WebGPU refuses two writable bindings of one dispatch over the same bytes, so an
