@@ -11,15 +11,10 @@ pub struct Agreement {
     pub ranks: usize,
     pub rows: usize,
     pub cols: usize,
-    /// Largest `|sharded - unsplit|` over elements finite in both.
-    pub max_abs_err_vs_unsplit: f64,
-    /// Largest `|sharded - reference|` over elements finite in both.
-    pub max_abs_err_vs_f64: f64,
-    /// Rows whose sharded result has the unsplit result's bits (NaN counted as equal).
-    pub bitwise_equal_rows: usize,
-    /// Largest difference of the combined statistics from the unsplit run's, over finite
-    /// values (`None` for an op without statistics).
-    pub stats_max_abs_err: Option<f64>,
+    /// The op's figures as printed after the shape, `name=value` separated by spaces
+    /// (for softmax: the largest errors against the unsplit result and the f64
+    /// reference, the rows with equal bits, the statistics' largest difference).
+    pub figures: String,
     /// Every breach of the numerics contract found, in words; empty when it agrees.
     pub failures: Vec<String>,
 }
@@ -58,15 +53,27 @@ impl Agreement {
             .zip(unsplit.chunks(cols))
             .filter(|(a, b)| a.iter().zip(*b).all(|(x, y)| same(x, y)))
             .count();
+        let figures = format!(
+            "max_abs_err_vs_unsplit={:.3e} max_abs_err_vs_f64={:.3e} bitwise_equal_rows={bitwise_equal_rows}/{rows}",
+            max_abs_error(sharded, &unsplit_f64),
+            max_abs_error(sharded, reference),
+        );
+        Self::new(op, (ranks, rows, cols), figures, failures)
+    }
+
+    /// An agreement with figures of the op's own (see [`Agreement::figures`]).
+    pub fn new(
+        op: &str,
+        (ranks, rows, cols): (usize, usize, usize),
+        figures: String,
+        failures: Vec<String>,
+    ) -> Self {
         Self {
             op: op.to_string(),
             ranks,
             rows,
             cols,
-            max_abs_err_vs_unsplit: max_abs_error(sharded, &unsplit_f64),
-            max_abs_err_vs_f64: max_abs_error(sharded, reference),
-            bitwise_equal_rows,
-            stats_max_abs_err: None,
+            figures,
             failures,
         }
     }
@@ -86,7 +93,7 @@ impl Agreement {
                 }
             }
         }
-        self.stats_max_abs_err = Some(worst);
+        self.figures += &format!(" stats_max_abs_err={worst:.3e}");
         self
     }
 
@@ -97,23 +104,51 @@ impl Agreement {
     /// `agree OP ranks=N ...` when it agrees, `DISAGREE OP ...` and the reasons otherwise.
     pub fn print(&self) {
         let word = if self.ok() { "agree" } else { "DISAGREE" };
-        let stats = self
-            .stats_max_abs_err
-            .map(|e| format!(" stats_max_abs_err={e:.3e}"))
-            .unwrap_or_default();
         println!(
-            "{word} {} ranks={} shape={}x{} max_abs_err_vs_unsplit={:.3e} max_abs_err_vs_f64={:.3e} bitwise_equal_rows={}/{}{stats}",
-            self.op,
-            self.ranks,
-            self.rows,
-            self.cols,
-            self.max_abs_err_vs_unsplit,
-            self.max_abs_err_vs_f64,
-            self.bitwise_equal_rows,
-            self.rows,
+            "{word} {} ranks={} shape={}x{} {}",
+            self.op, self.ranks, self.rows, self.cols, self.figures
         );
         for failure in &self.failures {
             println!("  {failure}");
         }
     }
+}
+
+/// Whether `got` is within `abs + rel * |want|` of `want`, the non-finite values alike
+/// (NaN where NaN, the same infinity).
+pub fn close(got: f32, want: f64, (abs, rel): (f64, f64)) -> bool {
+    let got = f64::from(got);
+    if got.is_finite() && want.is_finite() {
+        (got - want).abs() <= abs + rel * want.abs()
+    } else {
+        (got.is_nan() && want.is_nan()) || got == want
+    }
+}
+
+/// The largest `|got - want|` over the pairs finite in both, and the first pair (as
+/// `(index, got, want)`) outside the tolerance of [`close`].
+pub fn worst(got: &[f32], want: &[f64], tol: (f64, f64)) -> (f64, Option<(usize, f32, f64)>) {
+    let max = got
+        .iter()
+        .zip(want)
+        .filter(|(g, w)| g.is_finite() && w.is_finite())
+        .map(|(g, w)| (f64::from(*g) - w).abs())
+        .fold(0.0, f64::max);
+    let first = got
+        .iter()
+        .zip(want)
+        .enumerate()
+        .find(|(_, (g, w))| !close(**g, **w, tol))
+        .map(|(i, (g, w))| (i, *g, *w));
+    (max, first)
+}
+
+/// The largest `|got - want| / (abs + rel * |want|)` over the pairs finite in both: the
+/// share of the tolerance used (at most 1 where [`close`] holds).
+pub fn tolerance_used(got: &[f32], want: &[f64], (abs, rel): (f64, f64)) -> f64 {
+    got.iter()
+        .zip(want)
+        .filter(|(g, w)| g.is_finite() && w.is_finite())
+        .map(|(g, w)| (f64::from(*g) - w).abs() / (abs + rel * w.abs()))
+        .fold(0.0, f64::max)
 }

@@ -11,12 +11,14 @@
 //! the bytes each rank sent. The exit status is non-zero on any disagreement beyond the
 //! numerics contract's tolerances.
 //!
-//! Where the ops of the issue go: softmax and log-softmax in `softmax.rs`; cross-entropy
-//! and sampling in [`cross_entropy`] and [`sampling`] below (and their bytes per row in
-//! `wire::PER_ROW`).
+//! The ops of the issue: softmax and log-softmax in `softmax.rs`, cross-entropy (loss
+//! and gradient) in `loss.rs`, greedy, seeded and seeded top-k sampling in `sample.rs`;
+//! the bytes each sends per row in `wire::PER_ROW`.
 
 mod check;
+mod loss;
 mod matrix;
+mod sample;
 mod shard;
 mod softmax;
 mod wire;
@@ -29,26 +31,9 @@ use check::Agreement;
 use matrix::Matrix;
 use shard::Shard;
 
-/// Issue 19, 2(b), to be written: cross-entropy with targets anywhere in the vocabulary,
-/// loss and gradient. The loss of a row is its combined log-sum-exp minus the target's
-/// `x / T`, which only the rank owning the target column holds (one more sum all-reduce
-/// of 4 bytes per row); the gradient is each rank's softmax slice from the combined
-/// statistics, less 1 at the target. Returns one agreement per output, built on the root
-/// as `softmax::check` does.
-fn cross_entropy(_shard: &Shard) -> Result<Vec<Agreement>, String> {
-    Ok(Vec::new())
-}
-
-/// Issue 19, 2(c), to be written: greedy and seeded top-k sampling of one token per row,
-/// each shard's candidates combined, then one draw equal to the unsplit row's draw under
-/// the same seed. Returns one agreement per mode, built on the root.
-fn sampling(_shard: &Shard) -> Result<Vec<Agreement>, String> {
-    Ok(Vec::new())
-}
-
 /// The ops, in order; every rank runs each (their collectives must match).
 type Op = fn(&Shard) -> Result<Vec<Agreement>, String>;
-const OPS: [Op; 3] = [softmax::check, cross_entropy, sampling];
+const OPS: [Op; 3] = [softmax::check, loss::check, sample::check];
 
 fn shape_from_args() -> Result<(usize, usize), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();

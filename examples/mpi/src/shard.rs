@@ -96,6 +96,25 @@ impl Shard {
         stats_from_reductions(&max, &sum).map_err(|e| e.to_string())
     }
 
+    /// The element-wise sum of every rank's `local`, on every rank (one all-reduce,
+    /// counted as the algorithm's traffic).
+    pub fn all_reduce_sum(&self, local: &[f32]) -> Vec<f32> {
+        let mut sum = vec![0.0f32; local.len()];
+        self.world
+            .all_reduce_into(local, &mut sum[..], SystemOperation::sum());
+        self.count(&self.sent_combine, std::mem::size_of_val(local));
+        sum
+    }
+
+    /// Every rank's `part` (all of one length), rank-major, on every rank (one
+    /// all-gather, counted as the algorithm's traffic).
+    pub fn all_gather<T: Equivalence + Copy + Default>(&self, part: &[T]) -> Vec<T> {
+        let mut all = vec![T::default(); part.len() * self.matrix.ranks];
+        self.world.all_gather_into(part, &mut all[..]);
+        self.count(&self.sent_combine, std::mem::size_of_val(part));
+        all
+    }
+
     /// For the checks only: the shards' `[rows, width]` results gathered on the root
     /// into the whole `[rows, cols]` matrix (`None` on the other ranks).
     pub fn gather_columns(&self, part: &[f32]) -> Result<Option<Vec<f32>>, String> {

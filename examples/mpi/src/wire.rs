@@ -2,14 +2,29 @@
 
 use mpi::traits::*;
 
+use crate::sample::TOP_K;
 use crate::shard::{Shard, ROOT};
 
-/// Per row, the bytes one rank hands to the collectives for each op. Cross-entropy and
-/// sampling add their lines here (issue 19, 2(b) and 2(c)).
-pub const PER_ROW: &[(&str, u64)] = &[(
-    "softmax, log-softmax: statistics (max f32 + sum f64)",
-    4 + 8,
-)];
+/// Per row, the bytes one rank hands to the collectives for each op (a sampling call
+/// is one draw of every row: one step).
+pub const PER_ROW: &[(&str, u64)] = &[
+    (
+        "softmax, log-softmax: statistics (max f32 + sum f64)",
+        4 + 8,
+    ),
+    (
+        "cross-entropy, loss and gradient: statistics + the row's loss (f32)",
+        4 + 8 + 4,
+    ),
+    (
+        "sampling, greedy or seeded: the shard's winner (logit f32 + id u32)",
+        4 + 4,
+    ),
+    (
+        "sampling, seeded top-k (k=50): k largest logits (f32) + the winner",
+        4 * TOP_K as u64 + 4 + 4,
+    ),
+];
 
 /// The shapes of the issue: batch-4 decode over a 256K vocabulary, and 64 rows of a
 /// 128K vocabulary.
