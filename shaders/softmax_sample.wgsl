@@ -102,8 +102,9 @@ struct Measure {
 fn measure_add(acc: ptr<function, Measure>, x: f32, pivots: vec4<u32>, m: f32, with_mass: bool) {
     let above = vec4<u32>(order_key(x)) > pivots;
     (*acc).count += select(vec4<u32>(0u), vec4<u32>(1u), above);
-    if with_mass {
-        // Masked entries key below every pivot, so their exp(-inf) is never added.
+    // Pivots increase, so an entry above none of them (most, once the range narrows
+    // near the top of the row) takes no exp. Masked entries key below every pivot.
+    if with_mass && above.x {
         (*acc).mass += select(vec4<f32>(0.0), vec4<f32>(exp((x - m) * row_inv_t)), above);
     }
 }
@@ -286,9 +287,11 @@ fn softmax_sample(
         let key = order_key(x);
         var keep = key >= threshold;
         var score = x;
-        if !greedy {
+        // Only survivors take the generator's variate (most entries, past a top-k or
+        // top-p cut, skip it).
+        if !greedy && keep {
             let z = (x - m) * row_inv_t;
-            keep = keep && exp(z) >= params.min_p;
+            keep = exp(z) >= params.min_p;
             score = z + gumbel(params.col_origin + j);
         }
         if keep && (best == NO_ID || score > best_score) {
