@@ -36,18 +36,27 @@
 @group(0) @binding(10) var<storage, read_write> targets: array<u32>;
 @group(0) @binding(11) var<storage, read_write> losses: array<f32>;
 
-// What one invocation gathers in the first sweep.
+// What one invocation gathers in the first sweep: the statistics, and the count of its
+// unmasked values with the sum of their distances below its running max (max - x), which
+// label smoothing's mean needs; kept as distances so a large common offset cancels.
 struct Gathered {
     st: Stats,
     sum: f32,
     count: u32,
 }
 
+// The distances gathered so far, moved to a new max `m` (from the old one).
+fn shifted(acc: ptr<function, Gathered>, old_m: f32, m: f32) -> f32 {
+    return select(0.0, f32((*acc).count) * (m - old_m), (*acc).count > 0u);
+}
+
 fn gather1(acc: ptr<function, Gathered>, x: f32) {
+    let old_m = (*acc).st.m;
     (*acc).st = accumulate1((*acc).st, x);
     // -inf (masked) adds nothing; NaN and +inf poison the row through the statistics.
-    if bitcast<u32>(x) != NEG_INF_BITS {
-        (*acc).sum += x;
+    if (bitcast<u32>(x) & EXP_MASK) != EXP_MASK {
+        let m = (*acc).st.m;
+        (*acc).sum = shifted(acc, old_m, m) + (*acc).sum + (m - x);
         (*acc).count += 1u;
     }
 }
@@ -63,9 +72,10 @@ fn gather4(acc: ptr<function, Gathered>, v: vec4<f32>) {
     let st = (*acc).st;
     let m = max(st.m, max(max(finite.x, finite.y), max(finite.z, finite.w)));
     let e = select(exp((v - vec4<f32>(m)) * row_inv_t), vec4<f32>(0.0), non_finite);
+    let distances = select(vec4<f32>(m) - v, vec4<f32>(0.0), non_finite);
+    (*acc).sum = shifted(acc, st.m, m) + (*acc).sum + dot(distances, vec4<f32>(1.0));
+    (*acc).count += dot(select(vec4<u32>(1u), vec4<u32>(0u), non_finite), vec4<u32>(1u));
     (*acc).st = Stats(m, rescale(st.s, st.m - m) + ((e.x + e.y) + (e.z + e.w)), st.bad | u32(any(poison)));
-    (*acc).sum += dot(select(v, vec4<f32>(0.0), masked), vec4<f32>(1.0));
-    (*acc).count += dot(select(vec4<u32>(1u), vec4<u32>(0u), masked), vec4<u32>(1u));
 }
 
 fn gather_col(acc: ptr<function, Gathered>, col: u32, base: u32) {
@@ -137,7 +147,9 @@ fn softmax_cross_entropy(
             let t = i32(targets[params.targets_first + row * k + j]) - i32(params.col_origin);
             var lp = select(nan, fill, broken);
             if !broken && t >= 0 && t < i32(params.cols) {
-                lp = load1(u32(t), base + u32(t)) * row_inv_t - lse;
+                // The max subtracted before the temperature scales: a large common
+                // offset cancels exactly, as in the log-softmax kernels.
+                lp = (load1(u32(t), base + u32(t)) - st.m) * row_inv_t - log(st.s);
             }
             losses[params.losses_first + row * k + j] = lp;
         }
@@ -156,14 +168,25 @@ fn softmax_cross_entropy(
         } else if broken {
             loss = nan;
         } else if in_row {
-            let z_t = load1(u32(t), base + u32(t)) * row_inv_t;
-            let mean_z = totals.sum * row_inv_t / f32(max(totals.count, 1u));
-            loss = (1.0 - e) * (lse - z_t) + e * (lse - mean_z) + w * lse * lse;
+            // lse - z_t and lse - mean(z) with the max subtracted first (a large common
+            // offset cancels exactly); lse itself only in the z-loss.
+            let log_s = log(st.s);
+            let x_t = load1(u32(t), base + u32(t));
+            // totals.sum is the sum of (max - x) over the unmasked values, so
+            // (max - mean x) is its mean (the row's own max: smoothing takes no given
+            // statistics).
+            let below_max = totals.sum / f32(max(totals.count, 1u));
+            let target_term = (st.m - x_t) * row_inv_t + log_s;
+            let mean_term = below_max * row_inv_t + log_s;
+            loss = (1.0 - e) * target_term + e * mean_term + w * lse * lse;
         } else if !STATS_GIVEN {
             loss = nan;
         }
         losses[params.losses_first + row] = loss;
     }
+    // Invocation 0 has read the target's logit before anyone writes a gradient over it
+    // (in place, the logits are the gradient's buffer).
+    workgroupBarrier();
     if (params.ce_flags & 1u) == 0u {
         return;
     }

@@ -575,8 +575,9 @@ impl Context {
     /// **Resident path**, backward through a soft-cap: [`Context::encode_backward`] for
     /// options with [`Options::softcap`], given the forward op's `logits` (f32, the
     /// shape's; they must not overlap `grad`), whose cap's slope `1 - tanh(x / C)^2`
-    /// multiplies `dx`. (The plain backward pass refuses a soft-cap, as it cannot see
-    /// the logits.)
+    /// multiplies `dx`. The logits are bound whole, so they must fit one storage binding
+    /// (the host path's chunks always do). (The plain backward pass refuses a soft-cap,
+    /// as it cannot see the logits.)
     pub fn encode_backward_capped(
         &self,
         encoder: &mut wgpu::CommandEncoder,

@@ -1170,9 +1170,17 @@ impl Gpu {
                     ));
                 }
                 let x_bytes = x.check("logits", shape)?;
-                // The gradient is written while the logits are read.
+                // The gradient is written while the logits are read; in a browser, their
+                // bindings (from the offset alignment below them) must not meet either.
                 let g = grad.check("output", shape)?;
-                if x.buffer == grad.buffer && x_bytes.start < g.end && g.start < x_bytes.end {
+                let align = if self.caps.aliased_views {
+                    1
+                } else {
+                    u64::from(self.caps.storage_offset_alignment.max(4))
+                };
+                let bound = |r: &std::ops::Range<u64>| r.start - r.start % align..r.end;
+                let (xb, gb) = (bound(&x_bytes), bound(&g));
+                if x.buffer == grad.buffer && xb.start < gb.end && gb.start < xb.end {
                     return Err(Error::RegionOverlap {
                         written: "output",
                         other: "logits",

@@ -777,3 +777,52 @@ fn resident_losses_and_draws_over_more_than_one_binding_match_the_host_path() {
     assert_eq!(bad, 0, "losses differ from the host path's");
     assert_eq!(diff, 0, "draws differ from the host path's");
 }
+
+#[test]
+fn a_large_common_offset_cancels_in_the_loss_and_the_gather() {
+    let ctx = ctx();
+    // ln(1 + e) for target 0 of [off, off + 1], whatever the offset.
+    let want = (1.0f64 + 1f64.exp()).ln();
+    for off in [0.0f32, 1e4, 1e6, 1e7] {
+        let x = [off, off + 1.0];
+        let ce = CrossEntropy::default()
+            .with_reduction(Reduction::Sum)
+            .with_label_smoothing(0.2);
+        let mut losses = [0f32; 1];
+        block_on(ctx.cross_entropy::<f32, f32>(
+            &x,
+            &[0],
+            &mut losses,
+            None,
+            Shape::new(1, 2),
+            &Options::softmax(),
+            &ce,
+            HostInputs::default(),
+        ))
+        .expect("loss");
+        // With smoothing 0.2: 0.8 (lse - z_0) + 0.2 (lse - mean z), mean z = off + 0.5.
+        let smoothed = 0.8 * want + 0.2 * (want - 0.5);
+        assert!(
+            close(losses[0], smoothed, (1e-5, 1e-5)),
+            "offset {off}: {} vs {smoothed}",
+            losses[0]
+        );
+        let mut lp = [0f32; 2];
+        block_on(ctx.gather_log_probs(
+            &x,
+            &[0, 1],
+            2,
+            &mut lp,
+            Shape::new(1, 2),
+            &Options::softmax(),
+            HostInputs::default(),
+        ))
+        .expect("gather");
+        assert!(close(lp[0], -want, (1e-5, 1e-5)), "offset {off}: {}", lp[0]);
+        assert!(
+            close(lp[1], 1.0 - want, (1e-5, 1e-5)),
+            "offset {off}: {}",
+            lp[1]
+        );
+    }
+}

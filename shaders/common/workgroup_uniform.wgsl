@@ -11,7 +11,9 @@ var<workgroup> red_u: array<vec4<u32>, MAX_WORKGROUP>;
 var<workgroup> out_f: vec4<f32>;
 var<workgroup> out_u: vec4<u32>;
 
-// A row's merged statistics, with a sum and a count of the kernel's own beside them.
+// A row's merged statistics, with a count of the kernel's own values and the sum of
+// their distances below the max, `max - x` (so that a large common offset never enters
+// the sum: the distances are shifted when the max moves).
 struct RowTotals {
     st: Stats,
     sum: f32,
@@ -26,9 +28,15 @@ fn workgroup_totals(own: Stats, sum: f32, count: u32, lid: u32) -> RowTotals {
         if lid < half {
             let a = red_f[lid];
             let b = red_f[lid + half];
+            let ca = red_u[lid].y;
+            let cb = red_u[lid + half].y;
             let c = merge(Stats(a.x, a.y, red_u[lid].x), Stats(b.x, b.y, red_u[lid + half].x));
-            red_f[lid] = vec4<f32>(c.m, c.s, a.z + b.z, 0.0);
-            red_u[lid] = vec4<u32>(c.bad, red_u[lid].y + red_u[lid + half].y, 0u, 0u);
+            // Each side's distances move down by its max's distance below the new one
+            // (a side that counted nothing may have no finite max).
+            let shift_a = select(0.0, f32(ca) * (c.m - a.x), ca > 0u);
+            let shift_b = select(0.0, f32(cb) * (c.m - b.x), cb > 0u);
+            red_f[lid] = vec4<f32>(c.m, c.s, (a.z + shift_a) + (b.z + shift_b), 0.0);
+            red_u[lid] = vec4<u32>(c.bad, ca + cb, 0u, 0u);
         }
         workgroupBarrier();
     }
