@@ -178,7 +178,11 @@ fn softmax_cross_entropy(
             let below_max = totals.sum / f32(max(totals.count, 1u));
             let target_term = (st.m - x_t) * row_inv_t + log_s;
             let mean_term = below_max * row_inv_t + log_s;
-            loss = (1.0 - e) * target_term + e * mean_term + w * lse * lse;
+            // Each term only when its weight is not 0: 0 times an infinite term (a row
+            // spanning +-f32::MAX) would make the loss NaN.
+            loss = select(0.0, (1.0 - e) * target_term, e < 1.0)
+                + select(0.0, e * mean_term, e > 0.0)
+                + select(0.0, w * lse * lse, w > 0.0);
         } else if !STATS_GIVEN {
             loss = nan;
         }
@@ -197,7 +201,7 @@ fn softmax_cross_entropy(
     let g = params.grad_scale;
     let inv_s = 1.0 / st.s;
     let spread = e / f32(max(totals.count, 1u));
-    let lift = 1.0 + 2.0 * w * lse;
+    let lift = select(1.0, 1.0 + 2.0 * w * lse, w > 0.0);
     let hit = select(params.cols, u32(t), in_row);
     var tail = 0u;
     if VEC4 {
