@@ -275,23 +275,7 @@ impl Host<'_> {
             .input_buffers(mask, lengths, temperatures)
             .await
             .map_err(|e| self.failure(e))?;
-        let mut stats_out = None;
-        match stats {
-            Some(HostStats::Write(values)) => {
-                buffers.stats = Some((
-                    self.stats_buffer(values.len(), None).await?,
-                    StatsMode::Write,
-                ));
-                stats_out = Some(values);
-            }
-            Some(HostStats::Given(values)) => {
-                buffers.stats = Some((
-                    self.stats_buffer(values.len(), Some(values)).await?,
-                    StatsMode::Given,
-                ));
-            }
-            None => {}
-        }
+        let stats_out = self.bind_stats(stats, &mut buffers).await?;
         let result = async {
             self.stream(
                 input,
@@ -709,23 +693,7 @@ impl Host<'_> {
         lease.slots.push(self.take_slot(slot_bytes)?);
         let result = async {
             let mut buffers = self.input_buffers(mask, lengths, temperatures).await?;
-            let mut stats_out = None;
-            match stats {
-                Some(HostStats::Write(values)) => {
-                    buffers.stats = Some((
-                        self.stats_buffer(values.len(), None).await?,
-                        StatsMode::Write,
-                    ));
-                    stats_out = Some(values);
-                }
-                Some(HostStats::Given(values)) => {
-                    buffers.stats = Some((
-                        self.stats_buffer(values.len(), Some(values)).await?,
-                        StatsMode::Given,
-                    ));
-                }
-                None => {}
-            }
+            let stats_out = self.bind_stats(stats, &mut buffers).await?;
             let row_inputs = buffers.row_inputs();
             let slot = &lease.slots[0];
             for first_row in (0..shape.rows).step_by(chunk_rows) {
@@ -830,6 +798,28 @@ impl Host<'_> {
             stats: None,
         })
         .await
+    }
+
+    /// The device buffer of a call's statistics, in `buffers`: given ones uploaded, or
+    /// one to write, whose host slice is returned for [`Host::read_stats`] at the end.
+    async fn bind_stats<'s>(
+        &self,
+        stats: Option<HostStats<'s>>,
+        buffers: &mut InputBuffers,
+    ) -> Result<Option<&'s mut [[f32; 2]]>> {
+        Ok(match stats {
+            Some(HostStats::Write(values)) => {
+                let buffer = self.stats_buffer(values.len(), None).await?;
+                buffers.stats = Some((buffer, StatsMode::Write));
+                Some(values)
+            }
+            Some(HostStats::Given(values)) => {
+                let buffer = self.stats_buffer(values.len(), Some(values)).await?;
+                buffers.stats = Some((buffer, StatsMode::Given));
+                None
+            }
+            None => None,
+        })
     }
 
     /// A device buffer for `rows` rows' statistics, holding `given` when there are some.
