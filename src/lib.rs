@@ -158,3 +158,8 @@ pub mod internals {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The Rust examples of docs/sharded.md, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/sharded.md")]
+pub struct ShardedDoctests;
