@@ -50,13 +50,17 @@ pub enum Shader {
     Backward,
     /// `softmax_sample`.
     Sample,
+    /// `softmax_sample_part`: a sweep of the sampler over one part of a split row.
+    SamplePart,
+    /// `softmax_sample_fold`: folds the parts' sweeps of a split row.
+    SampleFold,
     /// `softmax_cross_entropy`.
     CrossEntropy,
 }
 
 impl Shader {
     /// Every shader.
-    pub const ALL: [Shader; 9] = [
+    pub const ALL: [Shader; 11] = [
         Shader::ThreadRow,
         Shader::SubgroupRow,
         Shader::WorkgroupShared,
@@ -65,6 +69,8 @@ impl Shader {
         Shader::SplitWrite,
         Shader::Backward,
         Shader::Sample,
+        Shader::SamplePart,
+        Shader::SampleFold,
         Shader::CrossEntropy,
     ];
 
@@ -79,6 +85,8 @@ impl Shader {
             Shader::SplitWrite => "softmax_split_write",
             Shader::Backward => "softmax_backward",
             Shader::Sample => "softmax_sample",
+            Shader::SamplePart => "softmax_sample_part",
+            Shader::SampleFold => "softmax_sample_fold",
             Shader::CrossEntropy => "softmax_cross_entropy",
         }
     }
@@ -96,6 +104,8 @@ impl Shader {
             Shader::SplitWrite => include_str!("../shaders/softmax_split_write.wgsl"),
             Shader::Backward => include_str!("../shaders/softmax_backward.wgsl"),
             Shader::Sample => include_str!("../shaders/softmax_sample.wgsl"),
+            Shader::SamplePart => include_str!("../shaders/softmax_sample_part.wgsl"),
+            Shader::SampleFold => include_str!("../shaders/softmax_sample_fold.wgsl"),
             Shader::CrossEntropy => include_str!("../shaders/softmax_cross_entropy.wgsl"),
         }
     }
@@ -116,11 +126,19 @@ impl Shader {
         matches!(self, Shader::SubgroupRow | Shader::WorkgroupSubgroup)
     }
 
-    /// Whether its output is a matrix like its input (every shader but the sampler, which
-    /// writes a column and a log-probability per row; the cross-entropy's output is its
-    /// gradient).
+    /// Whether its output is a matrix like its input (every shader but the sampler's,
+    /// which write a column and a log-probability per row; the cross-entropy's output is
+    /// its gradient).
     pub fn writes_rows(self) -> bool {
-        self != Shader::Sample
+        !self.samples()
+    }
+
+    /// Whether it is one of the sampler's shaders.
+    pub fn samples(self) -> bool {
+        matches!(
+            self,
+            Shader::Sample | Shader::SamplePart | Shader::SampleFold
+        )
     }
 
     /// Whether it keeps rows in the register cache (the others sweep, or, for the
@@ -148,7 +166,7 @@ impl Shader {
 }
 
 /// The files `#import` can name: `shaders/common/NAME.wgsl`.
-const COMMON: [(&str, &str); 14] = [
+const COMMON: [(&str, &str); 16] = [
     (
         "workgroup_uniform",
         include_str!("../shaders/common/workgroup_uniform.wgsl"),
@@ -185,6 +203,14 @@ const COMMON: [(&str, &str); 14] = [
     (
         "mask_vec4_half",
         include_str!("../shaders/common/mask_vec4_half.wgsl"),
+    ),
+    (
+        "sample_common",
+        include_str!("../shaders/common/sample_common.wgsl"),
+    ),
+    (
+        "sample_split",
+        include_str!("../shaders/common/sample_split.wgsl"),
     ),
     (
         "workgroup_tree",
@@ -285,6 +311,8 @@ impl Variant {
             "SRC_HALF" => self.src_half,
             "DST_HALF" => self.dst_half,
             "ROW_INPUTS" => self.row_inputs.is_some(),
+            // The split sampler's scratch is u32 words (row_common.wgsl).
+            "SAMPLE_SPLIT" => matches!(self.shader, Shader::SamplePart | Shader::SampleFold),
             "MASK_WORDS" => self.row_inputs == Some(MaskRead::Words),
             "MASK_VEC4" => self.row_inputs == Some(MaskRead::Vec4F32),
             "MASK_VEC4_HALF" => self.row_inputs == Some(MaskRead::Vec4Half),

@@ -664,6 +664,21 @@ impl Context {
         &self.gpu.caps
     }
 
+    /// The plan of a sampling call over a contiguous `[rows, cols]` matrix of `dtype`.
+    pub fn sample_plan(
+        &self,
+        shape: Shape,
+        dtype: crate::Dtype,
+        options: &Options,
+    ) -> Result<crate::plan::Plan> {
+        let placement = crate::plan::Placement {
+            offset: 0,
+            row_stride: shape.cols,
+            elem_bytes: dtype.size(),
+        };
+        self.gpu.sample_plan(shape, placement, options)
+    }
+
     /// Whether the host path's poller thread is running (native targets).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn poller_running(&self) -> bool {

@@ -511,10 +511,10 @@ fn rows_share_bytes(a: &Placement, b: &Placement, shape: Shape) -> bool {
     false
 }
 
-/// The most sweeps of one of the sampler's sweep functions per row: a search cuts the
-/// open range of 2^32 keys to about a fifth per sweep, 15 sweeps at worst, and one more
-/// sweep counts the row (top-k) or the mass top-k kept (top-p).
-const SEARCH_SWEEPS: u64 = 16;
+/// The most sweeps of one of the sampler's sweep functions per row: a search's
+/// [`MAX_SEARCH_SWEEPS`](crate::sample::MAX_SEARCH_SWEEPS), and one more sweep counts the
+/// row (top-k) or the mass top-k kept (top-p).
+const SEARCH_SWEEPS: u64 = crate::sample::MAX_SEARCH_SWEEPS as u64 + 1;
 
 /// Where the sampler writes: a column id (`u32`) per row, and optionally its
 /// log-probability (`f32`) per row, in the app's buffers.
@@ -867,14 +867,21 @@ impl Gpu {
             self.check_alive("logprobs", b.buffer)?;
         }
         bindings.check_alive(self)?;
-        // One workgroup per row, as the workgroup kernel: the planner's chunks of rows
-        // within the bindings and the dispatch limits.
-        let plan = self.row_per_workgroup_plan(shape, input, input, options)?;
+        let plan = self.sample_plan(shape, input.placement(shape.cols), options)?;
         log::debug!(
-            "wgpu-softmax: {shape:?} sample {sampling:?}: {} invocations, {} chunk(s)",
+            "wgpu-softmax: {shape:?} sample {sampling:?}: {} invocations, {} chunk(s), split {:?}",
             plan.workgroup_size,
-            plan.chunks.len()
+            plan.chunks.len(),
+            plan.split
         );
+        // A split row: a part sweep and a fold per step of the worst case (a row done
+        // sooner returns from the rest at once).
+        let shaders = match plan.split {
+            None => vec![Shader::Sample],
+            Some(_) => {
+                [Shader::SamplePart, Shader::SampleFold].repeat(sampling.split_steps(shape.cols))
+            }
+        };
         let sample = SampleBinding {
             ids,
             logprobs,
@@ -882,12 +889,65 @@ impl Gpu {
         };
         self.record(
             encoder,
-            (&plan, &[Shader::Sample]),
+            (&plan, &shaders),
             (input, input),
             shape,
             options,
             (&bindings, Some(Extra::Sample(&sample))),
         )
+    }
+
+    /// The sampler's plan: one workgroup per row (as [`Gpu::row_per_workgroup_plan`]),
+    /// or, for few long rows (where the planner would split a softmax's) and for rows
+    /// one workgroup cannot sweep (past a binding or a software adapter's loop cap), each
+    /// row split over several workgroups.
+    pub(crate) fn sample_plan(
+        &self,
+        shape: Shape,
+        input: Placement,
+        options: &Options,
+    ) -> Result<Plan> {
+        let tuning = options.tuning();
+        let split = match tuning.kernel {
+            Some(kernel) => kernel == plan::RowKernel::SplitRow,
+            None => {
+                plan::choose_kernel(shape.rows, shape.cols, &self.caps) == plan::RowKernel::SplitRow
+            }
+        };
+        if !split {
+            match self.row_per_workgroup_plan(shape, input, input, options) {
+                Err(Error::RowTooLong { .. } | Error::Unsupported(_))
+                    if tuning.kernel.is_none() => {}
+                other => return other,
+            }
+        }
+        // The draw sweeps a part one column per step: more parts where that passes a
+        // software adapter's loop cap.
+        let mut parts = tuning.split_parts;
+        loop {
+            let tuning = plan::Tuning {
+                kernel: Some(plan::RowKernel::SplitRow),
+                split_parts: parts,
+                ..tuning
+            };
+            let plan = plan::plan(shape.rows, shape.cols, input, input, tuning, &self.caps)?;
+            let split = plan
+                .split
+                .ok_or_else(|| Error::Internal("a split row planned without a split".into()))?;
+            let steps = u64::from(split.part_cols).div_ceil(u64::from(plan.workgroup_size));
+            match self.caps.max_loop_iterations {
+                Some(limit) if steps.max(u64::from(split.parts)) > limit => {
+                    if split.part_cols <= 4 {
+                        return Err(Error::Unsupported(format!(
+                            "no split of a {}-column row fits this adapter's loop cap",
+                            shape.cols
+                        )));
+                    }
+                    parts = Some(split.parts.saturating_mul(2));
+                }
+                _ => return Ok(plan),
+            }
+        }
     }
 
     /// The cross-entropy op (see
@@ -1047,7 +1107,12 @@ impl Gpu {
             self.check_alive("grad", g.buffer)?;
         }
         bindings.check_alive(self)?;
-        let plan = self.row_per_workgroup_plan(shape, logits, grad_view, options)?;
+        let plan = self.row_per_workgroup_plan(
+            shape,
+            logits.placement(shape.cols),
+            grad_view.placement(shape.cols),
+            options,
+        )?;
         log::debug!(
             "wgpu-softmax: {shape:?} cross-entropy {ce:?}: {} invocations, {} chunk(s)",
             plan.workgroup_size,
@@ -1081,8 +1146,8 @@ impl Gpu {
     fn row_per_workgroup_plan(
         &self,
         shape: Shape,
-        input: MatrixView<'_>,
-        output: MatrixView<'_>,
+        input: Placement,
+        output: Placement,
         options: &Options,
     ) -> Result<Plan> {
         let largest = plan::MAX_SHARED_WORKGROUP
@@ -1097,15 +1162,9 @@ impl Gpu {
                     .workgroup_size
                     .unwrap_or(wanted.min(largest)),
             ),
+            split_parts: None,
         };
-        let plan = plan::plan(
-            shape.rows,
-            shape.cols,
-            input.placement(shape.cols),
-            output.placement(shape.cols),
-            tuning,
-            &self.caps,
-        )?;
+        let plan = plan::plan(shape.rows, shape.cols, input, output, tuning, &self.caps)?;
         if let Some(limit) = self.caps.max_loop_iterations {
             let steps = (shape.cols as u64).div_ceil(u64::from(plan.workgroup_size));
             if steps > limit || steps.div_ceil(4) * SEARCH_SWEEPS > limit {
@@ -1148,6 +1207,7 @@ impl Gpu {
         let tuning = plan::Tuning {
             kernel: Some(plan::RowKernel::WorkgroupShared),
             workgroup_size: options.tuning().workgroup_size,
+            split_parts: None,
         };
         let plan = plan::plan(
             shape.rows,
@@ -1262,6 +1322,10 @@ impl Gpu {
             temperatures: inputs.temperatures.is_some(),
         };
         let keys: Vec<PipelineKey> = shaders.iter().map(|&s| key(s)).collect();
+        // A split draw keeps each row's state and its parts' results in the scratch
+        // buffer, in a 256-byte-aligned stretch per row of the call, zeroed first (see
+        // sample_split.wgsl).
+        let sample_split = plan.split.is_some() && shaders.first() == Some(&Shader::SamplePart);
         let row_inputs = keys[0].row_inputs();
         let pipelines = keys
             .iter()
@@ -1276,11 +1340,24 @@ impl Gpu {
             parts: 1,
             part_cols: shape.cols as u32,
         });
-        // The partials of the largest chunk (rows x parts), for split rows.
+        // What each chunk binds of the scratch: for split rows, the partials of its rows
+        // (rows x parts; each chunk's from the start, as chunks run one after another);
+        // for a split draw, its rows' stretches.
+        let scratch_range = |c: &plan::Chunk| -> (u64, u64) {
+            if sample_split {
+                let row = crate::sample::split_scratch_bytes(split.parts);
+                (c.first_row as u64 * row, u64::from(c.rows) * row)
+            } else {
+                (0, (u64::from(c.rows) * u64::from(split.parts) * 16).max(16))
+            }
+        };
         let partial_bytes = plan
             .chunks
             .iter()
-            .map(|c| u64::from(c.rows) * u64::from(split.parts) * 16)
+            .map(|c| {
+                let (offset, size) = scratch_range(c);
+                offset + size
+            })
             .max()
             .unwrap_or(16);
         let partials = match plan.split {
@@ -1364,8 +1441,8 @@ impl Gpu {
                     Some(Extra::CrossEntropy(_) | Extra::Logits(..)) | None => (dst, dst4),
                 };
                 let partials = partials.as_ref().map_or(Bound::Unused, |b| {
-                    let size = (u64::from(chunk.rows) * u64::from(split.parts) * 16).max(16);
-                    Bound::Range(b.clone(), 0, size)
+                    let (offset, size) = scratch_range(chunk);
+                    Bound::Range(b.clone(), offset, size)
                 });
                 let mut all = vec![
                     src,
@@ -1409,6 +1486,9 @@ impl Gpu {
             }
         };
         scoped(&self.device, || {
+            if let (true, Some(scratch)) = (sample_split, &partials) {
+                encoder.clear_buffer(scratch, 0, Some(partial_bytes));
+            }
             let bind_groups = &bindings.bind_groups;
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("wgpu-softmax"),

@@ -394,7 +394,8 @@ impl Kernels {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgpu-softmax split partials"),
                 size: bytes.max(16).next_power_of_two(),
-                usage: wgpu::BufferUsages::STORAGE,
+                // Copy destination: a split draw zeroes its rows' state first.
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
         })?;

@@ -190,6 +190,12 @@ impl Options {
         self
     }
 
+    /// These options with split rows cut into about `parts` parts (split kernels only).
+    pub fn with_split_parts(mut self, parts: u32) -> Self {
+        self.tuning.split_parts = Some(parts);
+        self
+    }
+
     /// The forced kernel, if any.
     pub fn kernel(&self) -> Option<RowKernel> {
         self.tuning.kernel

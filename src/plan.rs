@@ -475,6 +475,9 @@ pub struct Tuning {
     pub kernel: Option<RowKernel>,
     /// Use this many invocations per workgroup.
     pub workgroup_size: Option<u32>,
+    /// Split rows: aim for this many parts per row (still cut further where a part
+    /// would not fit a binding or the loop cap).
+    pub split_parts: Option<u32>,
 }
 
 /// The loop-iteration cap of Mesa's software rasterisers (65535), less a margin for the
@@ -770,7 +773,7 @@ pub fn plan(
         max_dim: u64::from(caps.max_workgroups_per_dimension.max(1)),
     };
     if kernel == RowKernel::SplitRow {
-        let split = split_row(rows, cols, vec4, workgroup_size, caps)?;
+        let split = split_row(rows, cols, vec4, workgroup_size, tuning.split_parts, caps)?;
         let chunks = geometry.split_chunks(split)?;
         return Ok(Plan {
             kernel,
@@ -841,20 +844,25 @@ pub fn cache_slots(
 }
 
 /// Cuts a split row into parts: enough to fill the device (with the other rows), each of
-/// at least [`SPLIT_MIN_PART_COLS`] where the row has that many, then halved until a part
-/// fits one binding and the device's loop cap.
+/// at least [`SPLIT_MIN_PART_COLS`] where the row has that many (or `forced_parts`, of
+/// at least 4 columns), then halved until a part fits one binding and the device's loop
+/// cap.
 pub fn split_row(
     rows: usize,
     cols: usize,
     vec4: bool,
     workgroup_size: u32,
+    forced_parts: Option<u32>,
     caps: &DeviceCaps,
 ) -> Result<Split> {
     let wanted = caps
         .thresholds
         .split_target_workgroups
         .div_ceil(rows.max(1));
-    let mut parts = wanted.clamp(1, (cols / SPLIT_MIN_PART_COLS).max(1));
+    let mut parts = match forced_parts {
+        Some(n) => (n as usize).clamp(1, cols.div_ceil(4).max(1)),
+        None => wanted.clamp(1, (cols / SPLIT_MIN_PART_COLS).max(1)),
+    };
     let align = u64::from(caps.storage_offset_alignment.max(4));
     let part_cols = |parts: usize| cols.div_ceil(parts).next_multiple_of(4);
     // The write pass also loops once per part, folding the partials.
@@ -1249,6 +1257,7 @@ mod tests {
         let forced = Tuning {
             kernel: Some(RowKernel::ThreadPerRow),
             workgroup_size: None,
+            split_parts: None,
         };
         let e = plan(
             1,
@@ -1376,6 +1385,7 @@ mod tests {
             Tuning {
                 kernel: Some(RowKernel::WorkgroupSubgroup),
                 workgroup_size: None,
+                split_parts: None,
             },
             &DeviceCaps::default(),
         );
@@ -1411,6 +1421,7 @@ mod tests {
         let with = |kernel, wg| Tuning {
             kernel: Some(kernel),
             workgroup_size: Some(wg),
+            split_parts: None,
         };
         let p = |t| plan(2, 100, contiguous(100), contiguous(100), t, &caps);
         assert_eq!(
@@ -1486,6 +1497,7 @@ mod tests {
         let wg = Tuning {
             kernel: Some(RowKernel::WorkgroupSubgroup),
             workgroup_size: None,
+            split_parts: None,
         };
         let p = plan(65_537, 64, contiguous(64), contiguous(64), wg, &caps).unwrap();
         assert_eq!(p.chunks.len(), 1);
@@ -1567,6 +1579,7 @@ mod tests {
                     Tuning {
                         kernel: Some(kernel),
                         workgroup_size: None,
+                        split_parts: None,
                     },
                     &caps,
                 )

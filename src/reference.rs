@@ -324,15 +324,16 @@ pub fn sample_filter_f64(
                 }
                 if let Some(top_p) = sampling.top_p {
                     let kept: f64 = (0..cols).filter(|&j| keep[j]).map(|j| p[j]).sum();
-                    let snapshot = keep.clone();
-                    for j in 0..cols {
-                        if snapshot[j] {
-                            let above: f64 = (0..cols)
-                                .filter(|&i| snapshot[i] && z[i] > z[j])
-                                .map(|i| p[i])
-                                .sum();
+                    // The survivors from the largest z down, in runs of equal z: each run's
+                    // "above" is the mass of the runs before it.
+                    let mut order: Vec<usize> = (0..cols).filter(|&j| keep[j]).collect();
+                    order.sort_by(|&a, &b| z[b].total_cmp(&z[a]));
+                    let mut above = 0.0;
+                    for run in order.chunk_by(|&a, &b| z[a] == z[b]) {
+                        for &j in run {
                             keep[j] = above / kept < f64::from(top_p);
                         }
+                        above += run.iter().map(|&j| p[j]).sum::<f64>();
                     }
                 }
                 if let Some(min_p) = sampling.min_p {

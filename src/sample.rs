@@ -161,6 +161,32 @@ impl Sampling {
     }
 }
 
+/// The most sweeps one threshold search of the sampler takes: each cuts the open range
+/// of keys to a fifth or less (four pivots), and 2^32 keys take 15 (a unit test checks
+/// it with the kernel's pivots).
+pub(crate) const MAX_SEARCH_SWEEPS: u32 = 15;
+
+/// Bytes of the scratch buffer a split draw keeps per row: its state (3 vec4s) and two
+/// vec4s per part, rounded up to 256 (`scratch_stride` in `sample_split.wgsl`).
+pub(crate) fn split_scratch_bytes(parts: u32) -> u64 {
+    ((3 + 2 * u64::from(parts)) * 16).next_multiple_of(256)
+}
+
+impl Sampling {
+    /// The steps (a sweep of every part, then a fold) a split row's draw takes at most
+    /// for rows of `cols` columns: the statistics, each active search's worst case, and
+    /// the draw.
+    pub(crate) fn split_steps(&self, cols: usize) -> usize {
+        let (top_k, top_p, _, greedy) = self.kernel_fields();
+        let searches = if greedy != 0 {
+            0
+        } else {
+            usize::from(top_k > 1 && (top_k as usize) < cols) + usize::from(top_p < 1.0)
+        };
+        2 + searches * MAX_SEARCH_SWEEPS as usize
+    }
+}
+
 /// Philox4x32-10: the generator the sampler keys its Gumbel variates with (see
 /// [`Sampling`]), for reproducing a draw on the CPU.
 pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
@@ -185,6 +211,60 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernel's `pivots` (sample_common.wgsl): four keys spread over (lo, hi].
+    fn pivots(lo: u32, hi: u32) -> [u32; 4] {
+        let d = hi - lo;
+        [1, 2, 3, 4].map(|j| lo + ((d / 5) * j + ((d % 5) * j) / 5).max(1))
+    }
+
+    /// The most sweeps a search over the open range (0, width) can take, whichever
+    /// stretch between its pivots each sweep keeps.
+    fn worst_sweeps(width: u32, memo: &mut std::collections::HashMap<u32, u32>) -> u32 {
+        if width < 2 {
+            return 0;
+        }
+        if let Some(&n) = memo.get(&width) {
+            return n;
+        }
+        let mut cuts: Vec<u32> = pivots(0, width - 1).to_vec();
+        cuts.retain(|&p| p > 0 && p < width);
+        cuts.extend([0, width]);
+        cuts.sort_unstable();
+        cuts.dedup();
+        let n = 1 + cuts
+            .windows(2)
+            .map(|w| worst_sweeps(w[1] - w[0], memo))
+            .max()
+            .unwrap_or(0);
+        memo.insert(width, n);
+        n
+    }
+
+    #[test]
+    fn a_search_over_every_key_takes_at_most_max_search_sweeps() {
+        let mut memo = std::collections::HashMap::new();
+        // From below the least finite key to the largest key of all.
+        assert_eq!(worst_sweeps(u32::MAX, &mut memo), MAX_SEARCH_SWEEPS);
+        assert_eq!(
+            worst_sweeps(0xff7f_ffff - 0x007f_ffff, &mut memo),
+            MAX_SEARCH_SWEEPS
+        );
+    }
+
+    #[test]
+    fn a_split_draw_records_the_worst_case_of_each_search_it_runs() {
+        let plain = Sampling::new(1);
+        assert_eq!(plain.split_steps(100), 2);
+        assert_eq!(Sampling::greedy().with_top_p(0.5).split_steps(100), 2);
+        assert_eq!(plain.with_top_k(5).split_steps(100), 17);
+        // k at least the row keeps everything: no search.
+        assert_eq!(plain.with_top_k(100).split_steps(100), 2);
+        assert_eq!(plain.with_top_k(5).with_top_p(0.9).split_steps(100), 32);
+        assert_eq!(split_scratch_bytes(1), 256);
+        assert_eq!(split_scratch_bytes(6), 256);
+        assert_eq!(split_scratch_bytes(7), 512);
+    }
 
     /// Known answers of Philox4x32-10 from the Random123 distribution's kat_vectors.
     #[test]

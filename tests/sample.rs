@@ -1,7 +1,9 @@
 //! Sampling on the GPU: the distribution of the draws (chi-square against the f64
 //! reference's filtered distribution), the filters' exact edges (ties at the top-k and
 //! top-p boundaries), greedy, reproducibility, the generator replayed on the CPU, long
-//! and short rows, 16-bit logits, row inputs, special rows, and the resident path.
+//! and short rows, 16-bit logits, row inputs, special rows, and the resident path; and
+//! rows split over several workgroups (few long rows), which draw what one workgroup
+//! per row draws.
 
 mod common;
 
@@ -9,8 +11,9 @@ use common::{app_device, ctx, read_bytes, storage_buffer, Rng};
 use wgpu_softmax::internals::reference::{
     sample_filter_f64, sample_replay_f64, softmax_f64_with, Tolerance,
 };
+use wgpu_softmax::internals::RowKernel;
 use wgpu_softmax::{
-    block_on, half, wgpu, Context, ContextOptions, Element, Error, HostInputs, MaskedRows,
+    block_on, half, wgpu, Context, ContextOptions, Dtype, Element, Error, HostInputs, MaskedRows,
     MatrixView, Options, Region, RowInputs, SampleOutputs, Sampling, Shape, NO_TOKEN,
 };
 
@@ -147,8 +150,12 @@ fn the_chi_square_tail_matches_known_values() {
 /// 20000 copies of one 50-entry row, drawn in one call: every draw is a survivor, and
 /// the histogram matches the filtered distribution.
 fn check_distribution(row: &[f32], options: &Options, sampling: &Sampling) -> f64 {
+    check_copies(row, options, sampling, 20_000)
+}
+
+/// [`check_distribution`] with `copies` copies of the row.
+fn check_copies(row: &[f32], options: &Options, sampling: &Sampling, copies: usize) -> f64 {
     let ctx = ctx();
-    let copies = 20_000;
     let cols = row.len();
     let input: Vec<f32> = row.iter().copied().cycle().take(copies * cols).collect();
     let shape = Shape::new(copies, cols);
@@ -167,14 +174,32 @@ fn check_distribution(row: &[f32], options: &Options, sampling: &Sampling) -> f6
     }
     let (stat, df, p) = chi_square(&counts, &want);
     eprintln!(
-        "{sampling:?} T={}: chi2 {stat:.2}, df {df}, p {p:.4}",
-        options.temperature
+        "{sampling:?} T={} ({copies} copies, kernel {:?}): chi2 {stat:.2}, df {df}, p {p:.4}",
+        options.temperature,
+        options.kernel()
     );
     assert!(
         p > ALPHA,
         "{sampling:?}: chi-square {stat:.2} on {df} df, p {p:.2e}"
     );
     p
+}
+
+/// `options` with the draw split into `parts` parts per row, once the planner is seen to
+/// split `shape` so (a split test that ran one workgroup per row would prove nothing).
+fn split(ctx: &Context, shape: Shape, options: Options, parts: u32) -> Options {
+    let forced = options
+        .with_kernel(RowKernel::SplitRow)
+        .with_split_parts(parts);
+    let plan = ctx.sample_plan(shape, Dtype::F32, &forced).expect("a plan");
+    let split = plan.split.expect("a split plan");
+    assert_eq!(split.parts, parts, "{shape:?}: {split:?}");
+    forced
+}
+
+/// `options` with one workgroup per row, whatever the shape.
+fn one_workgroup(options: Options) -> Options {
+    options.with_kernel(RowKernel::WorkgroupShared)
 }
 
 fn fifty_logits() -> Vec<f32> {
@@ -222,6 +247,28 @@ fn draws_follow_each_filter_and_their_combinations() {
         &softmax.with_temperature(0.6),
         &Sampling::new(19).with_top_k(8).with_top_p(0.9),
     );
+}
+
+#[test]
+fn split_rows_draws_follow_the_filtered_distribution() {
+    // Each 50-entry row in 5 parts of 12 columns (the last of 2); fewer copies than one
+    // workgroup per row gets, as each of the many rows runs every step of the split's
+    // worst case (a_split_row_draws_what_one_workgroup_draws checks the draws
+    // themselves).
+    let row = fifty_logits();
+    let copies = 4000;
+    let parts = split(ctx(), Shape::new(copies, 50), Options::softmax(), 5);
+    check_copies(
+        &row,
+        &parts.with_temperature(0.7),
+        &Sampling::new(101),
+        copies,
+    );
+    let s = Sampling::new(104)
+        .with_top_k(20)
+        .with_top_p(0.8)
+        .with_min_p(0.05);
+    check_copies(&row, &parts, &s, copies);
 }
 
 #[test]
@@ -354,18 +401,23 @@ fn the_draw_is_the_documented_generators_replayed_on_the_cpu() {
     let mut rng = Rng::new(60);
     let input: Vec<f32> = (0..rows * cols).map(|_| rng.normal(0.0, 2.0)).collect();
     let softmax = Options::softmax().with_temperature(0.8);
-    for s in [
-        Sampling::new(0xdead_beef_0123).with_step(9),
-        Sampling::new(77)
-            .with_top_k(30)
-            .with_top_p(0.8)
-            .with_column_offset(1000),
+    let in_parts = split(ctx, Shape::new(rows, cols), softmax, 4);
+    for (options, s) in [
+        (softmax, Sampling::new(0xdead_beef_0123).with_step(9)),
+        (
+            softmax,
+            Sampling::new(77)
+                .with_top_k(30)
+                .with_top_p(0.8)
+                .with_column_offset(1000),
+        ),
+        (in_parts, Sampling::new(78).with_top_k(30).with_top_p(0.8)),
     ] {
         let (ids, _) = draw(
             ctx,
             &input,
             Shape::new(rows, cols),
-            &softmax,
+            &options,
             &s,
             HostInputs::default(),
         );
@@ -378,7 +430,10 @@ fn the_draw_is_the_documented_generators_replayed_on_the_cpu() {
                     == Some(ids[r] as usize)
             })
             .count();
-        eprintln!("{s:?}: {same} of {rows} rows drew the CPU replay's column");
+        eprintln!(
+            "{s:?} (split {:?}): {same} of {rows} rows drew the CPU replay's column",
+            options.kernel()
+        );
         // The GPU adds f32 z and g, the replay f64: only near-ties may differ.
         assert!(same >= rows * 99 / 100, "{same} of {rows}");
     }
@@ -546,10 +601,15 @@ fn rows_with_nothing_to_draw_give_no_token() {
     .concat();
     let shape = Shape::new(4, cols);
     for (policy, masked_lp) in [(MaskedRows::Nan, f32::NAN), (MaskedRows::Zero, ninf)] {
-        let options = Options::softmax().with_masked_rows(policy);
-        for s in [
-            Sampling::new(1).with_top_k(2).with_top_p(0.5),
-            Sampling::greedy(),
+        let softmax = Options::softmax().with_masked_rows(policy);
+        for (options, s) in [
+            (softmax, Sampling::new(1).with_top_k(2).with_top_p(0.5)),
+            (softmax, Sampling::greedy()),
+            (
+                split(ctx, shape, softmax, 2),
+                Sampling::new(1).with_top_k(2).with_top_p(0.5),
+            ),
+            (split(ctx, shape, softmax, 2), Sampling::greedy()),
         ] {
             let (ids, lp) = draw(ctx, &input, shape, &options, &s, HostInputs::default());
             assert_eq!(ids, [NO_TOKEN, NO_TOKEN, NO_TOKEN, 2], "{policy:?} {s:?}");
@@ -730,25 +790,177 @@ fn the_resident_path_writes_ids_and_log_probs_into_app_buffers() {
 }
 
 #[test]
-fn rows_past_a_software_adapters_loop_cap_are_refused_before_any_gpu_work() {
+fn rows_past_a_software_adapters_loop_cap_are_split() {
     let ctx = ctx();
     let cols = 5_000_000;
-    let input = vec![0.0f32; cols];
+    let mut rng = Rng::new(95);
+    let input: Vec<f32> = (0..cols).map(|_| rng.normal(0.0, 2.0)).collect();
+    let shape = Shape::new(1, cols);
+    let softmax = Options::softmax();
+    let s = Sampling::new(96).with_top_k(5);
     let mut ids = [0u32; 1];
-    let s = Sampling::new(1).with_top_k(5);
-    let got = block_on(ctx.sample(
+    // One workgroup cannot sweep the row within Mesa's loop cap: forced, it is refused.
+    let forced = block_on(ctx.sample(
         &input,
         &mut ids,
         None,
-        Shape::new(1, cols),
-        &Options::softmax(),
+        shape,
+        &one_workgroup(softmax),
         &s,
         HostInputs::default(),
     ));
-    match ctx.caps().max_loop_iterations {
-        // Mesa's llvmpipe and lavapipe: 5M columns need more iterations than the cap.
-        Some(_) => assert!(matches!(got, Err(Error::Unsupported(_))), "{got:?}"),
-        // Elsewhere the row is drawn from: all columns tie, so top-k keeps them all.
-        None => assert!(got.is_ok() && (ids[0] as usize) < cols, "{got:?} {ids:?}"),
+    if ctx.caps().max_loop_iterations.is_some() {
+        assert!(matches!(forced, Err(Error::Unsupported(_))), "{forced:?}");
+    }
+    // The planner splits it, and the draw is one of the five largest.
+    let plan = ctx.sample_plan(shape, Dtype::F32, &softmax).expect("plan");
+    assert!(plan.split.is_some(), "{plan:?}");
+    let (ids, _) = draw(ctx, &input, shape, &softmax, &s, HostInputs::default());
+    let kept = sample_filter_f64(&input, cols, &softmax, &HostInputs::default(), &s);
+    let kept = kept[0].as_ref().unwrap();
+    assert_eq!(kept.iter().filter(|&&p| p > 0.0).count(), 5);
+    assert!(kept[ids[0] as usize] > 0.0, "drew {}", ids[0]);
+}
+
+/// Seeded rows of normal logits, every other one rounded to halves (ties at the filters'
+/// edges).
+fn tied_rows(seed: u64, rows: usize, cols: usize) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..rows * cols)
+        .map(|i| {
+            let x = rng.normal(0.0, 3.0);
+            if (i / cols).is_multiple_of(2) {
+                (x * 2.0).round() / 2.0
+            } else {
+                x
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_split_row_draws_what_one_workgroup_draws() {
+    let ctx = ctx();
+    let samplings = [
+        Sampling::new(5),
+        Sampling::new(6).with_top_k(40),
+        Sampling::new(7).with_min_p(0.05),
+        Sampling::new(8).with_top_p(0.6),
+        Sampling::new(9)
+            .with_top_k(40)
+            .with_top_p(0.8)
+            .with_min_p(0.02),
+        Sampling::greedy(),
+    ];
+    for (rows, cols, parts) in [(200, 33, 3), (60, 1000, 5), (10, 4097, 7), (2, 40_000, 4)] {
+        let input = tied_rows(cols as u64, rows, cols);
+        let shape = Shape::new(rows, cols);
+        for options in [Options::softmax(), Options::softmax().with_temperature(0.7)] {
+            let in_parts = split(ctx, shape, options, parts);
+            let log = softmax_f64_with(
+                &input,
+                cols,
+                &Options::log_softmax().with_temperature(options.temperature),
+                &HostInputs::default(),
+            );
+            for s in &samplings {
+                let one = draw(
+                    ctx,
+                    &input,
+                    shape,
+                    &one_workgroup(options),
+                    s,
+                    HostInputs::default(),
+                );
+                let (ids, lp) = draw(ctx, &input, shape, &in_parts, s, HostInputs::default());
+                let kept = sample_filter_f64(&input, cols, &options, &HostInputs::default(), s);
+                let mut differ = 0;
+                for r in 0..rows {
+                    let what = format!(
+                        "{rows} x {cols} in {parts}, T {}, {s:?}, row {r}",
+                        options.temperature
+                    );
+                    assert!(
+                        kept[r].as_ref().unwrap()[ids[r] as usize] > 0.0,
+                        "{what}: drew {}",
+                        ids[r]
+                    );
+                    let tol = Tolerance::for_op(wgpu_softmax::Op::LogSoftmax);
+                    assert!(
+                        tol.accepts(lp[r], log[r * cols + ids[r] as usize]),
+                        "{what}: log-prob {}",
+                        lp[r]
+                    );
+                    differ += usize::from(ids[r] != one.0[r]);
+                }
+                // The parts' masses are summed in another order than one workgroup's:
+                // only top-p's edge, where the mass above an entry meets p within
+                // rounding, may move. Every other filter keeps the same entries, and the
+                // draw among them is the same.
+                if s.top_p.is_none() {
+                    assert_eq!(differ, 0, "{rows} x {cols} in {parts}, {s:?}: ids differ");
+                } else {
+                    assert!(
+                        differ <= rows / 100,
+                        "{rows} x {cols}, {s:?}: {differ} differ"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn few_long_rows_are_split_and_draw_survivors() {
+    let ctx = ctx();
+    for (rows, cols) in [(1, 262_144), (2, 200_001)] {
+        let shape = Shape::new(rows, cols);
+        let softmax = Options::softmax();
+        let plan = ctx.sample_plan(shape, Dtype::F32, &softmax).expect("plan");
+        let parts = plan.split.map_or(1, |s| s.parts);
+        assert!(parts > 1, "{shape:?}: {plan:?}");
+        let input = tied_rows(cols as u64 + 7, rows, cols);
+        let log = softmax_f64_with(
+            &input,
+            cols,
+            &Options::log_softmax(),
+            &HostInputs::default(),
+        );
+        for s in [
+            Sampling::new(3).with_top_k(50).with_top_p(0.9),
+            Sampling::new(4).with_top_p(0.5).with_min_p(0.1),
+        ] {
+            let (ids, lp) = draw(ctx, &input, shape, &softmax, &s, HostInputs::default());
+            let kept = sample_filter_f64(&input, cols, &softmax, &HostInputs::default(), &s);
+            for r in 0..rows {
+                assert!(
+                    kept[r].as_ref().unwrap()[ids[r] as usize] > 0.0,
+                    "{shape:?} row {r}"
+                );
+                let tol = Tolerance::for_op(wgpu_softmax::Op::LogSoftmax);
+                assert!(
+                    tol.accepts(lp[r], log[r * cols + ids[r] as usize]),
+                    "{shape:?} row {r}"
+                );
+            }
+        }
+        let (ids, _) = draw(
+            ctx,
+            &input,
+            shape,
+            &softmax,
+            &Sampling::greedy(),
+            HostInputs::default(),
+        );
+        for r in 0..rows {
+            let row = &input[r * cols..(r + 1) * cols];
+            let max = row.iter().copied().fold(f32::MIN, f32::max);
+            assert_eq!(
+                ids[r] as usize,
+                row.iter().position(|&x| x == max).unwrap(),
+                "{shape:?}"
+            );
+        }
+        eprintln!("{shape:?}: {parts} parts of {:?}", plan.split);
     }
 }

@@ -488,6 +488,7 @@ fn traffic(
     let tuning = plan::Tuning {
         kernel: options.kernel(),
         workgroup_size: options.workgroup_size(),
+        split_parts: None,
     };
     let p = plan::plan(rows, cols, place, place, tuning, ctx.caps()).map_err(|e| e.to_string())?;
     Ok((p.traffic.ratio(), p.traffic.reads_per_element))

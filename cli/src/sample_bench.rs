@@ -2,7 +2,9 @@
 //! batch 1 and 64 over LLM vocabularies, three ways on one adapter in one run:
 //!
 //! - softmax alone (the resident op into a `[batch, vocab]` output), for scale;
-//! - the sampler (top-k 50, top-p 0.9 on the GPU, the ids read back: 4 bytes a row);
+//! - the sampler (top-k 50, top-p 0.9 on the GPU, the ids read back: 4 bytes a row),
+//!   as planned (few long rows split over several workgroups) and, where the plan
+//!   splits, with one workgroup per row as well;
 //! - the usual alternative: the logits read back, then softmax, top-k (a selection),
 //!   a sort of the survivors, top-p and a draw on the CPU, one thread.
 //!
@@ -11,9 +13,10 @@
 
 use std::time::Instant;
 
+use wgpu_softmax::internals::RowKernel;
 use wgpu_softmax::wgpu;
 use wgpu_softmax::{
-    Context, MatrixView, Options, Region, RowInputs, SampleOutputs, Sampling, Shape,
+    Context, Dtype, MatrixView, Options, Region, RowInputs, SampleOutputs, Sampling, Shape,
 };
 
 use crate::report::{buffer, logits, median, wait};
@@ -29,6 +32,10 @@ pub struct Latency {
     pub vocab: usize,
     pub softmax_ms: f64,
     pub sample_ms: f64,
+    /// The sampler with one workgroup per row, where the plan splits rows.
+    pub one_workgroup_ms: Option<f64>,
+    /// How the sampler's plan runs a row: "1 workgroup of N" or "P parts x N".
+    pub plan: String,
     pub cpu_ms: f64,
 }
 
@@ -132,22 +139,35 @@ fn measure(ctx: &Context, batch: usize, vocab: usize, repeats: usize) -> Result<
         wait(ctx, ctx.queue().submit([enc.finish()]))
     })?;
     let s = sampling();
-    let sample_ms = time(&mut || {
-        let mut enc = new_encoder();
-        ctx.encode_sample(
-            &mut enc,
-            MatrixView::new(&input),
-            SampleOutputs::new(Region::new(&ids)),
-            shape,
-            &softmax,
-            &s,
-            &RowInputs::NONE,
-        )
+    let sample = |options: &Options| {
+        time(&mut || {
+            let mut enc = new_encoder();
+            ctx.encode_sample(
+                &mut enc,
+                MatrixView::new(&input),
+                SampleOutputs::new(Region::new(&ids)),
+                shape,
+                options,
+                &s,
+                &RowInputs::NONE,
+            )
+            .map_err(|e| e.to_string())?;
+            let got = read_back(ctx, enc, (&ids, &readback), (batch * 4) as u64)?;
+            std::hint::black_box(got);
+            Ok(())
+        })
+    };
+    let planned = ctx
+        .sample_plan(shape, Dtype::F32, &softmax)
         .map_err(|e| e.to_string())?;
-        let got = read_back(ctx, enc, (&ids, &readback), (batch * 4) as u64)?;
-        std::hint::black_box(got);
-        Ok(())
-    })?;
+    let sample_ms = sample(&softmax)?;
+    let (plan, one_workgroup_ms) = match planned.split {
+        Some(split) => (
+            format!("{} parts x {}", split.parts, planned.workgroup_size),
+            Some(sample(&softmax.with_kernel(RowKernel::WorkgroupShared))?),
+        ),
+        None => (format!("1 workgroup of {}", planned.workgroup_size), None),
+    };
     let mut draw = 0u64;
     let cpu_ms = time(&mut || {
         let data = read_back(ctx, new_encoder(), (&input, &readback), bytes)?;
@@ -166,6 +186,8 @@ fn measure(ctx: &Context, batch: usize, vocab: usize, repeats: usize) -> Result<
         vocab,
         softmax_ms,
         sample_ms,
+        one_workgroup_ms,
+        plan,
         cpu_ms,
     })
 }
@@ -185,15 +207,18 @@ pub fn table(ctx: &Context, repeats: usize) -> Result<(Vec<Latency>, String), St
          top-p 0.9.\n\n",
         info.name, info.backend
     );
-    s += "| batch x vocab | softmax alone | GPU sampler (ids read back) | logits read back + CPU sampler | CPU / GPU sampler |\n";
-    s += "| --- | --- | --- | --- | --- |\n";
+    s += "| batch x vocab | softmax alone | GPU sampler (ids read back) | its plan per row | GPU sampler, one workgroup per row | logits read back + CPU sampler | CPU / GPU sampler |\n";
+    s += "| --- | --- | --- | --- | --- | --- | --- |\n";
     for r in &rows {
         s += &format!(
-            "| {} x {} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            "| {} x {} | {:.2} | {:.2} | {} | {} | {:.2} | {:.2} |\n",
             r.batch,
             r.vocab,
             r.softmax_ms,
             r.sample_ms,
+            r.plan,
+            r.one_workgroup_ms
+                .map_or("(same)".to_string(), |t| format!("{t:.2}")),
             r.cpu_ms,
             r.cpu_ms / r.sample_ms
         );

@@ -13,7 +13,8 @@
 //                       and the same in fours (softmax_common.wgsl; it may be the input
 //                       buffer itself, for in-place use), or a sampled column and its
 //                       log-probability per row (softmax_sample.wgsl)
-//   5 partials storage  per-(row, part) statistics of the split-row kernels (else a dummy)
+//   5 partials storage  per-(row, part) statistics of the split-row kernels, or the split
+//                       sampler's scratch (sample_split.wgsl); else a dummy
 //   6 stats   storage   row statistics, (max, log-sum-exp) of x / T per row, written with
 //                       STATS_WRITE or read with STATS_GIVEN (else a dummy)
 //   7-9                 mask, lengths and temperatures: see row_inputs.wgsl, imported
@@ -130,7 +131,12 @@ override CAUSAL: bool = false;
 override SOFTCAP: bool = false;
 
 @group(0) @binding(0) var<uniform> params: Params;
+// The split sampler keeps u32 words there (keys and counts that no f32 holds exactly).
+#if SAMPLE_SPLIT
+@group(0) @binding(5) var<storage, read_write> partials: array<vec4<u32>>;
+#else
 @group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>;
+#endif
 @group(0) @binding(6) var<storage, read_write> stats: array<vec2<f32>>;
 
 // -f32::MAX: the running max before any finite entry was seen.
