@@ -5,7 +5,10 @@ mod common;
 
 use common::{check_host, check_output, ctx, normal_matrix, read_back, upload};
 use wgpu_softmax::wgpu;
-use wgpu_softmax::{block_on, Context, ContextOptions, MatrixView, Options, RowInputs, Shape};
+use wgpu_softmax::{
+    block_on, Context, ContextOptions, Dtype, HostInputs, MatrixView, Options, RowInputs, Sampling,
+    Shape,
+};
 
 #[test]
 fn a_single_row_of_40_million_elements() {
@@ -15,6 +18,52 @@ fn a_single_row_of_40_million_elements() {
     let cols = 40_000_000;
     let x = normal_matrix(40, cols, 3.0);
     check_host(ctx, &x, Shape::new(1, cols), &Options::softmax());
+}
+
+#[test]
+fn a_single_row_of_40_million_elements_is_drawn_from() {
+    // Longer than one binding: the draw is split into parts, bound a window of parts at
+    // a time.
+    let ctx = ctx();
+    let cols = 40_000_000;
+    let x = normal_matrix(44, cols, 3.0);
+    let shape = Shape::new(1, cols);
+    let softmax = Options::softmax();
+    let plan = ctx.sample_plan(shape, Dtype::F32, &softmax).expect("plan");
+    let windows = plan.chunks.len();
+    assert!(plan.split.is_some(), "{plan:?}");
+    if ctx.caps().max_storage_binding_size < cols as u64 * 4 {
+        assert!(windows > 1, "{plan:?}");
+    }
+    let draw = |s: &Sampling| {
+        let mut ids = [0u32; 1];
+        block_on(ctx.sample(
+            &x,
+            &mut ids,
+            None,
+            shape,
+            &softmax,
+            s,
+            HostInputs::default(),
+        ))
+        .expect("sample");
+        ids[0] as usize
+    };
+    let max = x.iter().copied().fold(f32::MIN, f32::max);
+    assert_eq!(
+        draw(&Sampling::greedy()),
+        x.iter().position(|&v| v == max).unwrap()
+    );
+    // Top-k 5: one of the five largest (normal values: no ties among them).
+    let mut sorted = x.clone();
+    let fifth = *sorted.select_nth_unstable_by(4, |a, b| b.total_cmp(a)).1;
+    let id = draw(&Sampling::new(45).with_top_k(5));
+    assert!(
+        x[id] >= fifth,
+        "drew {id}: {} below the 5th largest {fifth}",
+        x[id]
+    );
+    eprintln!("{cols} columns: {:?}, {windows} window(s)", plan.split);
 }
 
 #[test]

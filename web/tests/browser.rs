@@ -20,7 +20,7 @@ use wgpu_softmax::internals::reference::{
     backward_f64, cross_entropy_f64, first_mismatch, sample_filter_f64, sample_replay_f64,
     softmax_f64_with, Tolerance, BACKWARD_F32,
 };
-use wgpu_softmax::internals::{Shader, Variant};
+use wgpu_softmax::internals::{RowKernel, Shader, Variant};
 use wgpu_softmax::{
     wgpu, Context, ContextOptions, CrossEntropy, Dtype, Element, Error, HostInputs, LossOutputs,
     MaskView, MaskedRows, MatrixView, Op, Options, Reduction, Region, RowInputs, SampleOutputs,
@@ -996,6 +996,44 @@ async fn host_sample_top_k_top_p_draws_only_survivors_and_a_seed_repeats() {
 }
 
 #[wasm_bindgen_test]
+async fn host_sample_splits_few_long_rows_and_draws_what_one_workgroup_draws() {
+    let ctx = host().await;
+    let (rows, cols) = (2, 40_000);
+    let shape = Shape::new(rows, cols);
+    let options = Options::softmax();
+    let plan = ctx
+        .sample_plan(shape, Dtype::F32, &options)
+        .expect("a plan");
+    let parts = plan.split.map_or(1, |s| s.parts);
+    assert!(parts > 1, "{plan:?}");
+    let mut rng = Rng::new(41);
+    let x: Vec<f32> = (0..rows * cols).map(|_| rng.normal(0.0, 3.0)).collect();
+    let one_workgroup = options.with_kernel(RowKernel::WorkgroupShared);
+    for s in [
+        Sampling::greedy(),
+        Sampling::new(42).with_top_k(50).with_min_p(0.01),
+        Sampling::new(43).with_top_k(50).with_top_p(0.9),
+    ] {
+        let (ids, lp) = draw(&ctx, &x, shape, &options, &s).await;
+        let (one, _) = draw(&ctx, &x, shape, &one_workgroup, &s).await;
+        let kept = sample_filter_f64(&x, cols, &options, &HostInputs::default(), &s);
+        for r in 0..rows {
+            assert!(
+                kept[r].as_ref().unwrap()[ids[r] as usize] > 0.0,
+                "{s:?} row {r}: drew {}",
+                ids[r]
+            );
+        }
+        assert_eq!(
+            ids, one,
+            "{s:?}: {parts} parts drew other ids than one workgroup"
+        );
+        check_logprobs(&ids, &lp, &x, cols, &options);
+    }
+    console_log!("{rows} x {cols}: {parts} parts per row");
+}
+
+#[wasm_bindgen_test]
 async fn host_sample_is_the_generator_replayed_on_the_cpu() {
     let ctx = host().await;
     let (rows, cols) = (200, 200);
@@ -1466,8 +1504,9 @@ async fn host_and_resident_softcap_on_huge_logits() {
         }
     }
 }
-/// Every variant of the sampler and the cross-entropy kernel (input and output widths,
-/// row inputs and mask readers) compiled by the browser's WGSL compiler (Tint), as
+/// Every variant of the sampler's kernels (one workgroup per row, and a split row's part
+/// sweep and fold) and the cross-entropy kernel (input and output widths, row inputs
+/// and mask readers) compiled by the browser's WGSL compiler (Tint), as
 /// modules and as pipelines with the override constants all off and all on: Tint's
 /// messages (with the source line) and the pipelines' validation errors are reported.
 #[wasm_bindgen_test]
@@ -1479,7 +1518,7 @@ async fn sample_and_cross_entropy_variants_compile_in_the_browser() {
     let start = now_ms();
     let variants = Variant::all()
         .into_iter()
-        .filter(|v| matches!(v.shader, Shader::Sample | Shader::CrossEntropy));
+        .filter(|v| v.shader.samples() || v.shader == Shader::CrossEntropy);
     for v in variants {
         let source = v
             .source()
