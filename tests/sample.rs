@@ -157,9 +157,19 @@ fn check_distribution(row: &[f32], options: &Options, sampling: &Sampling) -> f6
 fn check_copies(row: &[f32], options: &Options, sampling: &Sampling, copies: usize) -> f64 {
     let ctx = ctx();
     let cols = row.len();
-    let input: Vec<f32> = row.iter().copied().cycle().take(copies * cols).collect();
-    let shape = Shape::new(copies, cols);
-    let (ids, _) = draw(ctx, &input, shape, options, sampling, HostInputs::default());
+    // Drawn in blocks, each with its row offset, which draws what one call over all the
+    // copies would: on GL every submission holds wgpu's context lock while it runs, and
+    // a test's thread that waits over 6 s for that lock panics.
+    const BLOCK: usize = 1000;
+    let input: Vec<f32> = row.iter().copied().cycle().take(BLOCK * cols).collect();
+    let mut ids = Vec::with_capacity(copies);
+    for first in (0..copies).step_by(BLOCK) {
+        let n = BLOCK.min(copies - first);
+        let shape = Shape::new(n, cols);
+        let s = sampling.with_row_offset(first as u32);
+        let block = &input[..n * cols];
+        ids.extend(draw(ctx, block, shape, options, &s, HostInputs::default()).0);
+    }
     let want = sample_filter_f64(row, cols, options, &HostInputs::default(), sampling)[0]
         .clone()
         .expect("a row to draw from");
@@ -257,7 +267,7 @@ fn split_rows_draws_follow_the_filtered_distribution() {
     // themselves).
     let row = fifty_logits();
     let copies = 4000;
-    let parts = split(ctx(), Shape::new(copies, 50), Options::softmax(), 5);
+    let parts = split(ctx(), Shape::new(1000, 50), Options::softmax(), 5);
     check_copies(
         &row,
         &parts.with_temperature(0.7),
@@ -439,6 +449,43 @@ fn the_draw_is_the_documented_generators_replayed_on_the_cpu() {
     }
 }
 
+/// Draws from `input` with each of `samplings` (every draw a survivor, its log-probability
+/// the reference's) and greedily (the lowest column of the row's max).
+fn check_survivors_and_greedy(ctx: &Context, input: &[f32], shape: Shape, samplings: &[Sampling]) {
+    let cols = shape.cols;
+    let softmax = Options::softmax();
+    let log = softmax_f64_with(input, cols, &Options::log_softmax(), &HostInputs::default());
+    let tol = Tolerance::for_op(wgpu_softmax::Op::LogSoftmax);
+    for s in samplings {
+        let (ids, lp) = draw(ctx, input, shape, &softmax, s, HostInputs::default());
+        let kept = sample_filter_f64(input, cols, &softmax, &HostInputs::default(), s);
+        for r in 0..shape.rows {
+            let id = ids[r] as usize;
+            assert!(
+                kept[r].as_ref().unwrap()[id] > 0.0,
+                "{shape:?} {s:?} row {r}: drew {id}"
+            );
+            assert!(
+                tol.accepts(lp[r], log[r * cols + id]),
+                "{shape:?} row {r}: log-prob"
+            );
+        }
+    }
+    let (ids, _) = draw(
+        ctx,
+        input,
+        shape,
+        &softmax,
+        &Sampling::greedy(),
+        HostInputs::default(),
+    );
+    for (r, row) in input.chunks(cols).enumerate() {
+        let max = row.iter().copied().fold(f32::MIN, f32::max);
+        let want = row.iter().position(|&x| x == max).unwrap();
+        assert_eq!(ids[r] as usize, want, "{shape:?} row {r}");
+    }
+}
+
 #[test]
 fn short_and_long_rows_draw_survivors_and_greedy_finds_the_max() {
     let ctx = ctx();
@@ -446,43 +493,8 @@ fn short_and_long_rows_draw_survivors_and_greedy_finds_the_max() {
         let rows = if cols > 10_000 { 3 } else { 40 };
         let mut rng = Rng::new(cols as u64);
         let input: Vec<f32> = (0..rows * cols).map(|_| rng.normal(0.0, 4.0)).collect();
-        let shape = Shape::new(rows, cols);
-        let softmax = Options::softmax();
         let s = Sampling::new(cols as u64).with_top_k(50).with_top_p(0.9);
-        let (ids, lp) = draw(ctx, &input, shape, &softmax, &s, HostInputs::default());
-        let kept = sample_filter_f64(&input, cols, &softmax, &HostInputs::default(), &s);
-        let log = softmax_f64_with(
-            &input,
-            cols,
-            &Options::log_softmax(),
-            &HostInputs::default(),
-        );
-        for r in 0..rows {
-            let kept = kept[r].as_ref().unwrap();
-            assert!(
-                kept[ids[r] as usize] > 0.0,
-                "{cols} cols, row {r}: drew {}",
-                ids[r]
-            );
-            let tol = Tolerance::for_op(wgpu_softmax::Op::LogSoftmax);
-            assert!(
-                tol.accepts(lp[r], log[r * cols + ids[r] as usize]),
-                "{cols}: log-prob"
-            );
-        }
-        let (ids, _) = draw(
-            ctx,
-            &input,
-            shape,
-            &softmax,
-            &Sampling::greedy(),
-            HostInputs::default(),
-        );
-        for r in 0..rows {
-            let row = &input[r * cols..(r + 1) * cols];
-            let max = row.iter().copied().fold(f32::MIN, f32::max);
-            assert_eq!(ids[r] as usize, row.iter().position(|&x| x == max).unwrap());
-        }
+        check_survivors_and_greedy(ctx, &input, Shape::new(rows, cols), &[s]);
     }
 }
 
@@ -915,52 +927,17 @@ fn few_long_rows_are_split_and_draw_survivors() {
     let ctx = ctx();
     for (rows, cols) in [(1, 262_144), (2, 200_001)] {
         let shape = Shape::new(rows, cols);
-        let softmax = Options::softmax();
-        let plan = ctx.sample_plan(shape, Dtype::F32, &softmax).expect("plan");
+        let plan = ctx
+            .sample_plan(shape, Dtype::F32, &Options::softmax())
+            .expect("plan");
         let parts = plan.split.map_or(1, |s| s.parts);
         assert!(parts > 1, "{shape:?}: {plan:?}");
         let input = tied_rows(cols as u64 + 7, rows, cols);
-        let log = softmax_f64_with(
-            &input,
-            cols,
-            &Options::log_softmax(),
-            &HostInputs::default(),
-        );
-        for s in [
+        let samplings = [
             Sampling::new(3).with_top_k(50).with_top_p(0.9),
             Sampling::new(4).with_top_p(0.5).with_min_p(0.1),
-        ] {
-            let (ids, lp) = draw(ctx, &input, shape, &softmax, &s, HostInputs::default());
-            let kept = sample_filter_f64(&input, cols, &softmax, &HostInputs::default(), &s);
-            for r in 0..rows {
-                assert!(
-                    kept[r].as_ref().unwrap()[ids[r] as usize] > 0.0,
-                    "{shape:?} row {r}"
-                );
-                let tol = Tolerance::for_op(wgpu_softmax::Op::LogSoftmax);
-                assert!(
-                    tol.accepts(lp[r], log[r * cols + ids[r] as usize]),
-                    "{shape:?} row {r}"
-                );
-            }
-        }
-        let (ids, _) = draw(
-            ctx,
-            &input,
-            shape,
-            &softmax,
-            &Sampling::greedy(),
-            HostInputs::default(),
-        );
-        for r in 0..rows {
-            let row = &input[r * cols..(r + 1) * cols];
-            let max = row.iter().copied().fold(f32::MIN, f32::max);
-            assert_eq!(
-                ids[r] as usize,
-                row.iter().position(|&x| x == max).unwrap(),
-                "{shape:?}"
-            );
-        }
+        ];
+        check_survivors_and_greedy(ctx, &input, shape, &samplings);
         eprintln!("{shape:?}: {parts} parts of {:?}", plan.split);
     }
 }
