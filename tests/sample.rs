@@ -153,15 +153,19 @@ fn check_distribution(row: &[f32], options: &Options, sampling: &Sampling) -> f6
     check_copies(row, options, sampling, 20_000)
 }
 
-/// [`check_distribution`] with `copies` copies of the row.
-fn check_copies(row: &[f32], options: &Options, sampling: &Sampling, copies: usize) -> f64 {
-    let ctx = ctx();
-    let cols = row.len();
-    // Drawn in blocks, each with its row offset, which draws what one call over all the
-    // copies would: on GL every submission holds wgpu's context lock while it runs, and
-    // a test's thread that waits over 6 s for that lock panics.
+/// The draws from `copies` copies of `row`, as one call would draw them, made in blocks
+/// of rows, each with its row offset: on GL every submission holds wgpu's context lock
+/// while it runs, and a test's thread that waits over 6 s for that lock panics.
+fn draw_copies<T: Element + Copy>(
+    ctx: &Context,
+    row: &[T],
+    copies: usize,
+    options: &Options,
+    sampling: &Sampling,
+) -> Vec<u32> {
     const BLOCK: usize = 1000;
-    let input: Vec<f32> = row.iter().copied().cycle().take(BLOCK * cols).collect();
+    let cols = row.len();
+    let input: Vec<T> = row.iter().copied().cycle().take(BLOCK * cols).collect();
     let mut ids = Vec::with_capacity(copies);
     for first in (0..copies).step_by(BLOCK) {
         let n = BLOCK.min(copies - first);
@@ -170,6 +174,14 @@ fn check_copies(row: &[f32], options: &Options, sampling: &Sampling, copies: usi
         let block = &input[..n * cols];
         ids.extend(draw(ctx, block, shape, options, &s, HostInputs::default()).0);
     }
+    ids
+}
+
+/// [`check_distribution`] with `copies` copies of the row.
+fn check_copies(row: &[f32], options: &Options, sampling: &Sampling, copies: usize) -> f64 {
+    let ctx = ctx();
+    let cols = row.len();
+    let ids = draw_copies(ctx, row, copies, options, sampling);
     let want = sample_filter_f64(row, cols, options, &HostInputs::default(), sampling)[0]
         .clone()
         .expect("a row to draw from");
@@ -523,23 +535,12 @@ fn sixteen_bit_logits_draw_from_their_own_values() {
         let want = sample_filter_f64(&values, 50, &softmax, &HostInputs::default(), &s)[0]
             .clone()
             .unwrap();
-        let shape = Shape::new(copies, 50);
         let ids = if dtype == "f16" {
-            let input: Vec<half::f16> = bits
-                .iter()
-                .map(|&b| half::f16::from_bits(b))
-                .cycle()
-                .take(copies * 50)
-                .collect();
-            draw(ctx, &input, shape, &softmax, &s, HostInputs::default()).0
+            let row: Vec<half::f16> = bits.iter().map(|&b| half::f16::from_bits(b)).collect();
+            draw_copies(ctx, &row, copies, &softmax, &s)
         } else {
-            let input: Vec<half::bf16> = bits
-                .iter()
-                .map(|&b| half::bf16::from_bits(b))
-                .cycle()
-                .take(copies * 50)
-                .collect();
-            draw(ctx, &input, shape, &softmax, &s, HostInputs::default()).0
+            let row: Vec<half::bf16> = bits.iter().map(|&b| half::bf16::from_bits(b)).collect();
+            draw_copies(ctx, &row, copies, &softmax, &s)
         };
         let mut counts = vec![0u64; 50];
         for &id in &ids {
