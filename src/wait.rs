@@ -270,6 +270,10 @@ impl Poller {
 
 #[cfg(not(target_arch = "wasm32"))]
 impl Drop for Poller {
+    /// Stops the poller thread and waits for it to leave the device (at most one poll
+    /// slice): a process that exits right after dropping its context then never tears
+    /// down the driver under a thread still inside it (seen as a heap corruption at exit
+    /// of the command-line tool on llvmpipe GL).
     fn drop(&mut self) {
         self.inner.shut_down();
     }
@@ -295,6 +299,8 @@ mod native {
         watched: Vec<Watched>,
         running: bool,
         shut_down: bool,
+        /// The poller thread, while it may be running.
+        thread: Option<std::thread::JoinHandle<()>>,
     }
 
     pub(super) struct Shared {
@@ -320,9 +326,19 @@ mod native {
             self.lock().running
         }
 
+        /// Tells the poller thread to stop, and waits for it (unless called on it).
         pub(super) fn shut_down(&self) {
-            self.lock().shut_down = true;
+            let thread = {
+                let mut state = self.lock();
+                state.shut_down = true;
+                state.thread.take()
+            };
             self.work.notify_all();
+            if let Some(t) = thread {
+                if t.thread().id() != std::thread::current().id() {
+                    let _ = t.join();
+                }
+            }
         }
     }
 
@@ -347,6 +363,7 @@ mod native {
             // Without a thread (none can be spawned), the future still ends at its
             // deadline; a map completes whenever anything else polls the device.
             state.running = spawned.is_ok();
+            state.thread = spawned.ok();
         }
         drop(state);
         shared.work.notify_all();
