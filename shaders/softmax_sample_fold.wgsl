@@ -13,10 +13,7 @@ fn begin_search(st_in: RowState, phase: u32, cut: Found) -> RowState {
     var st = st_in;
     st.phase = phase;
     st.search = Search(cut, order_key(st.m), 0u);
-    if phase == PHASE_TOP_K && (!top_k_active() || greedy_draw()) {
-        st.phase = PHASE_TOP_P;
-    }
-    if st.phase == PHASE_TOP_K && search_done(st.search) {
+    if phase == PHASE_TOP_K && (!top_k_active() || greedy_draw() || search_done(st.search)) {
         st.phase = PHASE_TOP_P;
     }
     if st.phase == PHASE_TOP_P {
